@@ -1,0 +1,359 @@
+"""The board agent: fingerprint, probe, and run one measurement job in a killable worker process."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from typing import Any, Callable, List, Optional
+
+from . import fingerprint as fingerprint_mod
+from . import timing
+from .runtimes import available_runtimes, get_runtime
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_LOG_TAIL = 600
+
+
+class JobError(Exception):
+    """A job cannot be run; carries the reply's error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return "%s: %s" % (type(exc).__name__, lines[0][:300]) if lines else type(exc).__name__
+
+
+def _emit(doc: dict) -> None:
+    sys.stdout.write(json.dumps(doc, allow_nan=False, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def _write_json_atomic(path: str, doc: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, allow_nan=False)
+    os.replace(tmp, path)
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _number(value: Any, name: str, minimum: float, integer: bool = False) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
+        raise JobError("bad_job", "job field %s must be a number >= %g, got %r" % (name, minimum, value))
+    if integer and int(value) != value:
+        raise JobError("bad_job", "job field %s must be a whole number, got %r" % (name, value))
+    return int(value) if integer else float(value)
+
+
+def check_job(job: Any) -> dict:
+    """The job with every field checked, or JobError('bad_job')."""
+    if not isinstance(job, dict):
+        raise JobError("bad_job", "a job must be a JSON object")
+    for key in ("artifact", "sha256", "runtime", "threads", "input_shape", "measurement", "timeout_s"):
+        if key not in job:
+            raise JobError("bad_job", "job field %s is missing" % key)
+    if not isinstance(job["artifact"], str) or not os.path.isabs(job["artifact"]):
+        raise JobError("bad_job", "job field artifact must be an absolute path")
+    if not isinstance(job["sha256"], str) or not _SHA256.match(job["sha256"]):
+        raise JobError("bad_job", "job field sha256 must be 64 lower-case hex digits")
+    if not isinstance(job["runtime"], str):
+        raise JobError("bad_job", "job field runtime must be a string")
+    shape = job["input_shape"]
+    if not isinstance(shape, list) or not shape:
+        raise JobError("bad_job", "job field input_shape must be a non-empty list")
+    out = dict(job)
+    out["input_shape"] = [_number(d, "input_shape", 1, integer=True) for d in shape]
+    out["threads"] = _number(job["threads"], "threads", 1, integer=True)
+    out["timeout_s"] = _number(job["timeout_s"], "timeout_s", 0.001)
+    if not isinstance(job["measurement"], dict):
+        raise JobError("bad_job", "job field measurement must be an object")
+    try:
+        timing.check_settings(job["measurement"])
+    except ValueError as exc:
+        raise JobError("bad_job", str(exc))
+    for key in ("energy", "meta"):
+        if job.get(key) is not None and not isinstance(job[key], dict):
+            raise JobError("bad_job", "job field %s must be an object" % key)
+    out["energy"] = job.get("energy") or {"sensor": "none"}
+    out["meta"] = job.get("meta") or {}
+    workdir = job.get("workdir")
+    if workdir is not None and (not isinstance(workdir, str) or not os.path.isdir(workdir)):
+        raise JobError("bad_job", "job field workdir must be an existing directory")
+    return out
+
+
+def _read_job(path: str) -> Any:
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, "r", encoding="utf-8") as fh:
+                text = fh.read()
+        return json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise JobError("bad_job", "cannot read the job: %s" % _one_line(exc))
+
+
+def _self_argv() -> List[str]:
+    """How to start this agent again (from its zipapp or from a source tree) in a new process."""
+    package = __package__ or "profilers.board"
+    top = os.path.dirname(os.path.abspath(__file__))
+    for _ in package.split("."):
+        top = os.path.dirname(top)
+    code = (
+        "import importlib, sys; sys.path.insert(0, sys.argv.pop(1)); "
+        "agent = importlib.import_module(sys.argv.pop(1) + '.agent'); sys.exit(agent.main(sys.argv[1:]))"
+    )
+    return [sys.executable, "-c", code, top, package]
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _tail(path: str) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(fh.tell() - _LOG_TAIL, 0))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def run_job(job_path: str) -> dict:
+    """Check the job and its artifact, run the worker under the job's timeout; the reply."""
+    start = time.monotonic()
+    reply = {
+        "ok": False,
+        "error_code": None,
+        "error": None,
+        "blocks": [],
+        "runtime": None,
+        "runtime_version": "",
+        "agent_seconds": 0.0,
+        "energy": None,
+    }
+    tmp = None
+    try:
+        job = check_job(_read_job(job_path))
+        reply["runtime"] = job["runtime"]
+        if not os.path.isfile(job["artifact"]):
+            raise JobError("missing_artifact", "artifact %s is not on the board" % job["artifact"])
+        found = sha256_file(job["artifact"])
+        if found != job["sha256"]:
+            raise JobError("hash_mismatch", "artifact sha256 is %s, the job expects %s" % (found[:12], job["sha256"][:12]))
+        tmp = tempfile.mkdtemp(prefix="job-", dir=job.get("workdir"))
+        worker_job = os.path.join(tmp, "job.json")
+        _write_json_atomic(worker_job, job)
+        reply.update(_run_worker(worker_job, job["timeout_s"], tmp))
+    except JobError as exc:
+        reply["error_code"], reply["error"] = exc.code, str(exc)
+    except Exception as exc:
+        reply["error_code"], reply["error"] = "agent_error", _one_line(exc)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    reply["agent_seconds"] = time.monotonic() - start
+    return reply
+
+
+def _run_worker(worker_job: str, timeout_s: float, tmp: str) -> dict:
+    result_path = os.path.join(tmp, "result.json")
+    log_path = os.path.join(tmp, "worker.log")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            _self_argv() + ["worker", worker_job, "--out", result_path],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            cwd=tmp,
+            start_new_session=True,
+        )
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        proc.wait()
+        raise JobError("timeout", "the measurement ran past timeout_s=%g s; its process group was killed" % timeout_s)
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc.pid)
+            proc.wait()
+    _kill_group(proc.pid)  # helpers the runtime or a sensor left behind
+    try:
+        with open(result_path, "r", encoding="utf-8") as fh:
+            result = json.load(fh)
+    except (OSError, ValueError):
+        if proc.returncode < 0:
+            why = "the worker died from signal %d" % -proc.returncode
+        else:
+            why = "the worker exited with status %d" % proc.returncode
+        last = _tail(log_path)
+        raise JobError("worker_failed", why + (": " + last if last else ""))
+    keep = ("ok", "error_code", "error", "blocks", "runtime_version", "energy")
+    return {key: result.get(key) for key in keep}
+
+
+def _energy_cfg(cfg: dict) -> dict:
+    """The energy mapping without unset (null) keys, which sensors would take as given."""
+    return {key: value for key, value in cfg.items() if value is not None}
+
+
+def measure_energy_for(job: dict, run_once: Callable[[], None]) -> dict:
+    """The energy sensor's reading for this model, or {'sensor', 'error'}; loaded only when asked for."""
+    cfg = _energy_cfg(job["energy"])
+    name = str(cfg.get("sensor"))
+    overrides = {} if "min_time_s" in cfg else {"min_time_s": float(job["measurement"]["min_time_s"])}
+    try:
+        from . import meter
+        from . import sensors
+    except Exception as exc:
+        return {"sensor": name, "error": "the energy code cannot be loaded: %s" % _one_line(exc)}
+    sensor = None
+    try:
+        if hasattr(meter, "measure_with_config"):
+            energy = dict(meter.measure_with_config(cfg, run_once, **overrides))
+        else:
+            sensor = sensors.make_sensor(cfg)
+            kwargs = {key: cfg[key] for key in ("idle_s", "min_samples", "min_time_s") if key in cfg}
+            kwargs.update(overrides)
+            energy = dict(meter.measure_energy(sensor, run_once, **kwargs))
+        energy.setdefault("sensor", name)
+        json.dumps(energy, allow_nan=False)  # ValueError on NaN/inf: reported, never sent as a number
+        return energy
+    except Exception as exc:
+        return {"sensor": name, "error": _one_line(exc)}
+    finally:
+        close = getattr(sensor, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:
+                pass
+
+
+def probe_energy(cfg: Optional[dict]) -> dict:
+    """Whether the configured energy sensor can be read here."""
+    if not cfg or cfg.get("sensor", "none") == "none":
+        return {"sensor": "none", "readable": False, "detail": "no energy sensor configured"}
+    name = str(cfg.get("sensor"))
+    try:
+        from . import sensors
+
+        probe = getattr(sensors, "probe_sensor", None) or getattr(sensors, "probe")
+        found = dict(probe(_energy_cfg(cfg)))
+    except Exception as exc:
+        return {"sensor": name, "readable": False, "detail": _one_line(exc)}
+    found.update(sensor=found.get("sensor", name), readable=bool(found.get("readable")),
+                 detail=str(found.get("detail", "")))
+    return found
+
+
+def work(job_path: str, out_path: str) -> int:
+    """The worker: load the model, time it, read energy; the result goes to out_path as JSON."""
+    result = {"ok": False, "error_code": None, "error": None, "blocks": [], "runtime_version": "", "energy": None}
+    try:
+        job = check_job(_read_job(job_path))
+        try:
+            runtime = get_runtime(job["runtime"])
+            usable, detail = runtime.available()
+        except Exception as exc:
+            raise JobError("runtime_unavailable", "runtime %s: %s" % (job["runtime"], _one_line(exc)))
+        if not usable:
+            raise JobError("runtime_unavailable", "runtime %s: %s" % (job["runtime"], detail))
+        result["runtime_version"] = str(runtime.version())
+        try:
+            run_once = runtime.load(job["artifact"], job["threads"], job["input_shape"], job["meta"])
+        except Exception as exc:
+            raise JobError("load_failed", _one_line(exc))
+        try:
+            blocks = timing.measure(run_once, job["measurement"])
+        except Exception as exc:
+            raise JobError("run_failed", _one_line(exc))
+        result.update(ok=True, blocks=blocks)
+        if job["energy"].get("sensor", "none") != "none":
+            result["energy"] = measure_energy_for(job, run_once)
+    except JobError as exc:
+        result.update(ok=False, error_code=exc.code, error=str(exc))
+    except Exception as exc:
+        traceback.print_exc()
+        result.update(ok=False, error_code="worker_error", error=_one_line(exc))
+    _write_json_atomic(out_path, result)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agent", description="modnas board agent")
+    sub = parser.add_subparsers(dest="command")
+    fp = sub.add_parser("fingerprint", help="describe this board as one JSON line")
+    fp.add_argument("--root", default="/", help="where sysfs/procfs are mounted (tests)")
+    pr = sub.add_parser("probe", help="runtimes and the energy sensor, as one JSON line")
+    pr.add_argument("--energy", default=None, help="the energy settings as a JSON object")
+    rn = sub.add_parser("run", help="run one measurement job (a JSON file, or - for stdin)")
+    rn.add_argument("job")
+    wk = sub.add_parser("worker", help="internal: the measuring process that `run` starts")
+    wk.add_argument("job")
+    wk.add_argument("--out", default=None)
+    return parser
+
+
+def _command(args: argparse.Namespace) -> Optional[dict]:
+    if args.command == "fingerprint":
+        return fingerprint_mod.collect(args.root, available_runtimes())
+    if args.command == "probe":
+        try:
+            energy = json.loads(args.energy) if args.energy else None
+            probe = probe_energy(energy if isinstance(energy, dict) else None)
+        except ValueError as exc:
+            probe = {"sensor": "?", "readable": False, "detail": "bad --energy JSON: %s" % _one_line(exc)}
+        return {"runtimes": available_runtimes(), "energy": probe}
+    if args.command == "run":
+        return run_job(args.job)
+    return None
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "worker":
+        out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.job)), "result.json")
+        return work(args.job, out)
+    if args.command is None:
+        _parser().print_usage(sys.stderr)
+        return 2
+    sys.stdout.flush()
+    reply_fd = os.dup(1)
+    os.dup2(2, 1)  # whatever a runtime or sensor prints goes to stderr: stdout carries one JSON line
+    try:
+        doc = _command(args)
+    finally:
+        sys.stdout.flush()
+        os.dup2(reply_fd, 1)
+        os.close(reply_fd)
+    _emit(doc or {})
+    return 0

@@ -1,0 +1,37 @@
+"""Shared fixtures: where the shared data lives, and the loopback sshd board."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from sshd_fixture import sshd_board  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_dir() -> Path:
+    env = os.environ.get("MODNAS_SHARED")
+    return Path(env) if env else ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The ``shared/`` folder beside the repository (or ``$MODNAS_SHARED``)."""
+    return _shared_dir()
+
+
+@pytest.fixture(scope="session")
+def data_dir(shared_dir: Path) -> Path:
+    """The measured tables (``$MODNAS_DATA`` or ``../shared/data``)."""
+    env = os.environ.get("MODNAS_DATA")
+    return Path(env) if env else shared_dir / "data"
+
+
+@pytest.fixture()
+def modnas_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A throw-away ``MODNAS_HOME`` so no test touches the user's store."""
+    home = tmp_path / "modnas-home"
+    home.mkdir()
+    monkeypatch.setenv("MODNAS_HOME", str(home))
+    return home

@@ -1,0 +1,1 @@
+"""modnas: profile edge boards, predict their costs, search once for every device, export and validate."""

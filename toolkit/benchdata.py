@@ -1,0 +1,233 @@
+"""NB201 latency/energy tables from every measured source in a data directory.
+
+A *device* is one measured setting (board x runtime x task x batch size), keyed
+``<source>:<device>[:<setting>]``, e.g. ``help:pixel3``, ``eagle:mobile-cpu-snapdragon-855-kryo-485-int8``,
+``hw_nas_bench_360:raspberrypi5:onnx_cifar100``, ``oneproxy:nnmeter_myriadvpu_openvino2019r2``.
+Devices are enumerated from the files; nothing here lists them.
+
+Disconnected cells (no path of non-``none`` ops from input to output, 341 of 15,625) are kept as
+published by :func:`load_table`: some runtimes optimise them away (LiteRT gives them near-zero
+latency), others do not, and Eagle omits them. Predictor training and evaluation drop them
+through :meth:`DeviceTable.connected_only` (their accuracy is chance level, so no search wants them).
+Values that are not positive or not finite (OneProxy's ``-1`` for "not measured") become NaN.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from toolkit.errors import BadInput
+
+N_NB201 = 15625
+METRICS = ("latency", "energy")
+UNITS = {"latency": "ms", "energy": "mJ"}
+
+# Short device names in HW-NAS-Bench-360's files -> the names the combined tables use.
+_HW360_NAMES = {"pi5": "raspberrypi5", "pixel": "pixel6a"}
+
+
+@dataclass
+class DeviceTable:
+    """Devices x 15,625 benchmark indices for one metric (NaN where not measured)."""
+
+    metric: str
+    keys: list[str]
+    values: np.ndarray  # [n_devices, 15625] float64
+    digest: str
+    files: list[str] = field(default_factory=list)
+    duplicates: dict[str, str] = field(default_factory=dict)  # dropped key -> kept key
+
+    def row(self, key: str) -> np.ndarray:
+        if key not in self.keys:
+            raise BadInput(f"unknown device {key!r} in the {self.metric} table ({len(self.keys)} devices)")
+        return self.values[self.keys.index(key)]
+
+    def frame(self) -> pd.DataFrame:
+        """The table as a DataFrame indexed by arch_index, one column per device."""
+        return pd.DataFrame(self.values.T, columns=self.keys).rename_axis("arch_index")
+
+    def connected_only(self) -> "DeviceTable":
+        """A copy with the disconnected cells set to NaN."""
+        vals = self.values.copy()
+        vals[:, ~connected_mask()] = np.nan
+        return DeviceTable(self.metric, list(self.keys), vals, self.digest, list(self.files), dict(self.duplicates))
+
+    def subset(self, keys: list[str]) -> "DeviceTable":
+        rows = [self.keys.index(k) for k in keys]
+        return DeviceTable(self.metric, list(keys), self.values[rows].copy(), self.digest,
+                           list(self.files), dict(self.duplicates))
+
+
+def connected_mask() -> np.ndarray:
+    """Boolean [15625]: whether each benchmark cell connects input to output."""
+    from toolkit.spaces import get_space
+    from toolkit.spaces.nb201 import NB201Space
+
+    space = get_space("nb201")
+    return np.array([NB201Space.is_connected(space.to_indices(a)) for a in space.all_archs()])
+
+
+# -- per-source loaders: each returns {key: (arch_index array, value array)} -------------------
+Loaded = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def _split(df: pd.DataFrame, key_col: str, value_col: str) -> Loaded:
+    out: Loaded = {}
+    for key, part in df.groupby(key_col, sort=True):
+        out[str(key)] = (part["arch_index"].to_numpy(np.int64), part[value_col].to_numpy(np.float64))
+    return out
+
+
+def _load_help(data_dir: Path, metric: str) -> tuple[Loaded, list[Path]]:
+    path = data_dir / "help" / "help_nb201_latency.csv.gz"
+    if not path.exists():
+        return {}, []
+    df = pd.read_csv(path, usecols=["arch_index", "device", "metric", "value"])
+    df = df[df["metric"] == metric]
+    df = df.assign(key="help:" + df["device"].astype(str))
+    return _split(df, "key", "value"), [path]
+
+
+def _load_eagle(data_dir: Path, metric: str) -> tuple[Loaded, list[Path]]:
+    path = data_dir / "eagle_latbench" / "eagle_nb201_latency.csv.gz"
+    if not path.exists():
+        return {}, []
+    df = pd.read_csv(path, usecols=["arch_index", "device", "metric", "value"])
+    df = df[df["metric"] == metric]
+    df = df.assign(key="eagle:" + df["device"].astype(str))
+    return _split(df, "key", "value"), [path]
+
+
+def _load_hw360(data_dir: Path, metric: str) -> tuple[Loaded, list[Path]]:
+    path = data_dir / "hw_nas_bench_360" / "hwnb360_nb201.csv.gz"
+    if not path.exists():
+        return {}, []
+    col = "lat_ms_median" if metric == "latency" else "energy_mj"
+    df = pd.read_csv(path, usecols=["arch_index", "device", "framework", "task", col, "status"])
+    df = df[(df["status"] == "ok") & df[col].notna()]
+    dev = df["device"].astype(str).map(lambda d: _HW360_NAMES.get(d, d))
+    df = df.assign(key="hw_nas_bench_360:" + dev + ":" + df["framework"].astype(str) + "_" + df["task"].astype(str))
+    return _split(df, "key", col), [path]
+
+
+def _load_oneproxy(data_dir: Path, metric: str) -> tuple[Loaded, list[Path]]:
+    path = data_dir / "oneproxy" / "oneproxy_nb201_subset1999_latency.csv"
+    if metric != "latency" or not path.exists():
+        return {}, []
+    df = pd.read_csv(path)
+    idx = df["arch_index"].to_numpy(np.int64)
+    out: Loaded = {}
+    for col in df.columns:
+        if col.endswith("_ms"):
+            out["oneproxy:" + col[: -len("_ms")]] = (idx, df[col].to_numpy(np.float64))
+    return out, [path]
+
+
+SOURCES: dict[str, Callable[[Path, str], tuple[Loaded, list[Path]]]] = {
+    "help": _load_help,
+    "eagle": _load_eagle,
+    "hw_nas_bench_360": _load_hw360,
+    "oneproxy": _load_oneproxy,  # last: its copies of devices already loaded are dropped
+}
+
+
+def _digest(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _same_as(row: np.ndarray, table: list[np.ndarray], keys: list[str]) -> str | None:
+    """The key of an already loaded row equal to ``row`` wherever both are measured."""
+    have = np.isfinite(row)
+    for key, other in zip(keys, table):
+        both = have & np.isfinite(other)
+        if both.sum() >= 50 and np.allclose(row[both], other[both], rtol=1e-6, atol=1e-9):
+            return key
+    return None
+
+
+def load_table(data_dir: str | Path, metric: str = "latency") -> DeviceTable:
+    """Every NB201 device of ``metric`` in ``data_dir``; a source's copy of another is dropped."""
+    if metric not in METRICS:
+        raise BadInput(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise BadInput(f"data directory {str(root)!r} does not exist")
+    keys: list[str] = []
+    rows: list[np.ndarray] = []
+    files: list[Path] = []
+    dups: dict[str, str] = {}
+    for loader in SOURCES.values():
+        loaded, used = loader(root, metric)
+        files += used
+        for key, (idx, val) in loaded.items():
+            ok = (idx >= 0) & (idx < N_NB201)
+            row = np.full(N_NB201, np.nan)
+            row[idx[ok]] = val[ok]
+            row[~(np.isfinite(row) & (row > 0))] = np.nan
+            if not np.isfinite(row).any():
+                continue
+            twin = _same_as(row, rows, keys)
+            if twin is not None:
+                dups[key] = twin
+                continue
+            keys.append(key)
+            rows.append(row)
+    if not keys:
+        raise BadInput(f"no NB201 {metric} tables found under {str(root)!r}")
+    return DeviceTable(metric, keys, np.vstack(rows), _digest(files), [str(f) for f in files], dups)
+
+
+# -- hardware groups ---------------------------------------------------------------------------
+# Rules on names (not a device list): the same chip under several names maps to one group.
+_CHIP_RULES: tuple[tuple[str, str], ...] = (
+    (r"1080\s*-?ti|core-i7-7820x", "gtx1080ti-desktop"),  # Eagle's i7 and GTX files are near-duplicates
+    (r"edge-?tpu", "edgetpu"),
+    (r"adreno-?640|snapdragon-855-adreno", "snapdragon855-gpu"),
+    (r"cortexa76|kryo-?485|snapdragon-855-kryo", "snapdragon855-cpu"),
+    (r"hexagon-?690|snapdragon-855-hexagon", "snapdragon855-dsp"),
+    (r"jetson[_-]?tx2", "jetson-tx2"),
+)
+
+
+def hardware_group(key: str) -> str:
+    """One name per physical hardware: all its runtimes, tasks, batch sizes and copies share it."""
+    low = key.lower()
+    for pattern, group in _CHIP_RULES:
+        if re.search(pattern, low):
+            return group
+    parts = low.split(":")
+    source, name = parts[0], parts[1] if len(parts) > 1 else parts[0]
+    if source == "oneproxy":
+        name = re.sub(r"^(hwnasbench|nnmeter|eagle)_", "", name)
+        name = re.sub(r"_(tflite|openvino)[0-9a-z]*$", "", name)
+    if source == "help":
+        name = re.sub(r"_\d{1,3}$", "", name)  # batch sizes (model numbers have 4 digits)
+    name = re.sub(r"-(int8|fp32|fp16)$", "", name)
+    return name
+
+
+def groups(keys: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for k in keys:
+        out.setdefault(hardware_group(k), []).append(k)
+    return out
+
+
+# -- accuracy ------------------------------------------------------------------------------------
+def load_accuracy(data_dir: str | Path) -> pd.DataFrame:
+    """``nb201_accuracy.csv.gz`` indexed by arch_index (15,625 rows)."""
+    path = Path(data_dir) / "nb201" / "nb201_accuracy.csv.gz"
+    if not path.exists():
+        raise BadInput(f"accuracy table {str(path)!r} not found")
+    df = pd.read_csv(path, dtype={"arch_vector": str, "unique_str": str})
+    return df.set_index("arch_index").sort_index()

@@ -1,0 +1,110 @@
+"""Per-device calibration: an affine fit, in log space, of predictions to measurements.
+
+``log(measured) ~ slope * log(predicted) + intercept``. With few points (the 10 reference
+measurements) or a degenerate spread, the slope falls back to 1 and only the offset is fitted.
+The residuals (log ratios) give a safety margin for budgets.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from toolkit.errors import BadInput
+
+MIN_POINTS_FOR_SLOPE = 4
+SLOPE_RANGE = (0.2, 5.0)
+
+
+@dataclass
+class Calibration:
+    """``measured = exp(intercept) * predicted ** slope``; residuals in log space."""
+
+    slope: float = 1.0
+    intercept: float = 0.0
+    residuals: list[float] = field(default_factory=list)
+    n: int = 0
+
+    def apply(self, x: Any) -> np.ndarray:
+        arr = np.asarray(x, dtype=np.float64)
+        return np.exp(self.slope * np.log(np.maximum(arr, 1e-12)) + self.intercept)
+
+    def apply_log(self, logx: Any) -> Any:
+        """The calibrated log value from a log prediction (works on numpy arrays and torch tensors)."""
+        return logx * self.slope + self.intercept
+
+    def margin(self, quantile: float = 0.9) -> float:
+        """Relative margin (e.g. 0.04 = 4 %) covering ``quantile`` of the under-predictions seen."""
+        if not 0 < quantile <= 1:
+            raise BadInput(f"margin quantile must be in (0, 1], got {quantile}")
+        if not self.residuals:
+            return 0.0
+        # residual = log(measured) - log(calibrated prediction); positive = under-predicted
+        q = float(np.quantile(np.asarray(self.residuals), quantile))
+        return max(0.0, math.exp(q) - 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Calibration":
+        try:
+            return cls(slope=float(d["slope"]), intercept=float(d["intercept"]),
+                       residuals=[float(r) for r in d.get("residuals", [])], n=int(d.get("n", 0)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadInput(f"bad calibration record: {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> "Calibration":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"bad calibration JSON: {exc.msg}") from None
+
+
+def _positive(name: str, values: Sequence[float] | np.ndarray) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64).ravel()
+    if arr.size and (not np.all(np.isfinite(arr)) or np.any(arr <= 0)):
+        raise BadInput(f"{name} values must be positive and finite")
+    return arr
+
+
+def fit(pred: Sequence[float] | np.ndarray, measured: Sequence[float] | np.ndarray,
+        min_points_for_slope: int = MIN_POINTS_FOR_SLOPE) -> Calibration:
+    """Least-squares line in log space; slope 1 when points are few or the fit is degenerate."""
+    p = _positive("predicted", pred)
+    m = _positive("measured", measured)
+    if p.size != m.size:
+        raise BadInput(f"calibration needs as many predictions as measurements ({p.size} vs {m.size})")
+    if p.size == 0:
+        raise BadInput("calibration needs at least one measurement")
+    lp, lm = np.log(p), np.log(m)
+    slope = 1.0
+    if p.size >= min_points_for_slope and np.std(lp) > 1e-6:
+        s = float(np.cov(lp, lm, bias=True)[0, 1] / np.var(lp))
+        if SLOPE_RANGE[0] <= s <= SLOPE_RANGE[1]:
+            slope = s
+    intercept = float(np.mean(lm - slope * lp))
+    resid = lm - (slope * lp + intercept)
+    return Calibration(slope=slope, intercept=intercept, residuals=[float(r) for r in resid], n=int(p.size))
+
+
+def finetune(predictor: Any, archs: list[str], measured: Sequence[float] | np.ndarray, emb: np.ndarray,
+             steps: int = 200, lr: float = 3e-4, seed: int = 0, min_points: int = 30) -> Any:
+    """A copy of ``predictor`` fine-tuned on one device's measurements (needs ``min_points``).
+
+    The copy's output keeps the predictor's log scale, so calibrate it afterwards on the same
+    points. Returns ``predictor`` unchanged when there are fewer than ``min_points`` measurements.
+    """
+    m = _positive("measured", measured)
+    if m.size != len(archs):
+        raise BadInput(f"fine-tuning needs one measurement per architecture ({m.size} vs {len(archs)})")
+    if m.size < min_points:
+        return predictor
+    return predictor.finetuned(archs, m, emb, steps=steps, lr=lr, seed=seed)

@@ -1,0 +1,314 @@
+"""The ``modnas`` command: argument parsing and wiring only; the work lives in the modules it calls."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from toolkit.errors import BadInput, BoardError, ModnasError, NotAvailable
+
+Handler = Callable[[argparse.Namespace], tuple[Any, str]]
+
+
+# -- shared helpers ------------------------------------------------------------------------------
+def open_store(args: argparse.Namespace) -> Any:
+    from toolkit.config import default_db
+    from toolkit.store import Store
+
+    return Store(Path(os.path.expanduser(args.db)) if args.db else default_db())
+
+
+def load_device_ref(ref: str, store: Any) -> Any:
+    from toolkit.config import NAME_RE, load_device
+
+    stored = store.get_device(ref) if NAME_RE.match(ref) else None
+    if stored is not None and set(stored) == {"name"}:
+        stored = None  # known only from imported measurements: no board to reach
+    return load_device(ref, stored)
+
+
+def device_name(ref: str) -> str:
+    """A device given by name for commands that only need the store."""
+    from toolkit.config import check_name
+
+    return check_name(ref, "device name")
+
+
+def table(rows: list[list[Any]], header: list[str]) -> str:
+    cells = [header] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(x: Any, nd: int = 3) -> str:
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+# -- commands ------------------------------------------------------------------------------------
+def cmd_doctor(args: argparse.Namespace) -> tuple[Any, str]:
+    from toolkit.profiling import fingerprint_device
+
+    with open_store(args) as store:
+        cfg = load_device_ref(args.device, store)
+        fingerprint, probe = fingerprint_device(cfg, store)
+    energy = probe.get("energy") or {"sensor": cfg.energy.sensor, "readable": False, "detail": "not probed"}
+    doc = {"device": cfg.name, "reachable": True, "fingerprint": fingerprint,
+           "runtimes": probe.get("runtimes", {}), "energy": energy}
+    if "sensors" in probe:
+        doc["sensors"] = probe["sensors"]
+    lines = [f"device {cfg.name} ({cfg.address}): reachable"]
+    for key in ("cpu_model", "cores", "governor", "os", "kernel", "python"):
+        if key in fingerprint:
+            lines.append(f"  {key}: {fingerprint[key]}")
+    for name, rt in doc["runtimes"].items():
+        lines.append(f"  runtime {name}: {'ok ' if rt.get('available') else 'missing '}{rt.get('detail', '')}")
+    lines.append(f"  energy {energy.get('sensor')}: {'readable' if energy.get('readable') else 'not readable'}"
+                 f" {energy.get('detail', '')}")
+    return doc, "\n".join(lines)
+
+
+def cmd_profile(args: argparse.Namespace) -> tuple[Any, str]:
+    from toolkit.profiling import profile_many, resolve_archs
+    from toolkit.spaces import get_space
+
+    space = get_space(args.space)
+    archs = resolve_archs(space, args.archs, args.seed)
+    with open_store(args) as store:
+        cfgs = [load_device_ref(ref, store) for ref in args.devices]
+        names = [c.name for c in cfgs]
+        if len(set(names)) != len(names):
+            raise BadInput("the same device is named twice")
+        results, errors = profile_many(cfgs, store, space, archs, runtime=args.runtime, force=args.force,
+                                       quiet=args.quiet)
+    if errors:
+        name, err = errors[0]
+        raise BoardError(str(err) if name in str(err) else f"board {name}: {err}")
+    doc: Any = results[0] if len(results) == 1 else sorted(results, key=lambda r: names.index(r["device"]))
+    lines = []
+    for res in results:
+        rows = [[r["arch"], _fmt(r["latency_ms"]["median"]), _fmt(r["latency_ms"]["p90"]),
+                 _fmt(r["energy_mj"]["gross"]) if r["energy_mj"] else "-"] for r in res["measured"]]
+        lines.append(f"device {res['device']}: {len(res['measured'])} measured, {len(res['skipped'])} skipped, "
+                     f"{len(res['failed'])} failed")
+        if rows:
+            lines.append(table(rows, ["arch", "median ms", "p90 ms", "energy mJ"]))
+        lines += [f"  failed {f['arch']}: {f['error']}" for f in res["failed"]]
+    return doc, "\n".join(lines)
+
+
+def cmd_devices(args: argparse.Namespace) -> tuple[Any, str]:
+    with open_store(args) as store:
+        doc = store.devices()
+    rows = [[d["name"], d["space"], d["measurements"]["latency"], d["measurements"]["energy"],
+             "yes" if d["embedding"] else "no"] for d in doc]
+    return doc, table(rows, ["device", "space", "latency", "energy", "embedding"]) if rows else "no devices yet"
+
+
+def cmd_import(args: argparse.Namespace) -> tuple[Any, str]:
+    from toolkit.importer import read_measurement_csv
+    from toolkit.onboarding import refresh_embedding
+    from toolkit.spaces import get_space
+
+    space = get_space(args.space)
+    name = device_name(args.device)
+    good, rejected = read_measurement_csv(Path(args.file), space)
+    if not good:
+        first = rejected[0] if rejected else {"line": "-", "error": "no data rows"}
+        raise BadInput(f"{args.file}: nothing to import (line {first['line']}: {first['error']})")
+    with open_store(args) as store:
+        n = store.import_values(name, space.name, args.metric, good)
+        refresh_embedding(store, name, space, args.metric)
+    doc = {"device": name, "imported": n, "rejected": rejected}
+    text = f"imported {n} {args.metric} values for {name}" + "".join(
+        f"\n  rejected line {r['line']}: {r['error']}" for r in rejected)
+    return doc, text
+
+
+def cmd_space_refs(args: argparse.Namespace) -> tuple[Any, str]:
+    from toolkit.spaces import get_space
+
+    refs = get_space(args.space).reference_archs()
+    return refs, "\n".join(refs)
+
+
+def cmd_export(args: argparse.Namespace) -> tuple[Any, str]:
+    from toolkit.exporting import export_arch
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    with open_store(args) as store:
+        cfg = load_device_ref(args.device, store) if args.device else None
+        doc = export_arch(args.arch, space_name=args.space, formats=formats, out=Path(args.out), device=cfg,
+                          run=args.run)
+    lines = [f"{k}: {v}" for k, v in doc.items() if k != "max_abs_diff"]
+    lines += [f"max |diff| vs PyTorch ({k}): {v:.3g}" for k, v in doc.get("max_abs_diff", {}).items()
+              if v is not None]
+    return doc, "\n".join(lines)
+
+
+def not_yet(command: str) -> Handler:
+    def handler(args: argparse.Namespace) -> tuple[Any, str]:
+        raise NotAvailable(f"`modnas {command}` is not available yet in this version")
+    return handler
+
+
+# -- parser --------------------------------------------------------------------------------------
+def _common(p: argparse.ArgumentParser, top: bool) -> None:
+    d = None if top else argparse.SUPPRESS
+    p.add_argument("--db", default=d, help="results store (default $MODNAS_HOME/modnas.db)")
+    p.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS,
+                   help="print one JSON document on stdout")
+    p.add_argument("--quiet", action="store_true", default=False if top else argparse.SUPPRESS,
+                   help="no progress on stderr")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, as for every bad input
+        raise BadInput(f"{self.prog}: {message}")
+
+
+def build_parser(handlers: dict[str, Handler]) -> argparse.ArgumentParser:
+    parser = _Parser(prog="modnas", description="Profile edge boards, predict their latency and energy, "
+                     "search one network family for every device, export and validate.")
+    _common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _common(p, top=False)
+        p.set_defaults(handler=handlers.get(name) or not_yet(name))
+        return p
+
+    def space_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--space", default="nb201", help="search space (default nb201)")
+
+    p = add("doctor", "connect, fingerprint the board, check its runtimes and energy sensor")
+    p.add_argument("device", help="device YAML, stored device name, or a name in device_configs/")
+    p = add("profile", "measure architectures on one or more boards and store every result")
+    p.add_argument("devices", nargs="+", metavar="DEVICE")
+    space_arg(p)
+    p.add_argument("--archs", default="refs", help="refs | random:N | FILE (one architecture a line)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runtime", choices=["onnxruntime", "tvm", "tensorrt"], default=None)
+    p.add_argument("--force", action="store_true", help="measure again what is already stored")
+    add("devices", "list the devices in the store")
+    p = add("import", "store measurements taken elsewhere (CSV with header arch,value)")
+    p.add_argument("file")
+    p.add_argument("--device", required=True)
+    space_arg(p)
+    p.add_argument("--metric", choices=["latency", "energy"], default="latency")
+    p = add("space", "facts about a search space")
+    space_sub = p.add_subparsers(dest="space_command", metavar="WHAT", parser_class=_Parser, required=True)
+    refs = space_sub.add_parser("refs", help="the reference architectures of the hardware embedding")
+    _common(refs, top=False)
+    space_arg(refs)
+    refs.set_defaults(handler=handlers.get("space refs") or not_yet("space refs"))
+    p = add("predict", "predicted latency or energy on a device, calibrated on its measurements")
+    p.add_argument("--device", required=True)
+    space_arg(p)
+    p.add_argument("--metric", choices=["latency", "energy"], default="latency")
+    p.add_argument("--archs", required=True, help="all | refs | random:N | FILE")
+    p.add_argument("--predictor", default=None, help="predictor file (default: the one shipped)")
+    p = add("predictor", "train or evaluate the hardware-conditioned predictor")
+    pred_sub = p.add_subparsers(dest="predictor_command", metavar="WHAT", parser_class=_Parser, required=True)
+    for what, text in (("fit", "train on tabular data and the store"), ("eval", "leave-devices-out evaluation")):
+        q = pred_sub.add_parser(what, help=text)
+        _common(q, top=False)
+        space_arg(q)
+        q.add_argument("--data", default=os.environ.get("MODNAS_DATA"), help="data directory (or $MODNAS_DATA)")
+        q.add_argument("--metric", choices=["latency", "energy"], default="latency")
+        q.add_argument("--seed", type=int, default=0)
+        if what == "fit":
+            q.add_argument("--out", default=None, help="where to write the predictor (.safetensors)")
+        else:
+            q.add_argument("--out", default=None, help="directory for the JSON and Markdown results")
+        q.set_defaults(handler=handlers.get(f"predictor {what}") or not_yet(f"predictor {what}"))
+    p = add("search", "one MODNAS search for all the given devices")
+    space_arg(p)
+    p.add_argument("--devices", default=None, help="D1,D2,... (store devices or table devices); default: the tables")
+    p.add_argument("--objectives", default="error,latency")
+    p.add_argument("--accuracy", choices=["supernet", "benchmark"], default="benchmark")
+    p.add_argument("--data", default=os.environ.get("MODNAS_DATA"))
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p = add("pareto", "the front of a search run read out for a device, seen or unseen")
+    p.add_argument("--device", required=True)
+    space_arg(p)
+    p.add_argument("--run", default=None)
+    p.add_argument("--preferences", type=int, default=24)
+    p = add("select", "the most accurate architecture predicted to meet a latency budget")
+    p.add_argument("--device", required=True)
+    space_arg(p)
+    p.add_argument("--budget-ms", type=float, required=True)
+    p.add_argument("--run", default=None)
+    p = add("export", "build a subnet and export it (ONNX, TVM, TensorRT) for a device")
+    p.add_argument("arch")
+    space_arg(p)
+    p.add_argument("--run", default=None)
+    p.add_argument("--format", default="onnx", help="onnx[,tvm][,tensorrt]")
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", required=True)
+    p = add("validate", "measure chosen architectures on the board and compare with predictions")
+    p.add_argument("device")
+    space_arg(p)
+    p.add_argument("--run", default=None)
+    p.add_argument("--archs", default="pareto", help="pareto | FILE")
+    p.add_argument("--out", default=None)
+    p = add("onboard", "doctor, profile the references (and N more), build embedding and calibration")
+    p.add_argument("device")
+    space_arg(p)
+    p.add_argument("--extra", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p = add("quickstart", "the main job on this machine as the board, end to end")
+    p.add_argument("--out", default=None)
+    return parser
+
+
+HANDLERS: dict[str, Handler] = {
+    "doctor": cmd_doctor,
+    "profile": cmd_profile,
+    "devices": cmd_devices,
+    "import": cmd_import,
+    "space refs": cmd_space_refs,
+    "export": cmd_export,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser(HANDLERS)
+    as_json = False
+    try:
+        args = parser.parse_args(argv)
+        as_json = bool(getattr(args, "json", False))
+        if not getattr(args, "command", None):
+            parser.print_help(sys.stderr)
+            return 2
+        doc, text = args.handler(args)
+    except ModnasError as err:
+        print(f"modnas: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("modnas: interrupted; everything measured so far is stored", file=sys.stderr)
+        return 130
+    except SystemExit as err:  # --help
+        return int(err.code or 0)
+    except Exception as err:  # anything unforeseen: one line, the trace only on request
+        if os.environ.get("MODNAS_DEBUG"):
+            raise
+        print(f"modnas: internal error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+              f" (set MODNAS_DEBUG=1 for the trace)", file=sys.stderr)
+        return 1
+    if as_json:
+        sys.stdout.write(json.dumps(doc, indent=None, default=str) + "\n")
+    elif text:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

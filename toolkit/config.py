@@ -1,0 +1,178 @@
+"""Typed configuration: device files (YAML) validated once, with one-line errors."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from toolkit.errors import BadInput
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+HOST_RE = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")
+REMOTE_PATH_RE = re.compile(r"^[A-Za-z0-9_./~+-]{1,255}$")
+DEVICE_CONFIG_DIR = Path(__file__).resolve().parents[1] / "device_configs"
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """Names become file and table keys: letters, digits, '-' and '_' only."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise BadInput(f"invalid {what} {name!r}: use letters, digits, '-' and '_' (at most 64)")
+    return name
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MeasurementSettings(Strict):
+    """The timing protocol run on the board."""
+
+    warmup_s: float = Field(1.0, ge=0, le=600)
+    min_runs: int = Field(50, ge=1, le=1_000_000)
+    min_time_s: float = Field(1.0, ge=0, le=3600)
+    repeats: int = Field(3, ge=1, le=100)
+    cooldown_s: float = Field(0.1, ge=0, le=600)
+    timeout_s: float = Field(300.0, gt=0, le=86400)
+
+    def key(self) -> str:
+        """A stable text key: measurements taken with other settings are not reused."""
+        return (f"w{self.warmup_s:g}-n{self.min_runs}-t{self.min_time_s:g}"
+                f"-r{self.repeats}-c{self.cooldown_s:g}")
+
+
+class EnergySettings(Strict):
+    """Which on-board sensor to integrate, and how."""
+
+    sensor: Literal["none", "rapl", "ina3221", "tegrastats", "nvml", "command"] = "none"
+    domain: str | None = None
+    rail: str | None = None
+    root: str | None = None
+    command: str | None = None
+    index: int | None = None
+    interval_ms: int = Field(100, ge=1, le=60_000)
+    idle_s: float = Field(2.0, ge=0, le=600)
+    min_samples: int = Field(10, ge=1, le=100_000)
+
+
+class DeviceConfig(Strict):
+    """One board, as written in a device YAML file."""
+
+    name: str
+    host: str = "local"
+    port: int = Field(22, ge=1, le=65535)
+    user: str | None = None
+    key_file: str | None = None
+    known_hosts: str = "~/.ssh/known_hosts"
+    host_key_policy: Literal["strict", "accept-new"] = "strict"
+    python: str = "python3"
+    workdir: str = "/tmp/modnas"
+    runtime: Literal["onnxruntime", "tvm", "tensorrt"] = "onnxruntime"
+    threads: int = Field(1, ge=1, le=1024)
+    target: dict[str, Any] | None = None
+    measurement: MeasurementSettings = MeasurementSettings()
+    energy: EnergySettings = EnergySettings()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError("use letters, digits, '-' and '_' only")
+        return v
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if not HOST_RE.match(v) or v.startswith("-"):
+            raise ValueError("not a host name or address")
+        return v
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[a-z_][a-z0-9_.-]{0,31}$", v):
+            raise ValueError("not a user name")
+        return v
+
+    @field_validator("workdir", "python")
+    @classmethod
+    def _remote_path(cls, v: str) -> str:
+        if not REMOTE_PATH_RE.match(v) or ".." in v.split("/") or v.startswith("-"):
+            raise ValueError("use a plain path (letters, digits, '_', '.', '/', '~', '+', '-')")
+        return v
+
+    @property
+    def is_local(self) -> bool:
+        return self.host == "local"
+
+    @property
+    def address(self) -> str:
+        return "local" if self.is_local else f"{self.host}:{self.port}"
+
+    def expanded(self, value: str | None) -> str | None:
+        return os.path.expanduser(value) if value else value
+
+
+def _first_error(err: ValidationError, source: str) -> BadInput:
+    e = err.errors()[0]
+    where = ".".join(str(p) for p in e["loc"]) or "file"
+    if e["type"] == "extra_forbidden":
+        return BadInput(f"{source}: unknown key {where!r}")
+    if e["type"] == "missing":
+        return BadInput(f"{source}: missing required key {where!r}")
+    return BadInput(f"{source}: {where}: {e['msg']}")
+
+
+def parse_device(data: Any, source: str = "device file") -> DeviceConfig:
+    """Validate a mapping as a device file; the first problem becomes one line."""
+    if not isinstance(data, dict):
+        raise BadInput(f"{source}: expected a mapping of keys, got {type(data).__name__}")
+    for key in data:
+        if isinstance(key, str) and "password" in key.lower():
+            raise BadInput(f"{source}: {key!r}: passwords are not accepted; use a key file or ssh-agent")
+    try:
+        return DeviceConfig.model_validate(data)
+    except ValidationError as err:
+        raise _first_error(err, source) from None
+
+
+def read_device_file(path: Path) -> DeviceConfig:
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise BadInput(f"{path}: cannot read device file: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise BadInput(f"{path}:{where} malformed YAML: {getattr(err, 'problem', err)}") from None
+    return parse_device(data, str(path))
+
+
+def load_device(ref: str, stored: dict[str, Any] | None = None) -> DeviceConfig:
+    """A device from a YAML path, a device already in the store, or a file in device_configs/."""
+    path = Path(os.path.expanduser(ref))
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.exists():
+            raise BadInput(f"{ref}: no such device file")
+        return read_device_file(path)
+    if stored is not None:
+        return parse_device(stored, f"stored device {ref!r}")
+    for suffix in (".yaml", ".yml"):
+        candidate = DEVICE_CONFIG_DIR / f"{ref}{suffix}"
+        if NAME_RE.match(ref) and candidate.exists():
+            return read_device_file(candidate)
+    raise BadInput(f"unknown device {ref!r}: give a device YAML file, a device in the store (`modnas devices`), "
+                   f"or a name from device_configs/")
+
+
+def modnas_home() -> Path:
+    return Path(os.path.expanduser(os.environ.get("MODNAS_HOME", "~/.modnas")))
+
+
+def default_db() -> Path:
+    return modnas_home() / "modnas.db"

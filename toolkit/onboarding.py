@@ -1,0 +1,27 @@
+"""Derived per-device state: the hardware embedding and the calibration, rebuilt from the store."""
+from __future__ import annotations
+
+from typing import Any
+
+from toolkit.errors import BadInput
+from toolkit.spaces import Space
+from toolkit.store import Store
+
+
+def refresh_embedding(store: Store, device: str, space: Space, metric: str = "latency") -> dict[str, Any] | None:
+    """When all references are measured: store the embedding and, given a predictor, the calibration."""
+    from toolkit.embedding import hardware_embedding
+
+    values = store.values(device, space.name, metric)
+    if not all(r in values for r in space.reference_archs()):
+        return None
+    store.set_embedding(device, space.name, metric, [float(v) for v in hardware_embedding(values, space)])
+    from toolkit.prediction import device_from_store
+
+    try:
+        cost = device_from_store(store, device, space.name, metric)
+    except BadInput:  # no predictor for this space and metric: the embedding alone is kept
+        return None
+    cal = cost.calibration.to_dict()
+    store.set_calibration(device, space.name, metric, cal)
+    return cal

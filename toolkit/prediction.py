@@ -1,0 +1,144 @@
+"""Calibrated cost of architectures on one device: embedding + predictor + calibration.
+
+This is what ``modnas predict``, ``select`` and the search call. A device's reference
+measurements give its embedding; the same measurements (plus any others) calibrate the
+predictor's output to the device's absolute values.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from toolkit.calibration import Calibration
+from toolkit.errors import BadInput
+
+MINMAX_SAMPLES = 20000
+
+
+def _space(space: Any) -> Any:
+    from toolkit.spaces import get_space
+
+    return get_space(space) if isinstance(space, str) else space
+
+
+@dataclass
+class DeviceCost:
+    """Cost model of one device; ``predict`` in ms (latency) or mJ (energy)."""
+
+    name: str
+    space: Any
+    metric: str
+    predictor: Any
+    emb: np.ndarray
+    calibration: Calibration
+    measured: dict[str, float] = field(default_factory=dict)
+    _minmax: tuple[float, float] | None = field(default=None, repr=False)
+
+    def predict_onehot(self, onehot: np.ndarray) -> np.ndarray:
+        logp = self.predictor.predict_log_onehot(np.asarray(onehot, np.float32), self.emb)
+        return np.exp(self.calibration.apply_log(logp))
+
+    def predict(self, archs: Sequence[str]) -> np.ndarray:
+        """Calibrated values for ``archs`` (any string form the space parses)."""
+        return self.predict_onehot(self.space.encode(list(archs)))
+
+    def torch_cost(self, onehot: Any) -> Any:
+        """Calibrated value per row of a soft or straight-through one-hot ``[B, D]``; differentiable."""
+        import torch
+
+        emb = torch.as_tensor(self.emb, dtype=onehot.dtype, device=onehot.device).reshape(1, -1)
+        logp = self.predictor.torch_log_forward(onehot, emb.expand(onehot.shape[0], -1))
+        return torch.exp(self.calibration.apply_log(logp))
+
+    def space_minmax(self) -> tuple[float, float]:
+        """Smallest and largest predicted value over the space (all of NB201; a seeded sample otherwise)."""
+        if self._minmax is None:
+            sp = self.space
+            archs = sp.all_archs() if hasattr(sp, "all_archs") else sp.sample(MINMAX_SAMPLES, seed=0)
+            vals = self.predict(archs)
+            self._minmax = (float(vals.min()), float(vals.max()))
+        return self._minmax
+
+    def margin(self, quantile: float = 0.9) -> float:
+        return self.calibration.margin(quantile)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device": self.name, "space": self.space.name, "metric": self.metric,
+                "embedding": [float(x) for x in self.emb], "calibration": self.calibration.to_dict(),
+                "measurements": len(self.measured)}
+
+
+def _check_predictor(predictor: Any, space: Any, metric: str) -> Any:
+    from toolkit import predictors
+
+    pred = predictor if predictor is not None else predictors.load_default(space.name, metric)
+    if pred.space_name != space.name or pred.metric != metric:
+        raise BadInput(f"predictor is for {pred.space_name}/{pred.metric}, not {space.name}/{metric}")
+    return pred
+
+
+def device_cost(name: str, values: dict[str, float], space: Any, metric: str = "latency", predictor: Any = None,
+                finetune: bool = False, finetune_min: int = 30) -> DeviceCost:
+    """A cost model from measured ``{arch: value}``; the reference architectures must be among them."""
+    from toolkit import calibration
+    from toolkit.embedding import hardware_embedding
+
+    sp = _space(space)
+    pred = _check_predictor(predictor, sp, metric)
+    canon: dict[str, float] = {}
+    for arch, v in values.items():
+        x = float(v)
+        if not np.isfinite(x) or x <= 0:
+            raise BadInput(f"device {name}: measured {metric} of {arch} must be positive and finite, got {x}")
+        canon[sp.canonical(arch)] = x
+    refs = [sp.canonical(r) for r in pred.references]
+    missing = [r for r in refs if r not in canon]
+    if missing:
+        raise BadInput(f"device {name}: {len(missing)} of {len(refs)} reference architectures have no {metric} "
+                       f"measurement; run `modnas onboard {name}` or `modnas import FILE --device {name}`")
+    emb = hardware_embedding(canon, sp, refs)
+    archs = list(canon)
+    meas = np.array([canon[a] for a in archs])
+    if finetune and len(archs) >= finetune_min:
+        pred = calibration.finetune(pred, archs, meas, emb, min_points=finetune_min)
+    cal = calibration.fit(pred.predict(archs, emb), meas)
+    return DeviceCost(name, sp, metric, pred, emb, cal, canon)
+
+
+def device_from_store(store: Any, name: str, space: Any = "nb201", metric: str = "latency", predictor: Any = None,
+                      finetune: bool = False) -> DeviceCost:
+    """The device's measured medians from the results store -> embedding + calibration."""
+    sp = _space(space)
+    values = store.values(name, sp.name, metric)
+    if not values:
+        raise BadInput(f"device {name} has no {metric} measurements in the store; "
+                       f"run `modnas onboard {name}` or `modnas import FILE --device {name}`")
+    return device_cost(name, dict(values), sp, metric, predictor, finetune=finetune)
+
+
+def device_from_table(data_dir: str | Path, key: str, space: Any = "nb201", metric: str = "latency",
+                      n_extra: int = 0, seed: int = 0, predictor: Any = None, table: Any = None,
+                      finetune: bool = False) -> DeviceCost:
+    """A benchmark-table device onboarded from its reference values (plus ``n_extra`` random ones)."""
+    from toolkit import benchdata
+
+    sp = _space(space)
+    if sp.name != "nb201":
+        raise BadInput(f"benchmark tables hold nb201 devices only, not {sp.name}")
+    if n_extra < 0:
+        raise BadInput(f"n_extra must not be negative, got {n_extra}")
+    tab = table if table is not None else benchdata.load_table(data_dir, metric)
+    row = tab.row(key)
+    pred = _check_predictor(predictor, sp, metric)
+    ref_idx = [sp.index(r) for r in pred.references]
+    values = {sp.arch_at(i): float(row[i]) for i in ref_idx if np.isfinite(row[i])}
+    if n_extra:
+        ok = np.isfinite(row) & benchdata.connected_mask()
+        ok[ref_idx] = False
+        cand = np.flatnonzero(ok)
+        pick = np.random.default_rng(seed).choice(cand, size=min(n_extra, len(cand)), replace=False)
+        values.update({sp.arch_at(int(i)): float(row[i]) for i in pick})
+    return device_cost(key, values, sp, metric, pred, finetune=finetune)

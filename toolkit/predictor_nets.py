@@ -1,0 +1,104 @@
+"""Torch modules of the hardware-conditioned predictor (imported only when a predictor is built).
+
+Architecture branches are registered by name in ``ARCH_BRANCHES``: ``"mlp"`` (over the one-hot of
+all decisions, any space) and ``"gcn"`` (over a cell graph, only for spaces in ``CELL_GRAPHS``).
+Both read a (soft or straight-through) one-hot ``[B, D]`` and are differentiable w.r.t. it.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from toolkit.errors import BadInput
+
+
+def _nb201_graph() -> tuple[np.ndarray, int]:
+    """Op-node DAG of the NB201 cell: node 0 input, 1..6 the edges' ops, 7 output."""
+    from toolkit.spaces.nb201 import EDGES
+
+    n = len(EDGES) + 2
+    adj = np.zeros((n, n), dtype=np.float32)  # adj[dst, src]
+    for e, (_, src) in enumerate(EDGES, start=1):
+        if src == 0:
+            adj[e, 0] = 1.0
+        for f, (dst2, _) in enumerate(EDGES, start=1):
+            if dst2 == src:
+                adj[e, f] = 1.0
+    for f, (dst, _) in enumerate(EDGES, start=1):
+        if dst == 3:
+            adj[n - 1, f] = 1.0
+    return adj, len(EDGES)
+
+
+CELL_GRAPHS: dict[str, Callable[[], tuple[np.ndarray, int]]] = {"nb201": _nb201_graph}
+
+
+class MLPBranch(nn.Module):
+    """One-hot of every decision -> hidden -> hidden."""
+
+    def __init__(self, onehot_dim: int, hidden: int, space_name: str) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(onehot_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, hidden), nn.ReLU())
+        self.out_dim = hidden
+
+    def forward(self, onehot: torch.Tensor) -> torch.Tensor:
+        return self.net(onehot)
+
+
+class GCNBranch(nn.Module):
+    """Graph convolutions over the cell's op-node DAG; node features are the edges' op one-hots."""
+
+    def __init__(self, onehot_dim: int, hidden: int, space_name: str, layers: int = 3) -> None:
+        super().__init__()
+        if space_name not in CELL_GRAPHS:
+            raise BadInput(f"the gcn branch needs a cell graph; space {space_name!r} has none (use 'mlp')")
+        adj, n_ops = CELL_GRAPHS[space_name]()
+        if onehot_dim % n_ops:
+            raise BadInput(f"one-hot width {onehot_dim} does not split over {n_ops} cell edges")
+        self.n_ops, self.n_choices = n_ops, onehot_dim // n_ops
+        n = adj.shape[0]
+        a = adj + np.eye(n, dtype=np.float32)
+        a = a / a.sum(axis=1, keepdims=True)  # mean over predecessors and self
+        self.register_buffer("adj", torch.from_numpy(a))
+        self.feat_dim = self.n_choices + 2  # op one-hot + (is input, is output)
+        dims = [self.feat_dim] + [hidden] * layers
+        self.weights = nn.ModuleList(nn.Linear(dims[i], dims[i + 1]) for i in range(layers))
+        self.out_dim = 2 * hidden
+
+    def forward(self, onehot: torch.Tensor) -> torch.Tensor:
+        b = onehot.shape[0]
+        ops = onehot.reshape(b, self.n_ops, self.n_choices)
+        io = torch.zeros(b, self.n_ops, 2, dtype=onehot.dtype, device=onehot.device)
+        op_nodes = torch.cat([ops, io], dim=-1)
+        inp = torch.zeros(b, 1, self.feat_dim, dtype=onehot.dtype, device=onehot.device)
+        inp[..., self.n_choices] = 1.0
+        out = torch.zeros(b, 1, self.feat_dim, dtype=onehot.dtype, device=onehot.device)
+        out[..., self.n_choices + 1] = 1.0
+        h = torch.cat([inp, op_nodes, out], dim=1)
+        for lin in self.weights:
+            h = torch.relu(lin(torch.matmul(self.adj, h)))
+        return torch.cat([h[:, -1], h.mean(dim=1)], dim=-1)
+
+
+ARCH_BRANCHES: dict[str, type[nn.Module]] = {"mlp": MLPBranch, "gcn": GCNBranch}
+
+
+class CostNet(nn.Module):
+    """Architecture branch and hardware branch (emb -> h -> h), concatenated -> MLP -> 1."""
+
+    def __init__(self, branch: str, onehot_dim: int, emb_dim: int, hidden: int, hw_hidden: int,
+                 head_hidden: int, space_name: str) -> None:
+        super().__init__()
+        if branch not in ARCH_BRANCHES:
+            raise BadInput(f"unknown architecture branch {branch!r}; known: {', '.join(sorted(ARCH_BRANCHES))}")
+        self.arch = ARCH_BRANCHES[branch](onehot_dim, hidden, space_name)
+        self.hw = nn.Sequential(nn.Linear(emb_dim, hw_hidden), nn.ReLU(), nn.Linear(hw_hidden, hw_hidden), nn.ReLU())
+        self.head = nn.Sequential(nn.Linear(self.arch.out_dim + hw_hidden, head_hidden), nn.ReLU(),
+                                  nn.Linear(head_hidden, head_hidden), nn.ReLU(), nn.Linear(head_hidden, 1))
+
+    def forward(self, onehot: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([self.arch(onehot), self.hw(emb)], dim=-1)).squeeze(-1)

@@ -1,0 +1,448 @@
+"""Hardware-conditioned latency/energy predictor, trained across many devices.
+
+Target: the log of the measured value standardised by the device's own reference measurements,
+``z = (log v - mean(log refs)) / std(log refs)``. The min-max embedding carries no scale, so the
+predictor learns only the *shape* of a device's cost; :mod:`toolkit.calibration` maps it to ms/mJ
+from the same reference measurements. Uncalibrated values are ``exp(z * sd0 + mu0)`` with the
+training devices' mean ``mu0``/``sd0`` (a "typical device"), so they are in roughly the right
+unit but can be several times off on any one device.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from toolkit.errors import BadInput
+
+FORMAT_VERSION = 1
+EXTRA_MIN_POINTS = 30
+
+
+class PredictorConfig(BaseModel):
+    """Hyper-parameters of one predictor fit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    branch: str = "mlp"
+    hidden: int = Field(128, ge=4)
+    hw_hidden: int = Field(64, ge=2)
+    head_hidden: int = Field(128, ge=4)
+    epochs: int = Field(120, ge=1)
+    per_device: int = Field(1024, ge=8, description="architectures drawn per device and epoch")
+    batch: int = Field(512, ge=8)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    emb_noise: float = Field(0.02, ge=0, description="log-normal noise on reference values while training")
+    group_balance: bool = True
+    donor_metrics: list[str] = Field(default_factory=list,
+                                     description="other metrics whose devices also train the shape model")
+    min_points: int = Field(200, ge=10, description="devices with fewer measurements are left out")
+
+
+@dataclass
+class TrainDevice:
+    """One device's training rows: positions in the architecture pool and standardised targets."""
+
+    key: str
+    group: str
+    metric: str
+    refs: np.ndarray  # raw reference values [R]
+    rows: np.ndarray  # indices into the architecture pool
+    target: np.ndarray  # z
+    imputed: int  # number of reference values imputed
+
+
+class Predictor:
+    """A trained network plus everything needed to use and rebuild it."""
+
+    def __init__(self, net: Any, meta: dict[str, Any]) -> None:
+        self.net = net
+        self.meta = meta
+        self.net.eval()
+
+    # -- description ---------------------------------------------------------------------------
+    @property
+    def space_name(self) -> str:
+        return str(self.meta["space"])
+
+    @property
+    def metric(self) -> str:
+        return str(self.meta["metric"])
+
+    @property
+    def references(self) -> list[str]:
+        return list(self.meta["references"])
+
+    @property
+    def mu0(self) -> float:
+        return float(self.meta["scale"]["mu0"])
+
+    @property
+    def sd0(self) -> float:
+        return float(self.meta["scale"]["sd0"])
+
+    def space(self) -> Any:
+        from toolkit.spaces import get_space
+
+        return get_space(self.space_name)
+
+    # -- inference -----------------------------------------------------------------------------
+    def torch_log_forward(self, onehot: Any, emb: Any) -> Any:
+        """Uncalibrated log value ``[B]``; differentiable w.r.t. ``onehot`` (soft or straight-through)."""
+        return self.net(onehot, emb) * self.sd0 + self.mu0
+
+    def torch_forward(self, onehot: Any, emb: Any) -> Any:
+        """Uncalibrated value (ms or mJ) ``[B]``; differentiable w.r.t. ``onehot``."""
+        import torch
+
+        return torch.exp(self.torch_log_forward(onehot, emb))
+
+    def predict_log_onehot(self, onehot: np.ndarray, emb: np.ndarray, batch: int = 8192) -> np.ndarray:
+        import torch
+
+        e = np.asarray(emb, dtype=np.float32).reshape(1, -1)
+        out = []
+        with torch.no_grad():
+            for s in range(0, len(onehot), batch):
+                x = torch.from_numpy(np.ascontiguousarray(onehot[s:s + batch], dtype=np.float32))
+                out.append(self.torch_log_forward(x, torch.from_numpy(e).expand(len(x), -1)).numpy())
+        return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+
+    def predict(self, archs: Sequence[str], emb: np.ndarray) -> np.ndarray:
+        """Uncalibrated values for ``archs`` on the device with embedding ``emb``."""
+        emb = _check_emb(emb, len(self.references))
+        return np.exp(self.predict_log_onehot(self.space().encode(list(archs)), emb))
+
+    def finetuned(self, archs: Sequence[str], measured: np.ndarray, emb: np.ndarray, steps: int = 200,
+                  lr: float = 3e-4, seed: int = 0) -> "Predictor":
+        """A copy adapted to one device; its outputs keep this predictor's scale."""
+        import torch
+
+        from toolkit import calibration
+
+        emb = _check_emb(emb, len(self.references))
+        onehot = self.space().encode(list(archs))
+        logp = self.predict_log_onehot(onehot, emb)
+        cal = calibration.fit(np.exp(logp), measured)
+        # bring the measurements into this predictor's uncalibrated log scale, then into z
+        target = ((np.log(measured) - cal.intercept) / cal.slope - self.mu0) / self.sd0
+        torch.manual_seed(seed)
+        twin = Predictor(copy.deepcopy(self.net), copy.deepcopy(self.meta))
+        twin.net.train()
+        opt = torch.optim.Adam(twin.net.parameters(), lr=lr)
+        x = torch.from_numpy(onehot)
+        e = torch.from_numpy(np.asarray(emb, np.float32)).reshape(1, -1).expand(len(x), -1)
+        y = torch.from_numpy(target.astype(np.float32))
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = torch.mean((twin.net(x, e) - y) ** 2)
+            loss.backward()
+            opt.step()
+        twin.net.eval()
+        twin.meta["finetuned"] = {"points": int(len(archs)), "steps": steps, "lr": lr}
+        return twin
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Writes ``<stem>.safetensors`` and ``<stem>.json``; returns the safetensors path."""
+        from safetensors.torch import save_file
+
+        st, js = _paths(path)
+        st.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().contiguous() for k, v in self.net.state_dict().items()}, str(st))
+        js.write_text(json.dumps(self.meta, indent=1, sort_keys=True) + "\n")
+        return st
+
+
+def _paths(path: str | Path) -> tuple[Path, Path]:
+    p = Path(path)
+    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def _check_emb(emb: Any, n: int) -> np.ndarray:
+    arr = np.asarray(emb, dtype=np.float32).ravel()
+    if arr.size != n or not np.all(np.isfinite(arr)):
+        raise BadInput(f"hardware embedding must be {n} finite numbers, got {arr.size}")
+    return arr
+
+
+def build_net(meta: dict[str, Any]) -> Any:
+    from toolkit.predictor_nets import CostNet
+
+    cfg = PredictorConfig(**meta["config"])
+    return CostNet(cfg.branch, int(meta["onehot_dim"]), len(meta["references"]), cfg.hidden, cfg.hw_hidden,
+                   cfg.head_hidden, str(meta["space"]))
+
+
+def _from_bytes(weights: bytes, meta: dict[str, Any]) -> Predictor:
+    from safetensors.torch import load as load_tensors
+
+    if int(meta.get("format_version", 0)) != FORMAT_VERSION:
+        raise BadInput(f"predictor format {meta.get('format_version')} is not supported (need {FORMAT_VERSION})")
+    net = build_net(meta)
+    net.load_state_dict(load_tensors(weights))
+    return Predictor(net, meta)
+
+
+def load(path: str | Path) -> Predictor:
+    """A predictor saved by :meth:`Predictor.save` (either file of the pair may be named)."""
+    st, js = _paths(path)
+    if not st.exists() or not js.exists():
+        raise BadInput(f"predictor files {st.name} and {js.name} not found in {str(st.parent)!r}")
+    try:
+        meta = json.loads(js.read_text())
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{js.name} is not valid JSON: {exc.msg}") from None
+    return _from_bytes(st.read_bytes(), meta)
+
+
+def load_default(space: str = "nb201", metric: str = "latency") -> Predictor:
+    """The predictor shipped in ``toolkit/assets/predictors/<space>-<metric>.*``."""
+    base = resources.files("toolkit").joinpath("assets", "predictors")
+    st, js = base.joinpath(f"{space}-{metric}.safetensors"), base.joinpath(f"{space}-{metric}.json")
+    if not (st.is_file() and js.is_file()):
+        raise BadInput(f"no shipped predictor for space {space!r} and metric {metric!r}; "
+                       f"build one with `modnas predictor fit --metric {metric}`")
+    return _from_bytes(st.read_bytes(), json.loads(js.read_text()))
+
+
+# -- training data -----------------------------------------------------------------------------
+ExtraSource = Mapping[str, Mapping[str, float]] | Callable[[], Mapping[str, Mapping[str, float]]]
+
+
+def _impute_refs(space: Any, onehot: np.ndarray, logv: np.ndarray, ref_onehot: np.ndarray) -> np.ndarray:
+    """Log reference values from a ridge fit (one-hot + pairwise products) on the device's own data."""
+    def feats(x: np.ndarray) -> np.ndarray:
+        iu = np.triu_indices(x.shape[1], 1)
+        return np.hstack([x, (x[:, :, None] * x[:, None, :])[:, iu[0], iu[1]], np.ones((len(x), 1))])
+
+    f = feats(onehot.astype(np.float64))
+    lam = 1.0
+    w = np.linalg.solve(f.T @ f + lam * np.eye(f.shape[1]), f.T @ logv)
+    return feats(ref_onehot.astype(np.float64)) @ w
+
+
+def _make_device(key: str, group: str, metric: str, rows: np.ndarray, values: np.ndarray, pool: np.ndarray,
+                 ref_rows: list[int | None], ref_values: list[float | None], space: Any,
+                 ref_onehot: np.ndarray) -> TrainDevice | None:
+    logv = np.log(values)
+    logref = np.array([np.nan if v is None else np.log(v) for v in ref_values])
+    miss = ~np.isfinite(logref)
+    if miss.any():
+        logref[miss] = _impute_refs(space, pool[rows], logv, ref_onehot[miss])
+    mu, sd = float(logref.mean()), float(logref.std())
+    if sd < 1e-6:
+        return None
+    return TrainDevice(key, group, metric, np.exp(logref), rows, ((logv - mu) / sd).astype(np.float32),
+                       int(miss.sum()))
+
+
+def training_devices(data_dir: str | Path | None, space_name: str, metric: str, cfg: PredictorConfig,
+                     held_out: Sequence[str] = (), extra: ExtraSource | None = None
+                     ) -> tuple[np.ndarray, list[TrainDevice], dict[str, Any]]:
+    """The architecture pool (one-hot rows) and every training device, with a record of the inputs."""
+    from toolkit import benchdata
+    from toolkit.spaces import get_space
+
+    space = get_space(space_name)
+    refs = space.reference_archs()
+    ref_onehot = space.encode(refs)
+    pools: list[np.ndarray] = []
+    devices: list[TrainDevice] = []
+    skipped: dict[str, str] = {}
+    digests: list[str] = []
+    held = set(held_out)
+    held_groups = {benchdata.hardware_group(h) for h in held} | held
+    n_pool = 0
+    if data_dir is not None and space_name == "nb201":
+        pools.append(space.encode(space.all_archs()))
+        n_pool = len(pools[0])
+        ref_idx = [space.index(r) for r in refs]
+        for m in [metric] + [d for d in cfg.donor_metrics if d != metric]:
+            table = benchdata.load_table(data_dir, m).connected_only()
+            digests.append(table.digest)
+            for key, row in zip(table.keys, table.values):
+                grp = benchdata.hardware_group(key)
+                if key in held or grp in held_groups:
+                    continue
+                rows = np.flatnonzero(np.isfinite(row))
+                if len(rows) < cfg.min_points:
+                    skipped[key] = f"only {len(rows)} measurements"
+                    continue
+                rv = [None if not np.isfinite(row[i]) else float(row[i]) for i in ref_idx]
+                dev = _make_device(f"{key}" if m == metric else f"{m}:{key}", grp, m, rows, row[rows], pools[0],
+                                   ref_idx, rv, space, ref_onehot)
+                if dev is None:
+                    skipped[key] = "reference values have no spread"
+                else:
+                    devices.append(dev)
+    extra_map = extra() if callable(extra) else (extra or {})
+    for name, vals in extra_map.items():
+        if name in held:
+            continue
+        archs = [space.canonical(a) for a in vals]
+        v = np.array([float(x) for x in vals.values()], dtype=np.float64)
+        ok = np.isfinite(v) & (v > 0)
+        if ok.sum() < EXTRA_MIN_POINTS:
+            skipped[f"store:{name}"] = f"only {int(ok.sum())} valid measurements"
+            continue
+        archs = [a for a, good in zip(archs, ok) if good]
+        v = v[ok]
+        canon = {a: x for a, x in zip(archs, v)}
+        rv = [canon.get(space.canonical(r)) for r in refs]
+        onehot = space.encode(archs)
+        rows = np.arange(n_pool, n_pool + len(archs))
+        pools.append(onehot)
+        n_pool += len(archs)
+        full = np.vstack(pools)
+        dev = _make_device(f"store:{name}", f"store:{name}", metric, rows, v, full, [None] * len(refs), rv, space,
+                           ref_onehot)
+        if dev is None:
+            skipped[f"store:{name}"] = "reference values have no spread"
+        else:
+            devices.append(dev)
+    if not devices:
+        raise BadInput(f"no training devices for {space_name} {metric} (held out: {len(held)}, skipped: {len(skipped)})")
+    pool = np.vstack(pools).astype(np.float32)
+    record = {"digest": _combine(digests + [_extra_digest(extra_map)]), "skipped": skipped}
+    return pool, devices, record
+
+
+def _combine(parts: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("".join(parts).encode()).hexdigest()
+
+
+def _extra_digest(extra_map: Mapping[str, Mapping[str, float]]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(extra_map):
+        for arch, v in sorted(extra_map[name].items()):
+            h.update(f"{name}\t{arch}\t{float(v)!r}\n".encode())
+    return h.hexdigest()
+
+
+# -- training ----------------------------------------------------------------------------------
+def train(pool: np.ndarray, devices: list[TrainDevice], space_name: str, metric: str, cfg: PredictorConfig,
+          seed: int = 0, references: Sequence[str] | None = None) -> tuple[Predictor, dict[str, float]]:
+    """Fit the network on every device's standardised log values, reproducibly from ``seed``."""
+    import torch
+
+    from toolkit.predictor_nets import CostNet
+    from toolkit.spaces import get_space
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    space = get_space(space_name)
+    refs = list(references) if references is not None else space.reference_archs()
+    net = CostNet(cfg.branch, pool.shape[1], len(refs), cfg.hidden, cfg.hw_hidden, cfg.head_hidden, space_name)
+    group_size: dict[str, int] = {}
+    for d in devices:
+        group_size[d.group] = group_size.get(d.group, 0) + 1
+    counts = []
+    for d in devices:
+        share = cfg.per_device / np.sqrt(group_size[d.group]) if cfg.group_balance else cfg.per_device
+        counts.append(int(min(len(d.rows), max(8, round(share)))))
+    steps_per_epoch = max(1, int(np.ceil(sum(counts) / cfg.batch)))
+    total = cfg.epochs * steps_per_epoch
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.1)
+    x_pool = torch.from_numpy(pool)
+    log_refs = torch.from_numpy(np.log(np.vstack([d.refs for d in devices])).astype(np.float32))
+    net.train()
+    last = []
+    for epoch in range(cfg.epochs):
+        rows, devs, ys = [], [], []
+        for i, (d, c) in enumerate(zip(devices, counts)):
+            pick = rng.choice(len(d.rows), size=c, replace=False)
+            rows.append(d.rows[pick])
+            ys.append(d.target[pick])
+            devs.append(np.full(c, i))
+        r, dv, y = np.concatenate(rows), np.concatenate(devs), np.concatenate(ys)
+        perm = rng.permutation(len(r))
+        r, dv, y = r[perm], dv[perm], y[perm]
+        epoch_loss = 0.0
+        for s in range(0, len(r), cfg.batch):
+            bi = torch.from_numpy(dv[s:s + cfg.batch])
+            noise = torch.from_numpy(rng.normal(0.0, cfg.emb_noise, size=(len(bi), log_refs.shape[1])).astype(np.float32))
+            raw = torch.exp(log_refs[bi] + noise)
+            lo, hi = raw.min(dim=1, keepdim=True).values, raw.max(dim=1, keepdim=True).values
+            emb = (raw - lo) / (hi - lo)
+            pred = net(x_pool[torch.from_numpy(r[s:s + cfg.batch])], emb)
+            loss = torch.nn.functional.mse_loss(pred, torch.from_numpy(y[s:s + cfg.batch]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            epoch_loss += float(loss.detach()) * len(bi)
+        if epoch >= cfg.epochs - 5:
+            last.append(epoch_loss / len(r))
+    net.eval()
+    logs = np.log(np.vstack([d.refs for d in devices]))
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "space": space_name,
+        "metric": metric,
+        "unit": {"latency": "ms", "energy": "mJ"}.get(metric, ""),
+        "onehot_dim": int(pool.shape[1]),
+        "references": refs,
+        "target": "z = (log value - mean log refs) / std log refs; uncalibrated = exp(z * sd0 + mu0)",
+        "scale": {"mu0": float(logs.mean(axis=1).mean()), "sd0": float(logs.std(axis=1).mean())},
+        "seed": seed,
+        "config": cfg.model_dump(),
+    }
+    return Predictor(net, meta), {"train_mse_last5": float(np.mean(last))}
+
+
+def fit_predictor(data_dir: str | Path | None, out_path: str | Path | None = None, metric: str = "latency",
+                  space: str = "nb201", seed: int = 0, held_out: Sequence[str] = (), extra: ExtraSource | None = None,
+                  config: PredictorConfig | Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Train on every table device (minus ``held_out`` keys or hardware groups) plus ``extra``.
+
+    ``extra`` is ``{device name: {arch: value}}`` (or a callable returning it), e.g. store
+    measurements. Saves to ``out_path`` when given. Returns ``{"path", "devices", "metrics",
+    "predictor"}`` (the last is the :class:`Predictor` object, not JSON).
+    """
+    cfg = _config(config, metric)
+    pool, devices, record = training_devices(data_dir, space, metric, cfg, held_out, extra)
+    pred, metrics = train(pool, devices, space, metric, cfg, seed)
+    pred.meta.update({
+        "training_devices": [{"key": d.key, "group": d.group, "metric": d.metric, "n": int(len(d.rows)),
+                              "imputed_references": d.imputed} for d in devices],
+        "skipped_devices": record["skipped"],
+        "held_out": list(held_out),
+        "data_digest": record["digest"],
+        "metrics": metrics,
+        "rebuild": f"modnas predictor fit --data DIR --metric {metric} --space {space} --seed {seed}"
+                   + (" --out PATH" if out_path is None else f" --out {Path(out_path).name}"),
+    })
+    path = str(pred.save(out_path)) if out_path is not None else None
+    return {"path": path, "devices": [d.key for d in devices], "metrics": metrics, "predictor": pred}
+
+
+def _config(config: PredictorConfig | Mapping[str, Any] | None, metric: str) -> PredictorConfig:
+    if isinstance(config, PredictorConfig):
+        return config
+    base: dict[str, Any] = {"donor_metrics": ["latency"]} if metric == "energy" else {}
+    base.update(dict(config or {}))
+    return PredictorConfig(**base)
+
+
+def evaluate_predictor(data_dir: str | Path, metric: str = "latency", space: str = "nb201", seed: int = 0,
+                       folds: int | Sequence[Sequence[str]] = 6, **kwargs: Any) -> dict[str, Any]:
+    """Leave-hardware-groups-out evaluation; see :func:`toolkit.predictor_eval.evaluate`."""
+    from toolkit.predictor_eval import evaluate
+
+    return evaluate(data_dir, metric=metric, space=space, seed=seed, folds=folds, **kwargs)

@@ -1,0 +1,178 @@
+"""The functions the command line calls: ``run_search``, ``search``, ``resolve_devices``."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from toolkit.errors import BadInput
+from toolkit.search.costs import LinearCost, as_cost_model, linear_costs_from_table
+from toolkit.search.ddp import init_from_env
+from toolkit.search.run import SearchConfig, append_metrics, save_tensors, shipped_surrogate_dir
+
+
+def resolve_devices(names: list[str], data_dir: str | Path | None = None, store: Any = None,
+                    metric: str = "latency", allow_standin: bool = True) -> tuple[list[Any], str]:
+    """Cost models for device names: ``source:device`` keys of the benchmark tables or store names.
+    Uses ``toolkit.predictors`` when installed; otherwise (tables only) the linear stand-in.
+    Returns the models and a word for where they came from."""
+    from toolkit.spaces import get_space
+
+    space = get_space("nb201")
+    try:
+        from toolkit import predictors  # type: ignore[attr-defined]
+    except ImportError:
+        predictors = None
+    out: list[Any] = []
+    source = "DeviceCost"
+    standin_keys = []
+    for name in names:
+        if predictors is not None:
+            if ":" in name and data_dir is not None:
+                out.append(predictors.device_from_table(data_dir, name, space, metric))
+            elif store is not None:
+                out.append(predictors.device_from_store(store, name, space, metric))
+            else:
+                raise BadInput(f"device {name!r}: give --data for table devices or a store for measured ones")
+        elif allow_standin and data_dir is not None and ":" in name:
+            standin_keys.append(name)
+        else:
+            raise BadInput(f"device {name!r}: the latency predictor is not installed and it is not a table device")
+    if standin_keys:
+        out = linear_costs_from_table(data_dir, standin_keys, metric)  # type: ignore[arg-type]
+        source = "linear stand-in fitted per table column (toolkit.search.costs.LinearCost)"
+    return out, source
+
+
+def _surrogate(cfg: SearchConfig, run_dir: Path) -> Any:
+    from toolkit.search.surrogate import SURROGATE_FILES, build_surrogate, load_surrogate
+
+    src = Path(cfg.surrogate_dir) if cfg.surrogate_dir else shipped_surrogate_dir()
+    target = run_dir / "surrogate"
+    if all((src / f).exists() for f in SURROGATE_FILES):
+        info = json.loads((src / SURROGATE_FILES[1]).read_text())
+        if info.get("column", cfg.accuracy_column) == cfg.accuracy_column:
+            target.mkdir(parents=True, exist_ok=True)
+            for f in SURROGATE_FILES:
+                shutil.copyfile(src / f, target / f)
+            return load_surrogate(target)
+    if cfg.data_dir is None:
+        raise BadInput("benchmark accuracy needs the accuracy table: give --data DIR")
+    build_surrogate(cfg.data_dir, target, cfg.accuracy_column, seed=cfg.seed)
+    return load_surrogate(target)
+
+
+def run_search(devices: list[Any], objectives: list[str] | tuple[str, ...] = ("error", "latency"),
+               accuracy: str = "benchmark", data_dir: str | Path | None = None, epochs: int = 20,
+               out: str | Path = "run", seed: int = 0, energy_devices: list[Any] | None = None,
+               cost_source: str | None = None, plots: bool = True, **overrides: Any) -> dict[str, Any]:
+    """One MODNAS search over ``devices`` (DeviceCost-like latency models; ``energy_devices`` in the
+    same order when ``energy`` is an objective). Runs data-parallel under torchrun."""
+    from toolkit.search.loop import SearchDevice, Trainer
+
+    t_start = time.perf_counter()
+    if not devices:
+        raise BadInput("search needs at least one device")
+    lat = [as_cost_model(d) for d in devices]
+    names = [m.name for m in lat]
+    if len(set(names)) != len(names):
+        raise BadInput("device names must be distinct")
+    cfg = SearchConfig(objectives=list(objectives), accuracy=accuracy,  # type: ignore[arg-type]
+                       data_dir=None if data_dir is None else str(data_dir), epochs=epochs, seed=seed,
+                       devices=names, cost_source=cost_source or "DeviceCost", **overrides)
+    costs = [{"latency": m} for m in lat]
+    if "energy" in cfg.objectives:
+        if energy_devices is None or len(energy_devices) != len(devices):
+            raise BadInput("energy is an objective: give one energy cost model per device")
+        for c, e in zip(costs, energy_devices):
+            c["energy"] = as_cost_model(e)
+    sdevs = [SearchDevice(m.name, np.asarray(m.embedding, dtype=np.float32),
+                          {o: c[o] for o in cfg.objectives[1:]}) for m, c in zip(lat, costs)]
+    ctx = init_from_env()
+    torch.set_num_threads(1)
+    run_dir = Path(out)
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.jsonl").write_text("")
+    ctx.barrier()
+    surrogate, images = None, None
+    if cfg.accuracy == "benchmark":
+        surrogate = _surrogate(cfg, run_dir) if ctx.is_main else None
+        ctx.barrier()
+        if surrogate is None:
+            from toolkit.search.surrogate import load_surrogate
+
+            surrogate = load_surrogate(run_dir / "surrogate")
+    else:
+        from toolkit.datasets import load_images
+
+        images = load_images(cfg.data_dir or "digits", max_images=cfg.max_images, seed=cfg.seed)
+    trainer = Trainer(cfg, sdevs, ctx, surrogate=surrogate, images=images)
+    history = trainer.train(on_epoch=(lambda row: append_metrics(run_dir / "metrics.jsonl", row))
+                            if ctx.is_main else None)
+    seconds = time.perf_counter() - t_start
+    if ctx.is_main:
+        save_tensors(trainer.hypernet, run_dir / "hypernet.safetensors")
+        meta: dict[str, Any] = {
+            "format": "modnas-run/1",
+            "config": cfg.model_dump(),
+            "hypernet_args": trainer.hypernet_args,
+            "devices": [{"name": d.name, "embedding": [float(v) for v in d.embedding],
+                         "ranges": {o: list(r) for o, r in d.ranges.items()},
+                         **({"standin_cost": c["latency"].to_json()} if isinstance(c["latency"], LinearCost) else {})}
+                        for d, c in zip(sdevs, costs)],
+            "world_size": ctx.world,
+            "seconds": seconds,
+            "final": history[-1],
+            "torch": torch.__version__,
+            "rebuild": ("toolkit.search.api.run_search(devices, objectives, accuracy, data_dir, epochs, out, seed, "
+                        "**overrides) with the config above; the device cost models named in config.devices"),
+        }
+        if trainer.supernet is not None:
+            save_tensors(trainer.supernet, run_dir / "supernet.safetensors")
+            meta["supernet_args"] = trainer.supernet.config()
+        (run_dir / "config.json").write_text(json.dumps(meta, indent=2))
+        if plots:
+            _plots(run_dir, history, lat, costs, cfg)
+    ctx.barrier()
+    ctx.close()
+    return {"run": str(run_dir), "devices": names, "objectives": list(cfg.objectives), "epochs": cfg.epochs,
+            "seconds": seconds}
+
+
+def _plots(run_dir: Path, history: list[dict[str, Any]], lat: list[Any], costs: list[dict[str, Any]],
+           cfg: SearchConfig) -> None:
+    from toolkit.search.plots import plot_fronts, plot_losses
+    from toolkit.search.readout import pareto
+    from toolkit.search.run import load_run
+
+    plot_losses(history, run_dir / "loss.png")
+    run = load_run(run_dir)
+    limit = 12 if cfg.accuracy == "benchmark" else 2
+    fronts = {}
+    for m, c in list(zip(lat, costs))[:limit]:
+        fronts[m.name] = pareto(run, m, energy_cost=c.get("energy"))
+    plot_fronts(fronts, run_dir / "fronts.png")
+
+
+def search(config: SearchConfig | dict[str, Any], out: str | Path, store: Any = None) -> Path:
+    """``search(config) -> run dir``: resolve the config's devices by name, then ``run_search``."""
+    cfg = config if isinstance(config, SearchConfig) else SearchConfig.model_validate(config)
+    if not cfg.devices:
+        raise BadInput("the search config names no devices")
+    lat, source = resolve_devices(cfg.devices, cfg.data_dir, store, "latency")
+    energy = None
+    if "energy" in cfg.objectives:
+        energy, _ = resolve_devices(cfg.devices, cfg.data_dir, store, "energy")
+    fields = cfg.model_dump(exclude={"objectives", "accuracy", "data_dir", "epochs", "seed", "devices", "cost_source"})
+    result = run_search(lat, cfg.objectives, cfg.accuracy, cfg.data_dir, cfg.epochs, out, cfg.seed,
+                        energy_devices=energy, cost_source=source, **fields)
+    return Path(result["run"])
+
+
+__all__ = ["resolve_devices", "run_search", "search"]

@@ -1,0 +1,91 @@
+"""Hypernetworks ``H(r, d)``: preference vector and hardware embedding -> architecture logits.
+
+Registered by name:
+* ``mlp``: an MLP on the concatenation ``[r, d]``.
+* ``experts``: learned device keys; the softmax similarity of ``d`` to the keys mixes the
+  outputs of per-expert MLPs on ``r`` (an M-objective form of the paper's expert tables).
+Both start with a near-zero last layer, so the first logits are almost uniform.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+def _small_last(layer: nn.Linear, std: float) -> None:
+    nn.init.normal_(layer.weight, std=std)
+    nn.init.zeros_(layer.bias)
+
+
+class MLPHypernet(nn.Module):
+    """``[r, d] -> hidden -> ... -> logits [n_decisions, n_choices]``."""
+
+    kind = "mlp"
+
+    def __init__(self, n_objectives: int, emb_dim: int = 10, n_decisions: int = 6, n_choices: int = 5,
+                 hidden: int = 64, depth: int = 2, init_std: float = 1e-3) -> None:
+        super().__init__()
+        self.n_objectives, self.emb_dim = n_objectives, emb_dim
+        self.n_decisions, self.n_choices = n_decisions, n_choices
+        layers: list[nn.Module] = []
+        width = n_objectives + emb_dim
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), nn.Tanh()]
+            width = hidden
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Linear(width, n_decisions * n_choices)
+        _small_last(self.out, init_std)
+
+    def forward(self, r: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        h = self.body(torch.cat([r, d], dim=-1))
+        return self.out(h).reshape(*r.shape[:-1], self.n_decisions, self.n_choices)
+
+
+class ExpertHypernet(nn.Module):
+    """Mixture of per-expert MLPs on ``r``, weighted by ``softmax(d K^T / sqrt(E))``."""
+
+    kind = "experts"
+
+    def __init__(self, n_objectives: int, emb_dim: int = 10, n_decisions: int = 6, n_choices: int = 5,
+                 hidden: int = 32, experts: int = 8, init_std: float = 1e-3) -> None:
+        super().__init__()
+        self.n_objectives, self.emb_dim = n_objectives, emb_dim
+        self.n_decisions, self.n_choices = n_decisions, n_choices
+        out = n_decisions * n_choices
+        self.keys = nn.Parameter(torch.randn(experts, emb_dim) * 0.5)
+        self.w1 = nn.Parameter(torch.randn(experts, n_objectives, hidden) / math.sqrt(n_objectives))
+        self.b1 = nn.Parameter(torch.zeros(experts, hidden))
+        self.w2 = nn.Parameter(torch.randn(experts, hidden, out) * init_std)
+        self.b2 = nn.Parameter(torch.zeros(experts, out))
+
+    def forward(self, r: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        lead = r.shape[:-1]
+        r2, d2 = r.reshape(-1, r.shape[-1]), d.reshape(-1, d.shape[-1])
+        sim = torch.softmax(d2 @ self.keys.T / math.sqrt(self.emb_dim), dim=-1)   # [B, X]
+        h = torch.tanh(torch.einsum("bm,xmh->bxh", r2, self.w1) + self.b1)        # [B, X, H]
+        y = torch.einsum("bxh,xho->bxo", h, self.w2) + self.b2                    # [B, X, O]
+        mixed = torch.einsum("bx,bxo->bo", sim, y)
+        return mixed.reshape(*lead, self.n_decisions, self.n_choices)
+
+
+HYPERNETS: dict[str, Callable[..., nn.Module]] = {"mlp": MLPHypernet, "experts": ExpertHypernet}
+
+
+def build_hypernet(kind: str, **kwargs: int | float) -> nn.Module:
+    """A hypernetwork by registry name."""
+    from toolkit.errors import BadInput
+
+    if kind not in HYPERNETS:
+        raise BadInput(f"unknown hypernetwork {kind!r}; known: {', '.join(sorted(HYPERNETS))}")
+    return HYPERNETS[kind](**kwargs)
+
+
+def flat_params(module: nn.Module) -> torch.Tensor:
+    """All parameters of ``module`` as one detached vector (for comparisons and tests)."""
+    return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+
+
+__all__ = ["ExpertHypernet", "HYPERNETS", "MLPHypernet", "build_hypernet", "flat_params"]

@@ -1,0 +1,255 @@
+"""The MODNAS training loop: hypernetwork steps with MGD across devices, supernet weight steps.
+
+Benchmark mode: the error term comes from the frozen accuracy surrogate; only the hypernetwork
+trains. Supernet mode: each step first updates the hypernetwork on an architecture-half batch
+(cross-entropy of the sampled subnet, min-max scaled over the values seen this epoch), then the
+supernet weights on a weight-half batch (mean CE over the devices' sampled subnets).
+Randomness is keyed by (seed, epoch, step, device), so results do not depend on how devices are
+split over ranks.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from toolkit.search.costs import CostModel
+from toolkit.search.ddp import DistContext
+from toolkit.search.hypernet import build_hypernet
+from toolkit.search.mgd import mgd_combine
+from toolkit.search.run import SearchConfig
+from toolkit.search.samplers import get_sampler
+
+
+@dataclass
+class SearchDevice:
+    """A training device: its embedding and one cost model per cost objective."""
+
+    name: str
+    embedding: np.ndarray
+    costs: dict[str, CostModel]
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for obj, model in self.costs.items():
+            if obj not in self.ranges:
+                lo, hi = model.minmax()
+                self.ranges[obj] = (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
+
+    def cost_terms(self, onehot: torch.Tensor, objectives: list[str]) -> list[torch.Tensor]:
+        out = []
+        for obj in objectives:
+            lo, hi = self.ranges[obj]
+            out.append((self.costs[obj].torch_cost(onehot).reshape(-1) - lo) / (hi - lo))
+        return out
+
+
+class RangeTracker:
+    """Min-max of the cross-entropy values seen in the current epoch (previous epoch's range as a
+    prior), used to put CE on the scale of the normalised cost terms."""
+
+    def __init__(self) -> None:
+        self.lo, self.hi = math.inf, -math.inf
+        self.prev: tuple[float, float] | None = None
+
+    def new_epoch(self) -> None:
+        if self.hi > self.lo:
+            self.prev = (self.lo, self.hi)
+        self.lo, self.hi = math.inf, -math.inf
+
+    def normalise(self, ce: torch.Tensor) -> torch.Tensor:
+        v = float(ce.detach())
+        self.lo, self.hi = min(self.lo, v), max(self.hi, v)
+        lo, hi = self.lo, self.hi
+        if self.prev is not None:
+            lo, hi = min(lo, self.prev[0]), max(hi, self.prev[1])
+        span = hi - lo
+        if span < 1e-6:
+            return ce * 0.0 + 0.5
+        return (ce - lo) / span
+
+
+def _rng(seed: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, *[int(k) for k in keys]])
+
+
+def _gen(rng: np.random.Generator) -> torch.Generator:
+    return torch.Generator().manual_seed(int(rng.integers(0, 2 ** 62)))
+
+
+class Trainer:
+    """Holds the hypernetwork, its optimiser, the sampler and (supernet mode) the supernet."""
+
+    def __init__(self, cfg: SearchConfig, devices: list[SearchDevice], ctx: DistContext | None = None,
+                 surrogate: Any = None, images: Any = None) -> None:
+        self.cfg, self.devices = cfg, devices
+        self.ctx = ctx or DistContext()
+        self.objectives = list(cfg.objectives)
+        self.cost_objectives = self.objectives[1:]
+        torch.manual_seed(cfg.seed)
+        emb_dim = len(devices[0].embedding)
+        self.hypernet_args: dict[str, Any] = {"n_objectives": len(self.objectives), "emb_dim": emb_dim,
+                                              **cfg.hypernet_kwargs}
+        self.hypernet = build_hypernet(cfg.hypernet, **self.hypernet_args)
+        self.params = [p for p in self.hypernet.parameters() if p.requires_grad]
+        self.h_opt = torch.optim.Adam(self.params, lr=cfg.h_lr, betas=(0.5, 0.999), weight_decay=cfg.h_weight_decay)
+        self.sampler = get_sampler(cfg.sampler)
+        self.emb = torch.tensor(np.stack([d.embedding for d in devices]), dtype=torch.float32)
+        self.surrogate = surrogate
+        if surrogate is not None:
+            self.err_range = surrogate.error_minmax()
+        self.images = images
+        self.supernet: Any = None
+        self.tracker = RangeTracker()
+        if cfg.accuracy == "supernet":
+            from toolkit.search.supernet import NB201Supernet
+
+            self.supernet = NB201Supernet(num_classes=images.num_classes, channels=cfg.channels, cells=cfg.cells)
+            self.w_opt = torch.optim.SGD(self.supernet.parameters(), lr=cfg.w_lr, momentum=cfg.w_momentum,
+                                         weight_decay=cfg.w_weight_decay, nesterov=False)
+
+    # -- one hypernetwork step ---------------------------------------------------------------
+    def _h_step(self, loss_fn: Callable[[int, np.random.Generator], tuple[torch.Tensor, list[float]]],
+                epoch: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = len(self.devices)
+        sizes = [p.numel() for p in self.params]
+        rows: dict[int, torch.Tensor] = {}
+        stats: dict[int, torch.Tensor] = {}
+        for t in self.ctx.shard(n):
+            loss, terms = loss_fn(t, _rng(self.cfg.seed, epoch, step, t, 1))
+            grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+            rows[t] = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                                 for g, p in zip(grads, self.params)])
+            stats[t] = torch.tensor([float(loss.detach())] + terms)
+        grads_all = self.ctx.gather_rows(rows, n, sum(sizes))
+        info = self.ctx.gather_rows(stats, n, 1 + len(self.objectives))
+        direction, gamma = mgd_combine(grads_all, max_iter=self.cfg.mgd_max_iter, tol=self.cfg.mgd_tol)
+        self.h_opt.zero_grad(set_to_none=False)
+        offset = 0
+        for p, size in zip(self.params, sizes):
+            p.grad = direction[offset:offset + size].reshape(p.shape).clone()
+            offset += size
+        self.h_opt.step()
+        return info[:, 0].numpy(), info[:, 1:].numpy(), gamma
+
+    def _benchmark_loss(self, t: int, rng: np.random.Generator) -> tuple[torch.Tensor, list[float]]:
+        p = self.cfg.prefs_per_step
+        r = torch.tensor(rng.dirichlet(np.ones(len(self.objectives)), size=p), dtype=torch.float32)
+        logits = self.hypernet(r, self.emb[t].expand(p, -1))
+        onehot = self.sampler(logits, _gen(rng)).reshape(p, -1)
+        lo, hi = self.err_range
+        terms = [(self.surrogate.error(onehot) - lo) / (hi - lo)]
+        terms += self.devices[t].cost_terms(onehot, self.cost_objectives)
+        objs = torch.stack(terms, dim=1)
+        loss = (r * objs).sum(dim=1).mean()
+        return loss, [float(v) for v in objs.detach().mean(dim=0)]
+
+    def _supernet_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Callable[[int, np.random.Generator], tuple[torch.Tensor, list[float]]]:
+        x, y = batch
+
+        def fn(t: int, rng: np.random.Generator) -> tuple[torch.Tensor, list[float]]:
+            r = torch.tensor(rng.dirichlet(np.ones(len(self.objectives)), size=1), dtype=torch.float32)
+            logits = self.hypernet(r, self.emb[t].reshape(1, -1))[0]
+            a = self.sampler(logits, _gen(rng))
+            ce = F.cross_entropy(self.supernet(x, a), y)
+            terms = [self.tracker.normalise(ce)] + self.devices[t].cost_terms(a.reshape(1, -1), self.cost_objectives)
+            objs = torch.stack([v.reshape(()) for v in terms])
+            loss = (r[0] * objs).sum()
+            return loss, [float(ce.detach())] + [float(v) for v in objs.detach()[1:]]
+
+        return fn
+
+    def _w_step(self, batch: tuple[torch.Tensor, torch.Tensor], epoch: int, step: int) -> float:
+        x, y = batch
+        n = len(self.devices)
+        self.w_opt.zero_grad(set_to_none=False)
+        total = torch.zeros(1)
+        for t in self.ctx.shard(n):
+            rng = _rng(self.cfg.seed, epoch, step, t, 2)
+            r = torch.tensor(rng.dirichlet(np.ones(len(self.objectives)), size=1), dtype=torch.float32)
+            with torch.no_grad():
+                logits = self.hypernet(r, self.emb[t].reshape(1, -1))[0]
+            a = self.sampler(logits, _gen(rng)).detach()
+            loss = F.cross_entropy(self.supernet(x, a), y) / n
+            loss.backward()
+            total += float(loss.detach())
+        if self.ctx.world > 1:
+            for prm in self.supernet.parameters():
+                if prm.grad is not None:
+                    self.ctx.all_reduce_(prm.grad)
+            self.ctx.all_reduce_(total)
+        torch.nn.utils.clip_grad_norm_(self.supernet.parameters(), self.cfg.grad_clip)
+        self.w_opt.step()
+        return float(total)
+
+    # -- epochs ------------------------------------------------------------------------------
+    def _batches(self, x: torch.Tensor, y: torch.Tensor, epoch: int, salt: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        gen = torch.Generator().manual_seed(int(_rng(self.cfg.seed, epoch, salt).integers(0, 2 ** 62)))
+        perm = torch.randperm(len(x), generator=gen)
+        bs = self.cfg.batch_size
+        return [(x[perm[s:s + bs]], y[perm[s:s + bs]]) for s in range(0, len(x) - bs + 1, bs)]
+
+    def train(self, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+        cfg = self.cfg
+        history: list[dict[str, Any]] = []
+        sched = None
+        if self.supernet is not None:
+            (xw, yw), (xa, ya), _ = self.images_split
+            steps = min(len(xw), len(xa)) // cfg.batch_size
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, T_max=max(1, cfg.epochs * steps),
+                                                               eta_min=cfg.w_lr_min)
+        for epoch in range(cfg.epochs):
+            t0 = time.perf_counter()
+            self.sampler.set_progress(epoch / max(1, cfg.epochs - 1))
+            losses, terms, gammas, w_losses = [], [], [], []
+            if self.supernet is None:
+                for step in range(cfg.steps_per_epoch):
+                    loss, term, gamma = self._h_step(self._benchmark_loss, epoch, step)
+                    losses.append(loss), terms.append(term), gammas.append(gamma.max())
+            else:
+                self.supernet.train()
+                self.tracker.new_epoch()
+                (xw, yw), (xa, ya), _ = self.images_split
+                for step, (wb, ab) in enumerate(zip(self._batches(xw, yw, epoch, 3), self._batches(xa, ya, epoch, 4))):
+                    loss, term, gamma = self._h_step(self._supernet_loss(ab), epoch, step)
+                    losses.append(loss), terms.append(term), gammas.append(gamma.max())
+                    w_losses.append(self._w_step(wb, epoch, step))
+                    assert sched is not None
+                    sched.step()
+                for buf in self.supernet.buffers():
+                    self.ctx.broadcast_(buf)
+            loss_arr, term_arr = np.stack(losses), np.stack(terms)
+            row: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "loss": float(loss_arr.mean()),
+                "loss_per_device": {d.name: float(v) for d, v in zip(self.devices, loss_arr.mean(axis=0))},
+                "terms": {o if (o != "error" or self.supernet is None) else "ce_arch": float(v)
+                          for o, v in zip(self.objectives, term_arr.mean(axis=(0, 1)))},
+                "gamma_max": float(np.mean(gammas)),
+                "h_lr": cfg.h_lr,
+                "tau": float(getattr(self.sampler, "tau", 1.0)),
+                "seconds": time.perf_counter() - t0,
+            }
+            if self.supernet is not None:
+                row["ce_train"] = float(np.mean(w_losses))
+                row["w_lr"] = float(self.w_opt.param_groups[0]["lr"])
+            history.append(row)
+            if on_epoch is not None:
+                on_epoch(row)
+        return history
+
+    @property
+    def images_split(self) -> Any:
+        if not hasattr(self, "_split"):
+            from toolkit.datasets import split_three
+
+            self._split = split_three(self.images, self.cfg.seed)
+        return self._split
+
+
+__all__ = ["RangeTracker", "SearchDevice", "Trainer"]

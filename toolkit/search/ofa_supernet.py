@@ -1,0 +1,236 @@
+"""A weight-entangled supernet of the ofa_mbv3 space.
+
+Every stage holds 4 blocks at the largest choices (kernel 7, expand ratio 6). A subnet uses the
+first ``d`` blocks of each stage, the centre ``k x k`` of each depthwise kernel and the first
+``hidden`` channels of each expanded layer (BN statistics and SE weights sliced alike).
+:meth:`OFASupernet.extract` copies those slices into a state dict that loads strictly into the
+standalone :class:`toolkit.spaces.ofa_net.OFAMobileNetV3` of the same architecture.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from toolkit.errors import BadInput
+from toolkit.spaces.ofa_mbv3 import (
+    DEFAULT_WIDTH_MULT, EXPANDS, KERNELS, N_STAGES, SLOTS, STAGE_HSWISH, STAGE_SE, STAGE_STRIDES,
+    OFAConfig, OFAMobileNetV3Space, hidden_width, make_divisible, widths,
+)
+from toolkit.spaces.ofa_net import ConvBNAct, FirstBlock, Head
+
+MAX_KERNEL = max(KERNELS)
+
+
+def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, n: int) -> torch.Tensor:
+    """Batch norm over the first ``n`` channels of ``bn`` (running statistics updated in place)."""
+    mean = bn.running_mean[:n] if bn.running_mean is not None else None
+    var = bn.running_var[:n] if bn.running_var is not None else None
+    use_batch = bn.training or mean is None
+    return F.batch_norm(x, mean, var, bn.weight[:n], bn.bias[:n], use_batch, bn.momentum or 0.0, bn.eps)
+
+
+def _bn_state(bn: nn.BatchNorm2d, n: int) -> dict[str, torch.Tensor]:
+    return {"weight": bn.weight[:n], "bias": bn.bias[:n], "running_mean": bn.running_mean[:n],
+            "running_var": bn.running_var[:n], "num_batches_tracked": bn.num_batches_tracked}
+
+
+class DynamicMBConv(nn.Module):
+    """An MBConv at kernel 7 / expand 6 that runs any smaller kernel and expand ratio."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, se: bool, hswish: bool) -> None:
+        super().__init__()
+        self.c_in, self.c_out, self.stride, self.use_se = c_in, c_out, stride, se
+        h = hidden_width(c_in, max(EXPANDS))
+        self.expand_conv = nn.Conv2d(c_in, h, 1, bias=False)
+        self.expand_bn = nn.BatchNorm2d(h)
+        self.dw_conv = nn.Conv2d(h, h, MAX_KERNEL, groups=h, bias=False)  # weight [h, 1, 7, 7]
+        self.dw_bn = nn.BatchNorm2d(h)
+        if se:
+            m = make_divisible(h // 4, 8)
+            self.se_reduce = nn.Conv2d(h, m, 1, bias=True)
+            self.se_expand = nn.Conv2d(m, h, 1, bias=True)
+        self.project_conv = nn.Conv2d(h, c_out, 1, bias=False)
+        self.project_bn = nn.BatchNorm2d(c_out)
+        self.act: Callable[[torch.Tensor], torch.Tensor] = F.hardswish if hswish else F.relu
+
+    @property
+    def residual(self) -> bool:
+        return self.stride == 1 and self.c_in == self.c_out
+
+    def dw_weight(self, kernel: int) -> torch.Tensor:
+        """The centre ``kernel x kernel`` of the shared 7x7 depthwise weights."""
+        lo = (MAX_KERNEL - kernel) // 2
+        return self.dw_conv.weight[:, :, lo:lo + kernel, lo:lo + kernel]
+
+    def forward(self, x: torch.Tensor, kernel: int, expand: int) -> torch.Tensor:
+        h = hidden_width(self.c_in, expand)
+        y = self.act(_bn(F.conv2d(x, self.expand_conv.weight[:h]), self.expand_bn, h))
+        y = F.conv2d(y, self.dw_weight(kernel)[:h], stride=self.stride, padding=kernel // 2, groups=h)
+        y = self.act(_bn(y, self.dw_bn, h))
+        if self.use_se:
+            m = make_divisible(h // 4, 8)
+            s = y.mean(dim=(2, 3), keepdim=True)
+            s = F.relu(F.conv2d(s, self.se_reduce.weight[:m, :h], self.se_reduce.bias[:m]))
+            y = y * F.hardsigmoid(F.conv2d(s, self.se_expand.weight[:h, :m], self.se_expand.bias[:h]))
+        y = _bn(F.conv2d(y, self.project_conv.weight[:, :h]), self.project_bn, self.c_out)
+        return x + y if self.residual else y
+
+    def sub_state(self, kernel: int, expand: int) -> dict[str, torch.Tensor]:
+        """This block's weights for one choice, keyed as the standalone ``MBConv``'s state dict."""
+        h = hidden_width(self.c_in, expand)
+        out: dict[str, torch.Tensor] = {"expand.conv.weight": self.expand_conv.weight[:h]}
+        out.update({f"expand.bn.{k}": v for k, v in _bn_state(self.expand_bn, h).items()})
+        out["depthwise.conv.weight"] = self.dw_weight(kernel)[:h]
+        out.update({f"depthwise.bn.{k}": v for k, v in _bn_state(self.dw_bn, h).items()})
+        if self.use_se:
+            m = make_divisible(h // 4, 8)
+            out["se.reduce.weight"] = self.se_reduce.weight[:m, :h]
+            out["se.reduce.bias"] = self.se_reduce.bias[:m]
+            out["se.expand.weight"] = self.se_expand.weight[:h, :m]
+            out["se.expand.bias"] = self.se_expand.bias[:h]
+        out["project.conv.weight"] = self.project_conv.weight[:, :h]
+        out.update({f"project.bn.{k}": v for k, v in _bn_state(self.project_bn, self.c_out).items()})
+        return out
+
+
+class OFASupernet(nn.Module):
+    """Stem, first block and head as in the standalone net; 5 stages of 4 dynamic blocks."""
+
+    def __init__(self, num_classes: int = 1000, width_mult: float = DEFAULT_WIDTH_MULT, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.space = OFAMobileNetV3Space()
+        self.width_mult = width_mult
+        w = widths(width_mult)
+        self.stem = ConvBNAct(3, w.stem, 3, stride=2, act=nn.Hardswish())
+        self.first = FirstBlock(w.stem)
+        stages = []
+        c = w.stem
+        for s in range(N_STAGES):
+            blocks = [DynamicMBConv(c if b == 0 else w.stages[s], w.stages[s], STAGE_STRIDES[s] if b == 0 else 1,
+                                    STAGE_SE[s], STAGE_HSWISH[s]) for b in range(SLOTS)]
+            stages.append(nn.ModuleList(blocks))
+            c = w.stages[s]
+        self.stages = nn.ModuleList(stages)
+        self.head = Head(c, w.final, w.mix, num_classes, dropout)
+
+    def _cfg(self, arch: str | OFAConfig) -> OFAConfig:
+        return arch if isinstance(arch, OFAConfig) else self.space.config(arch)
+
+    def _active(self, cfg: OFAConfig) -> list[tuple[DynamicMBConv, int, int]]:
+        out, i = [], 0
+        for s in range(N_STAGES):
+            for b in range(cfg.d[s]):
+                out.append((self.stages[s][b], cfg.ks[i], cfg.e[i]))
+                i += 1
+        return out
+
+    def forward(self, x: torch.Tensor, arch: str | OFAConfig) -> torch.Tensor:
+        x = self.first(self.stem(x))
+        for block, k, e in self._active(self._cfg(arch)):
+            x = block(x, k, e)
+        return self.head(x)
+
+    def extract(self, arch: str | OFAConfig) -> dict[str, torch.Tensor]:
+        """Copies of the subnet's weights, loadable strictly into ``space.build(arch)``."""
+        cfg = self._cfg(arch)
+        state: dict[str, torch.Tensor] = {}
+        for name in ("stem", "first", "head"):
+            for key, value in getattr(self, name).state_dict().items():
+                state[f"{name}.{key}"] = value
+        for j, (block, k, e) in enumerate(self._active(cfg)):
+            for key, value in block.sub_state(k, e).items():
+                state[f"blocks.{j}.{key}"] = value
+        return {key: value.detach().clone().contiguous() for key, value in state.items()}
+
+    def subnet(self, arch: str | OFAConfig) -> nn.Module:
+        """The standalone network of ``arch`` carrying the supernet's weights."""
+        from toolkit.spaces.ofa_net import OFAMobileNetV3
+
+        cfg = self._cfg(arch)
+        net = OFAMobileNetV3(cfg, num_classes=self.head.classifier.out_features, width_mult=self.width_mult)
+        net.load_state_dict(self.extract(cfg), strict=True)
+        return net
+
+
+# -- a little training on real images -----------------------------------------------------------
+def digits_dataset(resolution: int = 32, n: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's 8x8 handwritten digits, upsampled to ``resolution`` and repeated on 3 channels."""
+    if resolution < 8:
+        raise BadInput(f"digits need a resolution of at least 8, got {resolution}")
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    images = torch.tensor(data.images, dtype=torch.float32) / 16.0
+    labels = torch.tensor(data.target, dtype=torch.long)
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(labels)))
+    if n is not None:
+        order = order[:n]
+    x = F.interpolate(images[order].unsqueeze(1), size=(resolution, resolution), mode="bilinear",
+                      align_corners=False)
+    x = (x - 0.5) / 0.5
+    return x.repeat(1, 3, 1, 1), labels[order]
+
+
+def largest_arch(space: OFAMobileNetV3Space) -> str:
+    """Kernel 7, expand 6 and depth 4 everywhere, at the largest resolution."""
+    return space.from_indices([len(d.choices) - 1 for d in space.decisions])
+
+
+def train_steps(supernet: OFASupernet, images: torch.Tensor, labels: torch.Tensor, steps: int,
+                batch_size: int = 32, lr: float = 0.05, seed: int = 0, sandwich: bool = True,
+                archs: list[str] | None = None) -> list[float]:
+    """SGD steps, each on a random batch: the largest subnet plus one random subnet (sandwich rule).
+
+    With ``archs`` the subnets of each step are those instead (all of them, every step).
+    Returns the loss of each step (the sum over the subnets trained in it).
+    """
+    if steps < 0 or batch_size < 1:
+        raise BadInput("steps must be >= 0 and batch_size >= 1")
+    gen = torch.Generator().manual_seed(seed)
+    space = supernet.space
+    largest = largest_arch(space)
+    fixed = [space.canonical(a) for a in archs] if archs else None
+    opt = torch.optim.SGD(supernet.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=3e-5)
+    supernet.train()
+    losses: list[float] = []
+    for step in range(steps):
+        pick = torch.randint(len(labels), (batch_size,), generator=gen)
+        x, y = images[pick], labels[pick]
+        chosen = fixed or ([largest] if sandwich else []) + space.sample(1, seed=seed * 100003 + step)
+        opt.zero_grad()
+        total = 0.0
+        for arch in chosen:
+            loss = F.cross_entropy(supernet(x, arch), y)
+            loss.backward()
+            total += loss.item()
+        opt.step()
+        losses.append(total)
+    return losses
+
+
+def calibrate_bn(supernet: OFASupernet, images: torch.Tensor, arch: str) -> None:
+    """Reset the running BN statistics that ``arch`` uses to those of ``images`` (one batch)."""
+    bns = [m for m in supernet.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = 1.0
+    supernet.train()
+    try:
+        with torch.no_grad():
+            supernet(images, arch)
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+
+
+def evaluate(supernet: OFASupernet, images: torch.Tensor, labels: torch.Tensor, arch: str) -> dict[str, Any]:
+    """Loss and accuracy of one subnet in eval mode (running BN statistics)."""
+    supernet.eval()
+    with torch.no_grad():
+        logits = supernet(images, arch)
+        return {"loss": float(F.cross_entropy(logits, labels)),
+                "accuracy": float((logits.argmax(1) == labels).float().mean())}

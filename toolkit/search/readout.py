@@ -1,0 +1,122 @@
+"""Read-out of a trained run for any device given its embedding: fronts and budget picks."""
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+
+from toolkit.errors import BadInput
+from toolkit.pareto import nondominated_mask
+from toolkit.search.costs import as_cost_model
+from toolkit.search.run import COST_OBJECTIVES, Run
+
+DEFAULT_MARGIN = 0.05
+
+
+def preference_grid(n_objectives: int, count: int) -> np.ndarray:
+    """``count`` preferences on the simplex. Two objectives: ``(cos th, sin th)`` with th evenly
+    spaced strictly inside (0, pi/2), renormalised to sum 1. More: the largest even simplex grid
+    (interior-shifted) with at most ``count`` points."""
+    if count < 1:
+        raise BadInput("preferences must be at least 1")
+    if n_objectives == 2:
+        th = np.linspace(0.0, math.pi / 2, count + 2)[1:-1]
+        r = np.stack([np.cos(th), np.sin(th)], axis=1)
+        return r / r.sum(axis=1, keepdims=True)
+    h = 1
+    while math.comb(h + 1 + n_objectives - 1, n_objectives - 1) <= count:
+        h += 1
+    pts = [c for c in itertools.product(range(h + 1), repeat=n_objectives) if sum(c) == h]
+    grid = (np.asarray(pts, dtype=np.float64) + 0.05) / (h + 0.05 * n_objectives)
+    return grid
+
+
+def _devices_terms(run: Run, costs: dict[str, Any], archs: list[str]) -> dict[str, np.ndarray]:
+    out = {"error": run.predict_error(archs)}
+    for obj in run.objectives[1:]:
+        out[COST_OBJECTIVES[obj]] = np.asarray(costs[obj].predict(archs), dtype=np.float64)
+    return out
+
+
+def _costs_for(run: Run, device_cost: Any, energy_cost: Any = None) -> dict[str, Any]:
+    costs = {"latency": as_cost_model(device_cost)} if device_cost is not None else {}
+    if energy_cost is not None:
+        costs["energy"] = as_cost_model(energy_cost)
+    missing = [o for o in run.objectives[1:] if o not in costs]
+    if missing:
+        raise BadInput(f"the run optimises {', '.join(missing)}: give a cost model for it")
+    return costs
+
+
+def candidates(run: Run, embedding: np.ndarray, preferences: int) -> tuple[list[str], np.ndarray]:
+    """Distinct arg-max architectures over a preference grid, with the first preference of each."""
+    prefs = preference_grid(len(run.objectives), preferences)
+    archs = run.archs(prefs, embedding)
+    seen: dict[str, int] = {}
+    for i, a in enumerate(archs):
+        seen.setdefault(a, i)
+    keys = list(seen)
+    return keys, prefs[[seen[a] for a in keys]]
+
+
+def pareto(run: Run, device_cost: Any, preferences: int = 24, energy_cost: Any = None) -> list[dict[str, Any]]:
+    """The non-dominated read-out for a device (seen in training or not), sorted by latency."""
+    costs = _costs_for(run, device_cost, energy_cost)
+    first = next(iter(costs.values()))
+    archs, prefs = candidates(run, first.embedding, preferences)
+    terms = _devices_terms(run, costs, archs)
+    keys = list(terms)
+    mask = nondominated_mask(np.stack([terms[k] for k in keys], axis=1))
+    rows = [{"preference": [float(v) for v in prefs[i]], "arch": archs[i],
+             "predicted": {k: float(terms[k][i]) for k in keys}} for i in np.flatnonzero(mask)]
+    sort_key = keys[1] if len(keys) > 1 else keys[0]
+    return sorted(rows, key=lambda row: row["predicted"][sort_key])
+
+
+def resolve_margin(device_cost: Any, margin: float | None) -> float:
+    """The relative latency margin: given, else the cost model's calibration margin, else 5 %."""
+    if margin is not None:
+        if margin < 0:
+            raise BadInput("margin must be non-negative")
+        return float(margin)
+    model = as_cost_model(device_cost)
+    value = getattr(model, "margin", None)
+    if callable(value):
+        value = value()
+    return float(value) if value is not None else DEFAULT_MARGIN
+
+
+def select(run: Run, device_cost: Any, budget_ms: float, margin: float | None = None,
+           preferences: int = 24, dense: int = 201, margin_ms: float = 0.0) -> dict[str, Any]:
+    """The architecture with the highest predicted accuracy whose predicted latency meets the budget
+    with a safety margin: ``latency * (1 + margin) + margin_ms <= budget_ms``. Candidates: the run's
+    read-out at ``preferences`` plus a denser grid of ``dense`` preferences."""
+    if not budget_ms > 0:
+        raise BadInput(f"budget must be a positive number of ms, got {budget_ms}")
+    if "latency" not in run.objectives:
+        raise BadInput("this run does not optimise latency; select needs a latency objective")
+    model = as_cost_model(device_cost)
+    m = resolve_margin(model, margin)
+    costs = _costs_for(run, model)
+    archs_a, prefs_a = candidates(run, model.embedding, preferences)
+    archs_b, prefs_b = candidates(run, model.embedding, dense)
+    pool = dict(zip(archs_a, prefs_a))
+    for a, p in zip(archs_b, prefs_b):
+        pool.setdefault(a, p)
+    archs = list(pool)
+    terms = _devices_terms(run, costs, archs)
+    lat = terms["latency_ms"]
+    ok = lat * (1.0 + m) + margin_ms <= budget_ms
+    if not ok.any():
+        raise BadInput(f"no architecture is predicted to meet {budget_ms:g} ms on {model.name} with a "
+                       f"{m:.1%} margin; the fastest predicted is {float(lat.min()):.4g} ms")
+    idx = np.flatnonzero(ok)
+    best = idx[np.lexsort((lat[idx], terms["error"][idx]))[0]]
+    return {"arch": archs[best], "predicted": {k: float(v[best]) for k, v in terms.items()}, "margin": m,
+            "margin_ms": float(margin_ms), "budget_ms": float(budget_ms),
+            "preference": [float(v) for v in pool[archs[best]]]}
+
+
+__all__ = ["DEFAULT_MARGIN", "candidates", "pareto", "preference_grid", "resolve_margin", "select"]

@@ -1,0 +1,200 @@
+"""Run configuration (pydantic) and the run directory: config.json, hypernet.safetensors,
+supernet.safetensors (supernet mode), the accuracy surrogate (benchmark mode), metrics.jsonl, plots."""
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from toolkit.errors import BadInput
+
+COST_OBJECTIVES = {"latency": "latency_ms", "energy": "energy_mj"}
+
+
+class SearchConfig(BaseModel):
+    """Everything that determines a search run; stored in the run's config.json."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    space: Literal["nb201"] = "nb201"
+    objectives: list[str] = Field(default_factory=lambda: ["error", "latency"])
+    accuracy: Literal["benchmark", "supernet"] = "benchmark"
+    data_dir: str | None = None          # tables (benchmark) or images / "digits" (supernet)
+    accuracy_column: str = "cifar10_test_200ep"
+    surrogate_dir: str | None = None     # a fitted accuracy surrogate; default: the shipped one
+    epochs: int = Field(20, ge=1)
+    steps_per_epoch: int = Field(50, ge=1)      # benchmark mode
+    prefs_per_step: int = Field(8, ge=1)        # preferences per device per step (benchmark mode)
+    batch_size: int = Field(64, ge=2)
+    max_images: int | None = None
+    seed: int = 0
+    sampler: Literal["reinmax", "gdas"] = "reinmax"
+    hypernet: str = "mlp"
+    hypernet_kwargs: dict[str, int | float] = Field(default_factory=lambda: {"hidden": 64})
+    h_lr: float = 3e-3
+    h_weight_decay: float = 0.0
+    w_lr: float = 0.025
+    w_lr_min: float = 0.001
+    w_momentum: float = 0.9
+    w_weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    channels: int = 16
+    cells: int = 5
+    mgd_max_iter: int = 250
+    mgd_tol: float = 1e-5
+    devices: list[str] = Field(default_factory=list)
+    cost_source: str = "DeviceCost"
+    note: str = ""
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: list[str]) -> list[str]:
+        if not v or v[0] != "error" or len(v) < 2:
+            raise BadInput("objectives must start with 'error' and name at least one cost, e.g. error,latency")
+        for name in v[1:]:
+            if name not in COST_OBJECTIVES:
+                raise BadInput(f"unknown objective {name!r}; known: error, {', '.join(COST_OBJECTIVES)}")
+        if len(set(v)) != len(v):
+            raise BadInput("objectives must not repeat")
+        return v
+
+
+def default_run_path() -> Path:
+    """The run shipped with the package (used when no ``--run`` is given)."""
+    return Path(str(resources.files("toolkit") / "assets" / "runs" / "default"))
+
+
+def shipped_surrogate_dir() -> Path:
+    return Path(str(resources.files("toolkit") / "assets" / "surrogates" / "nb201_cifar10"))
+
+
+def append_metrics(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Run:
+    """A loaded run: hypernetwork (eval mode) plus the accuracy source used for read-out."""
+
+    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+        from toolkit.search.hypernet import build_hypernet
+
+        self.path = path
+        self.meta = meta
+        self.config = SearchConfig.model_validate(meta["config"])
+        self.objectives: list[str] = list(self.config.objectives)
+        self.hypernet = build_hypernet(self.config.hypernet, **meta["hypernet_args"])
+        self.hypernet.load_state_dict(_load_tensors(path / "hypernet.safetensors"), strict=True)
+        self.hypernet.eval()
+        self._surrogate: Any = None
+        self._supernet: Any = None
+        self._val: Any = None
+        self._error_cache: dict[str, float] = {}
+
+    # -- architectures ---------------------------------------------------------------------
+    def logits(self, prefs: np.ndarray, embedding: np.ndarray) -> torch.Tensor:
+        r = torch.as_tensor(np.asarray(prefs, dtype=np.float32))
+        d = torch.as_tensor(np.asarray(embedding, dtype=np.float32)).reshape(1, -1).expand(len(r), -1)
+        with torch.no_grad():
+            return self.hypernet(r, d)
+
+    def archs(self, prefs: np.ndarray, embedding: np.ndarray) -> list[str]:
+        from toolkit.spaces import get_space
+
+        space = get_space(self.config.space)
+        idx = self.logits(prefs, embedding).argmax(dim=-1).numpy()
+        return [space.from_indices(list(map(int, row))) for row in idx]
+
+    # -- accuracy --------------------------------------------------------------------------
+    @property
+    def surrogate(self) -> Any:
+        if self._surrogate is None and self.config.accuracy == "benchmark":
+            from toolkit.search.surrogate import load_surrogate
+
+            self._surrogate = load_surrogate(self.path / "surrogate")
+        return self._surrogate
+
+    @property
+    def supernet(self) -> Any:
+        if self._supernet is None and (self.path / "supernet.safetensors").exists():
+            from toolkit.search.supernet import NB201Supernet
+
+            self._supernet = NB201Supernet(**self.meta["supernet_args"])
+            self._supernet.load_state_dict(_load_tensors(self.path / "supernet.safetensors"), strict=True)
+            self._supernet.eval()
+        return self._supernet
+
+    def predict_error(self, archs: list[str]) -> np.ndarray:
+        """Predicted test error in percent: the surrogate (benchmark mode) or the supernet's error
+        on the run's held-back images (supernet mode)."""
+        from toolkit.spaces import get_space
+
+        space = get_space(self.config.space)
+        if self.surrogate is not None:
+            with torch.no_grad():
+                x = torch.as_tensor(space.encode(archs))
+                return self.surrogate.error(x).numpy().astype(np.float64)
+        if self.supernet is None:
+            raise BadInput(f"run {self.path} has neither an accuracy surrogate nor supernet weights")
+        if self._val is None:
+            from toolkit.datasets import load_images, split_three
+
+            data = load_images(self.config.data_dir or "digits", max_images=self.config.max_images,
+                               seed=self.config.seed)
+            self._val = split_three(data, self.config.seed)[2]
+        out = []
+        x_val, y_val = self._val
+        for arch in archs:
+            if arch not in self._error_cache:
+                onehot = torch.as_tensor(space.encode([arch])[0]).reshape(6, 5)
+                with torch.no_grad():
+                    wrong = 0
+                    for s in range(0, len(x_val), 256):
+                        pred = self.supernet(x_val[s:s + 256], onehot).argmax(dim=1)
+                        wrong += int((pred != y_val[s:s + 256]).sum())
+                self._error_cache[arch] = 100.0 * wrong / max(len(x_val), 1)
+            out.append(self._error_cache[arch])
+        return np.asarray(out, dtype=np.float64)
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def save_tensors(module: torch.nn.Module, path: Path, meta: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(path), metadata=meta)
+
+
+def load_run(path: str | Path | None = None) -> Run:
+    """Load a run directory (default: the shipped run)."""
+    p = Path(path) if path is not None else default_run_path()
+    cfg = p / "config.json"
+    if not cfg.exists():
+        raise BadInput(f"not a search run: {p} has no config.json")
+    if not (p / "hypernet.safetensors").exists():
+        raise BadInput(f"run {p} has no hypernet.safetensors")
+    try:
+        meta = json.loads(cfg.read_text())
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"run config {cfg} is not JSON: {exc.msg}") from None
+    return Run(p, meta)
+
+
+__all__ = ["COST_OBJECTIVES", "Run", "SearchConfig", "append_metrics", "default_run_path", "load_run",
+           "read_metrics", "save_tensors", "shipped_surrogate_dir"]

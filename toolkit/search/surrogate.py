@@ -1,0 +1,119 @@
+"""A differentiable accuracy surrogate for benchmark mode: an MLP on the architecture one-hot,
+fitted to the benchmark's accuracy table and stored as safetensors + JSON."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+SURROGATE_FILES = ("accuracy_surrogate.safetensors", "accuracy_surrogate.json")
+
+
+class AccuracySurrogate(nn.Module):
+    """one-hot ``[B, D]`` -> accuracy in percent ``[B]``. Output = ``scale * net(x) + shift``."""
+
+    def __init__(self, in_dim: int = 30, hidden: int = 256, depth: int = 3) -> None:
+        super().__init__()
+        self.in_dim, self.hidden, self.depth = in_dim, hidden, depth
+        layers: list[nn.Module] = []
+        width = in_dim
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+        self.register_buffer("shift", torch.zeros(()))
+        self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("acc_min", torch.zeros(()))
+        self.register_buffer("acc_max", torch.full((), 100.0))
+
+    def forward(self, onehot: torch.Tensor) -> torch.Tensor:
+        return self.net(onehot.reshape(onehot.shape[0], -1)).squeeze(-1) * self.scale + self.shift
+
+    def error(self, onehot: torch.Tensor) -> torch.Tensor:
+        """Predicted error (100 - accuracy), percent."""
+        return 100.0 - self.forward(onehot)
+
+    def error_minmax(self) -> tuple[float, float]:
+        """Error range over the space (from the accuracy range seen by the fitted model)."""
+        return 100.0 - float(self.acc_max), 100.0 - float(self.acc_min)
+
+
+def fit_surrogate(onehot: np.ndarray, accuracy: np.ndarray, seed: int = 0, epochs: int = 300,
+                  hidden: int = 256, depth: int = 3, batch: int = 512, lr: float = 2e-3) -> tuple[AccuracySurrogate, dict[str, Any]]:
+    """Fit on all rows (the table is the ground truth of the benchmark). Reproducible from ``seed``."""
+    from scipy.stats import kendalltau, spearmanr
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.tensor(onehot, dtype=torch.float32)
+    y = torch.tensor(accuracy, dtype=torch.float32)
+    model = AccuracySurrogate(x.shape[1], hidden, depth)
+    model.shift.fill_(float(y.mean()))
+    model.scale.fill_(float(y.std()))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    target = (y - model.shift) / model.scale
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        for start in range(0, len(x), batch):
+            idx = perm[start:start + batch]
+            loss = torch.mean((model.net(x[idx]).squeeze(-1) - target[idx]) ** 2)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+    model.eval()
+    with torch.no_grad():
+        pred = model(x).numpy()
+    model.acc_min.fill_(float(pred.min()))
+    model.acc_max.fill_(float(pred.max()))
+    stats = {"rmse": float(np.sqrt(np.mean((pred - accuracy) ** 2))),
+             "spearman": float(spearmanr(pred, accuracy).statistic),
+             "kendall": float(kendalltau(pred, accuracy).statistic),
+             "rows": int(len(x)), "epochs": epochs, "seed": seed}
+    return model, stats
+
+
+def save_surrogate(model: AccuracySurrogate, directory: str | Path, meta: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / SURROGATE_FILES[0]))
+    info = {"in_dim": model.in_dim, "hidden": model.hidden, "depth": model.depth, **meta}
+    (directory / SURROGATE_FILES[1]).write_text(json.dumps(info, indent=2))
+
+
+def load_surrogate(directory: str | Path) -> AccuracySurrogate:
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    info = json.loads((directory / SURROGATE_FILES[1]).read_text())
+    model = AccuracySurrogate(info["in_dim"], info["hidden"], info["depth"])
+    model.load_state_dict(load_file(str(directory / SURROGATE_FILES[0])), strict=True)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def build_surrogate(data_dir: str | Path, out_dir: str | Path, column: str = "cifar10_test_200ep",
+                    seed: int = 0, epochs: int = 300) -> dict[str, Any]:
+    """Fit on the accuracy table and write the surrogate files; returns the fit statistics."""
+    from toolkit.search.costs import load_accuracy_column
+    from toolkit.spaces import get_space
+
+    space = get_space("nb201")
+    acc = load_accuracy_column(data_dir, column)
+    model, stats = fit_surrogate(space.encode(space.all_archs()), acc, seed=seed, epochs=epochs)
+    save_surrogate(model, out_dir, {"column": column, "fit": stats,
+                                    "rebuild": f"toolkit.search.surrogate.build_surrogate(DATA, OUT, {column!r}, seed={seed}, epochs={epochs})"})
+    return stats
+
+
+__all__ = ["AccuracySurrogate", "build_surrogate", "fit_surrogate", "load_surrogate", "save_surrogate"]

@@ -1,0 +1,280 @@
+"""The OFA-style MobileNetV3 space: 5 stages of 2-4 MBConv blocks, per-block kernel and expansion.
+
+Architecture strings are ``ks=<20 kernels>;e=<20 expand ratios>;d=<5 depths>;r=<resolution>``
+with lists joined by ``-`` and 4 slots per stage, stage-major. Stage ``s`` uses only its first
+``d[s]`` slots; the canonical string writes the first choice (3) into the slots it does not use,
+so two strings that build the same network print, and encode, the same.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from toolkit.errors import BadInput
+from toolkit.spaces.base import Decision, Space
+
+N_STAGES = 5
+SLOTS = 4  # blocks per stage at most
+KERNELS: tuple[int, ...] = (3, 5, 7)
+EXPANDS: tuple[int, ...] = (3, 4, 6)
+DEPTHS: tuple[int, ...] = (2, 3, 4)
+RESOLUTIONS: tuple[int, ...] = tuple(range(128, 225, 4))
+
+# MobileNetV3-large at width 1.0 (Howard et al. 2019, table 1, grouped into OFA's 5 stages).
+STEM_WIDTH = 16
+STAGE_WIDTHS: tuple[int, ...] = (24, 40, 80, 112, 160)
+STAGE_STRIDES: tuple[int, ...] = (2, 2, 2, 1, 2)
+STAGE_SE: tuple[bool, ...] = (False, True, False, True, True)
+STAGE_HSWISH: tuple[bool, ...] = (False, False, True, True, True)
+FINAL_WIDTH = 960
+MIX_WIDTH = 1280
+DEFAULT_WIDTH_MULT = 1.2
+
+# HELP's ten reference architectures of the hardware embedding: the rows of
+# shared/data/help_ofa/help_ofa_archs.csv.gz with hw_embedding_ref == 1 (HELP's
+# hardware_embedding_index.pt), in the order of their ofa_arch_id, written here in canonical form.
+REFERENCE_IDS: tuple[int, ...] = (1316, 1587, 1621, 1636, 1980, 2329, 2487, 3355, 3740, 4948)
+REFERENCE_ARCHS: tuple[str, ...] = (
+    "ks=7-7-5-5-7-7-3-3-7-7-5-3-3-5-3-3-3-5-3-3;e=3-6-3-6-6-4-3-3-4-6-6-3-3-4-4-3-3-3-3-3;d=4-3-3-4-2;r=196",
+    "ks=7-3-3-3-5-3-3-3-5-7-3-3-3-7-5-3-3-5-3-3;e=4-3-6-3-6-6-3-3-3-6-3-3-6-3-3-3-6-3-3-3;d=3-2-2-3-2;r=172",
+    "ks=7-5-3-3-3-3-3-3-7-7-3-3-5-5-3-3-7-7-7-3;e=4-4-3-3-4-4-3-3-6-3-3-3-3-6-3-3-3-6-4-3;d=2-2-2-2-3;r=204",
+    "ks=3-7-5-7-3-3-5-3-3-3-5-3-7-5-3-7-7-5-5-3;e=4-3-3-6-3-3-4-3-6-6-4-6-3-6-6-6-4-4-4-6;d=4-3-4-4-4;r=200",
+    "ks=5-7-3-3-7-7-3-3-7-3-3-3-7-7-7-3-7-7-3-3;e=4-6-3-3-4-6-3-3-4-3-3-3-6-4-4-3-4-6-3-3;d=2-2-2-3-2;r=136",
+    "ks=7-7-5-7-3-7-3-3-3-7-7-3-3-3-7-7-3-5-7-7;e=6-4-3-6-6-6-3-3-6-4-6-3-6-6-4-3-4-6-6-3;d=4-2-3-4-4;r=224",
+    "ks=5-5-7-3-3-3-3-3-7-3-3-5-7-3-3-3-3-3-3-3;e=6-3-4-4-3-3-3-3-3-3-4-4-3-3-3-3-3-6-6-3;d=4-2-4-2-3;r=132",
+    "ks=7-3-3-3-3-7-5-7-7-3-3-3-3-3-3-7-7-7-3-7;e=3-6-3-3-6-4-3-4-6-4-3-3-6-3-4-3-4-3-3-6;d=2-4-2-4-4;r=152",
+    "ks=7-3-3-3-3-7-3-5-5-5-5-3-5-5-3-5-5-5-3-7;e=4-4-3-3-6-3-6-4-4-4-4-3-3-4-6-4-6-3-3-3;d=2-4-3-4-4;r=152",
+    "ks=3-3-7-7-7-7-7-7-5-7-3-3-3-5-5-3-3-7-3-3;e=3-3-4-6-6-6-4-3-6-3-3-3-3-3-6-3-6-6-3-3;d=4-4-3-4-2;r=200",
+)
+
+_FIELD = re.compile(r"^\s*([a-z]+)\s*=\s*([0-9\-\s]*)$")
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round to the nearest multiple of ``divisor``, never more than 10 % below ``value``."""
+    out = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if out < 0.9 * value:
+        out += divisor
+    return out
+
+
+@dataclass(frozen=True)
+class OFAConfig:
+    """One architecture: the active blocks' kernels and expand ratios (network order), depths, size."""
+
+    ks: tuple[int, ...]
+    e: tuple[int, ...]
+    d: tuple[int, ...]
+    r: int
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One MBConv block of a concrete network (widths already multiplied and rounded)."""
+
+    stage: int
+    c_in: int
+    c_out: int
+    hidden: int
+    kernel: int
+    stride: int
+    se: bool
+    hswish: bool
+    f_in: int   # input feature-map side
+    f_out: int  # output feature-map side
+
+    @property
+    def residual(self) -> bool:
+        return self.stride == 1 and self.c_in == self.c_out
+
+    @property
+    def se_mid(self) -> int:
+        return make_divisible(self.hidden // 4, 8)
+
+
+@dataclass(frozen=True)
+class Widths:
+    stem: int
+    stages: tuple[int, ...]
+    final: int
+    mix: int
+
+
+def widths(width_mult: float = DEFAULT_WIDTH_MULT) -> Widths:
+    """Channel widths of the stem, the 5 stages and the head at a width multiplier."""
+    return Widths(
+        stem=make_divisible(STEM_WIDTH * width_mult),
+        stages=tuple(make_divisible(w * width_mult) for w in STAGE_WIDTHS),
+        final=make_divisible(FINAL_WIDTH * width_mult),
+        mix=make_divisible(MIX_WIDTH * width_mult),
+    )
+
+
+def hidden_width(c_in: int, expand: int) -> int:
+    return make_divisible(round(c_in * expand), 8)
+
+
+def block_specs(cfg: OFAConfig, width_mult: float = DEFAULT_WIDTH_MULT) -> list[BlockSpec]:
+    """The active MBConv blocks of ``cfg`` in network order (the fixed first block excluded)."""
+    w = widths(width_mult)
+    f = (cfg.r + 1) // 2  # after the stride-2 stem (the first block keeps the size)
+    c = w.stem
+    specs: list[BlockSpec] = []
+    i = 0
+    for s in range(N_STAGES):
+        for b in range(cfg.d[s]):
+            stride = STAGE_STRIDES[s] if b == 0 else 1
+            f_out = math.ceil(f / stride)
+            specs.append(BlockSpec(s, c, w.stages[s], hidden_width(c, cfg.e[i]), cfg.ks[i], stride,
+                                   STAGE_SE[s], STAGE_HSWISH[s], f, f_out))
+            c, f = w.stages[s], f_out
+            i += 1
+    return specs
+
+
+def count_macs(cfg: OFAConfig, width_mult: float = DEFAULT_WIDTH_MULT, num_classes: int = 1000) -> int:
+    """Multiply-accumulates at batch 1: convs, SE FCs and the classifier (no BN, activations, pools)."""
+    w = widths(width_mult)
+    f = (cfg.r + 1) // 2
+    total = 3 * w.stem * 9 * f * f              # stem 3x3
+    total += (w.stem * 9 + w.stem * w.stem) * f * f  # first block: depthwise 3x3 + 1x1
+    specs = block_specs(cfg, width_mult)
+    for b in specs:
+        total += b.c_in * b.hidden * b.f_in ** 2          # 1x1 expand
+        total += b.hidden * b.kernel ** 2 * b.f_out ** 2  # depthwise
+        if b.se:
+            total += 2 * b.hidden * b.se_mid              # SE reduce + expand
+        total += b.hidden * b.c_out * b.f_out ** 2        # 1x1 project
+    f_last = specs[-1].f_out
+    total += w.stages[-1] * w.final * f_last ** 2
+    total += w.final * w.mix + w.mix * num_classes
+    return total
+
+
+class OFAMobileNetV3Space(Space):
+    """Kernel 3/5/7 and expand 3/4/6 per block, depth 2/3/4 per stage, input 128..224 step 4."""
+
+    name = "ofa_mbv3"
+
+    def __init__(self) -> None:
+        self.decisions = (
+            [Decision(f"ks{i}", tuple(str(k) for k in KERNELS)) for i in range(N_STAGES * SLOTS)]
+            + [Decision(f"e{i}", tuple(str(e) for e in EXPANDS)) for i in range(N_STAGES * SLOTS)]
+            + [Decision(f"d{s}", tuple(str(d) for d in DEPTHS)) for s in range(N_STAGES)]
+            + [Decision("r", tuple(str(r) for r in RESOLUTIONS))]
+        )
+
+    # -- strings -----------------------------------------------------------------------------
+    @staticmethod
+    def _parse(arch: Any) -> tuple[list[int], list[int], list[int], int]:
+        if not isinstance(arch, str):
+            raise BadInput(f"architecture must be a string, got {type(arch).__name__}")
+        text = " ".join(arch.split())
+        shown = text if len(text) <= 120 else text[:117] + "..."
+        where = f"malformed ofa_mbv3 architecture {shown!r}"
+        fields: dict[str, list[int]] = {}
+        for part in text.split(";"):
+            m = _FIELD.match(part)
+            if not m:
+                raise BadInput(f"{where}: expected 'ks=...;e=...;d=...;r=...', got part {part.strip()!r}")
+            key, value = m.group(1), m.group(2).replace(" ", "")
+            if key not in ("ks", "e", "d", "r"):
+                raise BadInput(f"{where}: unknown field {key!r} (known: ks, e, d, r)")
+            if key in fields:
+                raise BadInput(f"{where}: field {key!r} given twice")
+            items = value.split("-")
+            if not all(x.isdigit() for x in items):
+                raise BadInput(f"{where}: field {key!r} must be integers joined by '-'")
+            fields[key] = [int(x) for x in items]
+        missing = [k for k in ("ks", "e", "d", "r") if k not in fields]
+        if missing:
+            raise BadInput(f"{where}: missing field(s) {', '.join(missing)}")
+        ks, e, d, r = fields["ks"], fields["e"], fields["d"], fields["r"]
+        for key, vals, n in (("ks", ks, N_STAGES * SLOTS), ("e", e, N_STAGES * SLOTS), ("d", d, N_STAGES), ("r", r, 1)):
+            if len(vals) != n:
+                raise BadInput(f"{where}: field {key!r} needs {n} value(s), got {len(vals)}")
+        bad_d = [x for x in d if x not in DEPTHS]
+        if bad_d:
+            raise BadInput(f"{where}: depth {bad_d[0]} not in {list(DEPTHS)}")
+        if r[0] not in RESOLUTIONS:
+            raise BadInput(f"{where}: resolution {r[0]} not in 128..224 step 4")
+        for s in range(N_STAGES):
+            for b in range(d[s]):
+                i = s * SLOTS + b
+                if ks[i] not in KERNELS:
+                    raise BadInput(f"{where}: kernel {ks[i]} of stage {s + 1} block {b + 1} not in {list(KERNELS)}")
+                if e[i] not in EXPANDS:
+                    raise BadInput(f"{where}: expand ratio {e[i]} of stage {s + 1} block {b + 1} not in {list(EXPANDS)}")
+        return ks, e, d, r[0]
+
+    def to_indices(self, arch: str) -> list[int]:
+        ks, e, d, r = self._parse(arch)
+        ks_idx, e_idx = [0] * (N_STAGES * SLOTS), [0] * (N_STAGES * SLOTS)
+        for s in range(N_STAGES):
+            for b in range(d[s]):
+                i = s * SLOTS + b
+                ks_idx[i], e_idx[i] = KERNELS.index(ks[i]), EXPANDS.index(e[i])
+        return ks_idx + e_idx + [DEPTHS.index(x) for x in d] + [RESOLUTIONS.index(r)]
+
+    def from_indices(self, indices: Any) -> str:
+        idx = [int(x) for x in indices]
+        n = 2 * N_STAGES * SLOTS + N_STAGES + 1
+        if len(idx) != n:
+            raise BadInput(f"ofa_mbv3 needs {n} choice indices, got {len(idx)}")
+        for dec, x in zip(self.decisions, idx):
+            if not 0 <= x < len(dec.choices):
+                raise BadInput(f"ofa_mbv3 choice index {x} for {dec.name} is outside 0..{len(dec.choices) - 1}")
+        m = N_STAGES * SLOTS
+        d = [DEPTHS[x] for x in idx[2 * m:2 * m + N_STAGES]]
+        ks, e = [KERNELS[0]] * m, [EXPANDS[0]] * m
+        for s in range(N_STAGES):
+            for b in range(d[s]):
+                i = s * SLOTS + b
+                ks[i], e[i] = KERNELS[idx[i]], EXPANDS[idx[m + i]]
+        r = RESOLUTIONS[idx[-1]]
+        return self.format(ks, e, d, r)
+
+    @staticmethod
+    def format(ks: list[int], e: list[int], d: list[int], r: int) -> str:
+        """The string of 20 kernels, 20 expand ratios, 5 depths and a resolution (not canonicalized)."""
+        join = lambda xs: "-".join(str(int(x)) for x in xs)  # noqa: E731
+        return f"ks={join(ks)};e={join(e)};d={join(d)};r={int(r)}"
+
+    def config(self, arch: str) -> OFAConfig:
+        """The active blocks' kernels and expand ratios in network order, the depths and the size."""
+        ks, e, d, r = self._parse(arch)
+        act = [s * SLOTS + b for s in range(N_STAGES) for b in range(d[s])]
+        return OFAConfig(tuple(ks[i] for i in act), tuple(e[i] for i in act), tuple(d), r)
+
+    def from_active(self, ks_active: list[int], e_active: list[int], d: list[int], r: int) -> str:
+        """The canonical string from the active lists (``sum(d)`` entries each, network order)."""
+        if len(d) != N_STAGES or len(ks_active) != sum(d) or len(e_active) != sum(d):
+            raise BadInput(f"ofa_mbv3 active lists need {N_STAGES} depths and sum(d) kernels/expands")
+        m = N_STAGES * SLOTS
+        ks, e = [KERNELS[0]] * m, [EXPANDS[0]] * m
+        j = 0
+        for s in range(N_STAGES):
+            for b in range(d[s]):
+                ks[s * SLOTS + b], e[s * SLOTS + b] = ks_active[j], e_active[j]
+                j += 1
+        return self.canonical(self.format(ks, e, d, r))
+
+    def reference_archs(self) -> list[str]:
+        return list(REFERENCE_ARCHS)
+
+    # -- properties of the network -------------------------------------------------------------
+    def input_shape(self, arch: str) -> tuple[int, ...]:
+        r = self._parse(arch)[3]
+        return (1, 3, r, r)
+
+    def flops(self, arch: str, width_mult: float = DEFAULT_WIDTH_MULT) -> float:
+        """MACs in millions at ``width_mult`` (1.2 by default), 1000 classes."""
+        return count_macs(self.config(arch), width_mult) / 1e6
+
+    def build(self, arch: str, num_classes: int = 1000, width_mult: float = DEFAULT_WIDTH_MULT,
+              dropout: float = 0.0) -> Any:
+        from toolkit.spaces.ofa_net import OFAMobileNetV3
+
+        return OFAMobileNetV3(self.config(arch), num_classes=num_classes, width_mult=width_mult, dropout=dropout)
