@@ -294,16 +294,29 @@ class Board:
             raise BoardError(f"board {self.name}: {what}: the agent's reply is not a JSON object")
         return doc
 
-    def fingerprint(self) -> dict:
-        """The board's environment (CPU, frequencies, memory, OS, runtimes, temperatures, load)."""
-        doc = self._agent_json(["fingerprint"], "fingerprint failed")
+    def _runtime_args(self, runtimes: list[str] | None) -> list[str]:
+        if runtimes is None:
+            return []
+        names = [str(name) for name in runtimes]
+        if not names or not all(_NAME.match(name) for name in names):
+            raise BadInput(f"bad runtime names: {runtimes!r}")
+        return ["--runtimes", ",".join(names)]
+
+    def fingerprint(self, runtimes: list[str] | None = None) -> dict:
+        """The board's environment (CPU, frequencies, memory, OS, temperatures, load) and runtime versions.
+
+        Checks only the device's runtime unless `runtimes` names others (importing TVM takes seconds).
+        """
+        names = runtimes if runtimes is not None else [str(getattr(self.cfg, "runtime", "onnxruntime"))]
+        doc = self._agent_json(["fingerprint", *self._runtime_args(names)], "fingerprint failed")
         doc["agent_sha256"] = build_agent().sha256
         return doc
 
-    def probe(self, energy: Any = None) -> dict:
-        """Which runtimes work on the board and whether the energy sensor reads: {runtimes, energy}."""
+    def probe(self, energy: Any = None, runtimes: list[str] | None = None) -> dict:
+        """Which runtimes work on the board (default: all registered) and whether the energy sensor reads."""
         settings = _as_dict(energy if energy is not None else getattr(self.cfg, "energy", None)) or {"sensor": "none"}
-        return self._agent_json(["probe", "--energy", json.dumps(settings, sort_keys=True)], "probe failed")
+        args = ["probe", "--energy", json.dumps(settings, sort_keys=True), *self._runtime_args(runtimes)]
+        return self._agent_json(args, "probe failed")
 
     def artifact_path(self, job: MeasureJob) -> str:
         return f"{self.workdir}/artifacts/{job.sha256}{job.suffix}"

@@ -355,10 +355,23 @@ class SSHConnection(_Base):
         self._sftp.get_channel().settimeout(timeout)
         return self._sftp
 
-    def put(self, local_path: str | Path, remote_path: str, timeout: float = 300.0) -> None:
-        """Upload atomically: to a temporary name beside the target, then rename."""
+    def _sftp_error(self, exc: BaseException, what: str) -> BoardError:
+        """ConnectionLost when the link died under an SFTP call, else a BoardError saying what failed."""
         import paramiko
 
+        if isinstance(exc, (paramiko.SSHException, EOFError, TimeoutError, ConnectionError)):
+            sftp, self._sftp = self._sftp, None  # a broken SFTP channel is reopened on the next call
+            deadline = time.monotonic() + 2.0
+            while self._transport.is_active() and time.monotonic() < deadline:
+                time.sleep(0.02)  # give the transport thread a moment to see the socket close
+            if not self._transport.is_active():
+                return self._lost(exc or type(exc).__name__)
+            if sftp is not None:
+                sftp.close()
+        return BoardError(f"{self.label}: {what}: {_one_line(exc)}")
+
+    def put(self, local_path: str | Path, remote_path: str, timeout: float = 300.0) -> None:
+        """Upload atomically: to a temporary name beside the target, then rename."""
         remote_path = check_remote_path(remote_path)
         head, _, tail = remote_path.rpartition("/")
         tmp = f"{head}/.{tail}.part-{uuid.uuid4().hex[:8]}"
@@ -366,38 +379,31 @@ class SSHConnection(_Base):
         try:
             sftp.put(str(local_path), tmp, confirm=True)
             sftp.posix_rename(tmp, remote_path)
-        except (paramiko.SSHException, EOFError, socket.timeout) as exc:
-            self._check_alive()
-            raise BoardError(f"{self.label}: upload of {remote_path} failed: {exc or type(exc).__name__}") from None
-        except OSError as exc:
-            self._check_alive()
-            _quiet_remove(sftp, tmp)
-            raise BoardError(f"{self.label}: cannot upload {local_path} to {remote_path}: {exc}") from None
+        except Exception as exc:
+            error = self._sftp_error(exc, f"cannot upload {local_path} to {remote_path}")
+            if not isinstance(error, ConnectionLost) and self._sftp is not None:
+                _quiet_remove(self._sftp, tmp)
+            raise error from None
 
     def get(self, remote_path: str, local_path: str | Path, timeout: float = 300.0) -> None:
-        import paramiko
-
         sftp = self._sftp_client(timeout)
         try:
             sftp.get(check_remote_path(remote_path), str(local_path))
-        except (paramiko.SSHException, EOFError, socket.timeout) as exc:
-            self._check_alive()
-            raise BoardError(f"{self.label}: download of {remote_path} failed: {exc or type(exc).__name__}") from None
-        except OSError as exc:
-            self._check_alive()
-            raise BoardError(f"{self.label}: cannot download {remote_path}: {exc}") from None
+        except BadInput:
+            raise
+        except Exception as exc:
+            raise self._sftp_error(exc, f"cannot download {remote_path}") from None
 
     def exists(self, remote_path: str, timeout: float = 30.0) -> bool:
-        import paramiko
-
         sftp = self._sftp_client(timeout)
         try:
             sftp.stat(check_remote_path(remote_path))
         except FileNotFoundError:
             return False
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            self._check_alive()
-            raise BoardError(f"{self.label}: cannot stat {remote_path}: {exc or type(exc).__name__}") from None
+        except BadInput:
+            raise
+        except Exception as exc:
+            raise self._sftp_error(exc, f"cannot stat {remote_path}") from None
         return True
 
     def close(self) -> None:
@@ -405,6 +411,11 @@ class SSHConnection(_Base):
             self._sftp.close()
             self._sftp = None
         self._client.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def _send_kill(chan: Any) -> None:

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -203,7 +204,8 @@ def tiny_onnx(path: Path, channels: int = 8, depth: int = 1, size: int = 16) -> 
     torch.manual_seed(channels * 31 + depth)
     shape = [1, 3, size, size]
     model = _tiny_net(channels, depth)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is the single-file one
         torch.onnx.export(model, (torch.randn(*shape),), str(path), dynamo=False, opset_version=17,
                           input_names=["x"], output_names=["y"])
     return path, shape

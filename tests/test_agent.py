@@ -55,8 +55,9 @@ def job(model: tuple[Path, list[int], str], workdir: Path, **overrides: Any) -> 
 
 
 def test_pack_is_deterministic_and_python38_clean() -> None:
-    a, b = build_agent(), pack_dir(BOARD_DIR)
+    a, b = pack_dir(BOARD_DIR), pack_dir(BOARD_DIR)
     assert a.data == b.data and a.sha256 == hashlib.sha256(a.data).hexdigest()
+    assert build_agent() is build_agent()  # built once per process
     assert a.filename == f"agent-{a.sha256[:12]}.pyz"
     with zipfile.ZipFile(io.BytesIO(a.data)) as zf:
         infos = zf.infolist()
@@ -123,7 +124,7 @@ def _fake_root(root: Path) -> Path:
 
 def test_fingerprint_reads_an_injected_sysfs_root(agent_file: Path, tmp_path: Path) -> None:
     root = _fake_root(tmp_path / "root")
-    fp, _ = agent(agent_file, "fingerprint", "--root", str(root))
+    fp, _ = agent(agent_file, "fingerprint", "--root", str(root), "--runtimes", "onnxruntime,no-such")
     assert fp["cpu_model"] == "Raspberry Pi 4 Model B Rev 1.4"
     assert fp["hostname"] == "pi4-lab" and fp["kernel"] == "6.1.0-rpi7-rpi-v8"
     assert fp["os"] == "Debian GNU/Linux 12 (bookworm)"
@@ -137,14 +138,15 @@ def test_fingerprint_reads_an_injected_sysfs_root(agent_file: Path, tmp_path: Pa
     import onnxruntime
 
     assert fp["runtimes"]["onnxruntime"] == {"available": True, "detail": onnxruntime.__version__}
-    assert set(fp["runtimes"]) == {"onnxruntime", "tvm", "tensorrt"}
+    assert fp["runtimes"]["no-such"]["available"] is False and set(fp["runtimes"]) == {"onnxruntime", "no-such"}
 
 
 def test_probe_without_and_with_an_unreadable_sensor(agent_file: Path, tmp_path: Path) -> None:
-    doc, _ = agent(agent_file, "probe")
+    doc, _ = agent(agent_file, "probe", "--runtimes", "onnxruntime")
     assert doc["energy"] == {"sensor": "none", "readable": False, "detail": "no energy sensor configured"}
     assert doc["runtimes"]["onnxruntime"]["available"] is True
-    doc, _ = agent(agent_file, "probe", "--energy", json.dumps({"sensor": "rapl", "root": str(tmp_path)}))
+    doc, _ = agent(agent_file, "probe", "--runtimes", "onnxruntime",
+                   "--energy", json.dumps({"sensor": "rapl", "root": str(tmp_path)}))
     assert doc["energy"]["sensor"] == "rapl" and doc["energy"]["readable"] is False
     assert doc["energy"]["detail"]
 
@@ -159,16 +161,6 @@ def test_run_measures_a_real_model_and_cleans_up(agent_file: Path, model: Any, t
     assert all(len(b) >= QUICK["min_runs"] and all(v > 0 for v in b) for b in reply["blocks"])
     assert reply["energy"] is None and reply["agent_seconds"] > 0
     assert list(tmp_path.iterdir()) == []  # the job's temporary directory is gone
-
-
-def test_run_from_a_job_file(agent_file: Path, model: Any, tmp_path: Path) -> None:
-    work = tmp_path / "work"
-    work.mkdir()
-    path = tmp_path / "job.json"
-    path.write_text(json.dumps(job(model, work, measurement=dict(QUICK, repeats=1))))
-    reply, _ = agent(agent_file, "run", str(path))
-    assert reply["ok"] is True and len(reply["blocks"]) == 1
-    assert path.exists() and list(work.iterdir()) == []
 
 
 def test_hash_mismatch_is_refused_before_loading(agent_file: Path, model: Any, tmp_path: Path) -> None:
@@ -205,16 +197,6 @@ def test_bad_jobs_are_typed_errors(agent_file: Path, model: Any, tmp_path: Path,
     assert reply["error"] and "\n" not in reply["error"]
 
 
-def test_garbage_artifact_fails_to_load(agent_file: Path, tmp_path: Path) -> None:
-    junk = tmp_path / "junk.onnx"
-    junk.write_bytes(b"this is not a model")
-    work = tmp_path / "work"
-    work.mkdir()
-    fake = (junk, [1, 3, 16, 16], hashlib.sha256(junk.read_bytes()).hexdigest())
-    reply, _ = agent(agent_file, "run", "-", stdin=json.dumps(job(fake, work)).encode())
-    assert reply["error_code"] == "load_failed" and list(work.iterdir()) == []
-
-
 def test_energy_from_a_fake_rapl_tree_reaches_the_reply(agent_file: Path, model: Any, tmp_path: Path) -> None:
     zone = tmp_path / "sys/class/powercap/intel-rapl:0"
     zone.mkdir(parents=True)
@@ -236,9 +218,13 @@ def test_energy_from_a_fake_rapl_tree_reaches_the_reply(agent_file: Path, model:
     assert broken["energy"]["sensor"] == "rapl" and "rapl" in broken["energy"]["error"]
 
 
-def test_the_agent_runs_from_the_source_tree_too(model: Any, tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "profilers.board", "run", "-"], capture_output=True, timeout=60,
-                          input=json.dumps(job(model, tmp_path, measurement=dict(QUICK, repeats=1))).encode(),
-                          cwd=Path(BOARD_DIR).parents[1], env=dict(os.environ))
+def test_the_agent_runs_from_the_source_tree_and_a_job_file(model: Any, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(job(model, work, measurement=dict(QUICK, repeats=1))))
+    done = subprocess.run([sys.executable, "-m", "profilers.board", "run", str(path)], capture_output=True,
+                          timeout=60, cwd=Path(BOARD_DIR).parents[1])
     reply = json.loads(done.stdout)
     assert reply["ok"] is True and len(reply["blocks"]) == 1
+    assert path.exists() and list(work.iterdir()) == []  # the caller's job file stays; the temporaries go

@@ -1,10 +1,8 @@
 """The meter: idle baseline, window extension, integration, on a simulated and a real clock."""
 from __future__ import annotations
 
-import math
-import threading
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import pytest
 
@@ -237,6 +235,22 @@ def test_sensor_failure_during_sampling_surfaces() -> None:
         measure_energy(Dying(clock.now), lambda: clock.advance(0.01), idle_s=0.1, min_time_s=5, clock=clock)
 
 
+def test_unexpected_sensor_exception_becomes_one_line() -> None:
+    clock = SimClock()
+
+    class Buggy(Sensor):
+        name = "buggy"
+        kind = POWER
+
+        def read(self) -> Reading:
+            if clock.now() > 0.2:
+                return Reading(clock.now(), watts=1.0 / 0.0)
+            return Reading(clock.now(), watts=1.0)
+
+    with pytest.raises(SensorError, match="^buggy: reading failed: ZeroDivisionError"):
+        measure_energy(Buggy(clock.now), lambda: clock.advance(0.01), idle_s=0.5, clock=clock)
+
+
 @pytest.mark.parametrize("slope", [0.0, 3.0, -1.5])
 def test_trapezoid_is_exact_for_linear_power_with_window_edges_between_samples(slope: float) -> None:
     sensor = HeldPower(SimClock(), Load(SimClock(), 1, 1, 0.1), 1.0)
@@ -306,3 +320,40 @@ def test_settings_from_config_and_measure_with_config(tmp_path) -> None:
         settings_from({"min_time_s": "soon"})
     with pytest.raises(SensorError, match="no powercap"):
         measure_with_config({"sensor": "rapl", "root": str(tmp_path)}, lambda: None)
+
+
+def test_updates_method_is_unbiased_for_a_monitor_that_averages() -> None:
+    def run(method: str) -> Dict[str, float]:
+        clock = SimClock()
+        load = Load(clock, 2.0, 10.0, 0.01)
+        clock.advance(0.037)
+        sensor = HeldPower(clock, load, 0.2, seq=True)  # averages the last 0.2 s
+        clock.advance(0.011)
+        out = measure_energy(sensor, load.run_once, idle_s=2.0, min_samples=8, min_time_s=1.0,
+                             clock=clock, method=method)
+        truth = _truth(load)
+        return {"gross": out["gross_mj"] / truth["gross"] - 1, "net": out["net_mj"] / truth["net"] - 1}
+
+    trapezoid, updates = run("trapezoid"), run("updates")
+    assert abs(trapezoid["net"]) > 0.05  # one late period in a ~1.6 s window
+    assert abs(updates["gross"]) < 0.01 and abs(updates["net"]) < 0.01
+
+
+def test_coarse_counter_short_window_is_not_biased_by_its_steps() -> None:
+    errors = []
+    for phase in (0.0, 0.013, 0.029, 0.041, 0.077):
+        clock = SimClock()
+        load = Load(clock, 60.0, 250.0, 0.004)
+        sensor = Counter(clock, load, step_s=0.1, wrap_j=None)  # NVML-like: 100 ms steps
+        clock.advance(phase)
+        out = measure_energy(sensor, load.run_once, idle_s=1.0, min_samples=3, min_time_s=0.25, clock=clock)
+        errors.append(out["net_mj"] / _truth(load)["net"] - 1)
+    assert max(abs(e) for e in errors) < 0.02
+
+
+def test_bad_method_is_rejected() -> None:
+    clock = SimClock()
+    load = Load(clock, 1.0, 2.0, 0.01)
+    with pytest.raises(SensorError, match="method must be one of trapezoid, updates"):
+        measure_energy(HeldPower(clock, load, 0.1), load.run_once, method="median", clock=clock)
+    assert load.runs == 0

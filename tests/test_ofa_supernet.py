@@ -79,8 +79,8 @@ def test_training_lowers_the_loss_and_updates_only_the_used_slices(space: OFAMob
     torch.set_num_threads(1)
     torch.manual_seed(2)
     net = OFASupernet(num_classes=10)
-    images, labels = digits_dataset(16, n=128, seed=0)
-    assert images.shape == (128, 3, 16, 16) and set(labels.tolist()) == set(range(10))
+    images, labels = digits_dataset(16, n=48, seed=0)
+    assert images.shape == (48, 3, 16, 16) and set(labels.tolist()) == set(range(10))
     arch = space.reference_archs()[1]
     e0 = space.config(arch).e[0]
     h = hidden_width(24, e0)
@@ -88,13 +88,13 @@ def test_training_lowers_the_loss_and_updates_only_the_used_slices(space: OFAMob
     before_mean = bn.running_mean.clone()
     net.train()
     with torch.no_grad():
-        loss0 = torch.nn.functional.cross_entropy(net(images[:64], arch), labels[:64]).item()
-    losses = train_steps(net, images, labels, steps=8, batch_size=16, lr=0.05, seed=0, archs=[arch])
-    assert len(losses) == 8
+        loss0 = torch.nn.functional.cross_entropy(net(images, arch), labels).item()
+    losses = train_steps(net, images, labels, steps=6, batch_size=24, lr=0.05, seed=0, archs=[arch])
+    assert len(losses) == 6
     net.train()
     with torch.no_grad():
-        loss1 = torch.nn.functional.cross_entropy(net(images[:64], arch), labels[:64]).item()
-    assert loss1 < loss0 - 0.2
+        loss1 = torch.nn.functional.cross_entropy(net(images, arch), labels).item()
+    assert loss1 < loss0 - 0.3
     assert not torch.equal(bn.running_mean[:h], before_mean[:h])  # sliced running stats are updated
     if h < bn.num_features:
         assert torch.equal(bn.running_mean[h:], before_mean[h:])
@@ -109,7 +109,7 @@ def test_sandwich_training_runs_and_is_seeded(space: OFAMobileNetV3Space) -> Non
     runs = []
     for _ in range(2):
         torch.manual_seed(3)
-        runs.append(train_steps(OFASupernet(num_classes=10), images, labels, steps=2, batch_size=8, seed=4))
+        runs.append(train_steps(OFASupernet(num_classes=10), images, labels, steps=1, batch_size=8, seed=4))
     assert runs[0] == pytest.approx(runs[1], rel=1e-5)
     with pytest.raises(BadInput):
         digits_dataset(4)

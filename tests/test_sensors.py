@@ -14,7 +14,6 @@ from typing import Callable, Dict, List, Optional
 
 import pytest
 
-from profilers.board import sensors
 from profilers.board.meter import measure_energy
 from profilers.board.sensors import NAMES, SENSORS, detect_sensors, get_sensor_module, make_sensor, probe_sensor
 from profilers.board.sensors.base import COUNTER, POWER, SensorError, read_text
@@ -83,6 +82,7 @@ class FakeBoard:
         self.k = 0
         self.busy_time = 0.0
         self.runs = 0
+        self.max_gap = 0.0  # the writer's longest pause: its files are that stale at worst
         self.writers: List[Callable[["FakeBoard"], None]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -100,6 +100,7 @@ class FakeBoard:
         last = time.monotonic()
         while not self._stop.wait(self.tick_s):
             now = time.monotonic()
+            self.max_gap = max(self.max_gap, now - last)
             self._step(now - last)
             last = now
 
@@ -124,6 +125,11 @@ class FakeBoard:
 
     def dither(self) -> int:
         return self.k % 5 - 2
+
+    def slack(self, out: Dict[str, object]) -> float:
+        """Extra relative tolerance for a writer starved of CPU on a loaded machine: its files
+        can be that stale at both window edges. Near 0 on an idle machine."""
+        return 2 * self.max_gap / float(out["window_s"])  # type: ignore[arg-type]
 
     def truth(self, out: Dict[str, object]) -> Dict[str, float]:
         n, window = float(out["n_runs"]), float(out["window_s"])  # type: ignore[arg-type]
@@ -208,6 +214,39 @@ def test_missing_sensor_is_one_clear_line(name: str, tmp_path: Path, monkeypatch
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_device_file_defaults_are_accepted(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The device-file schema sends every field, unset ones as None and interval_ms for all."""
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    cfg = {"sensor": name, "domain": None, "rail": None, "root": None, "command": None, "index": None,
+           "interval_ms": 100, "idle_s": 2.0, "min_samples": 10}
+    cfg.update({k: v for k, v in _missing_cfg(name, tmp_path).items() if k != "sensor"})
+    with pytest.raises(SensorError) as info:
+        make_sensor(cfg)
+    assert str(info.value) == _missing_message(name, tmp_path)
+
+
+def _missing_message(name: str, tmp_path: Path) -> str:
+    with pytest.raises(SensorError) as info:
+        make_sensor(_missing_cfg(name, tmp_path))
+    return str(info.value)
+
+
+def test_agent_style_measure_with_config(tmp_path: Path) -> None:
+    from profilers.board.meter import measure_with_config
+
+    zones = rapl_tree(tmp_path)
+    cfg = {"sensor": "rapl", "domain": "package", "rail": None, "root": str(tmp_path), "command": None,
+           "index": None, "interval_ms": 100, "idle_s": 0.3, "min_samples": 5}
+    with FakeBoard(idle_w=5.0, busy_w=5.0) as board:
+        board.writers.append(rapl_writer(zones["package-0"], 262143328850))
+        time.sleep(0.05)
+        out = measure_with_config(cfg, lambda: time.sleep(0.005), min_time_s=0.3)
+    assert out["sensor"] == "rapl" and "package-0" in str(out["detail"])
+    assert out["idle_s"] == pytest.approx(0.3, rel=0.2) and out["window_s"] >= 0.3
+    assert out["mean_w"] == pytest.approx(5.0, rel=0.05 + board.slack(out)) and out["samples"] >= 5
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_detect_finds_nothing_on_an_empty_root(name: str, tmp_path: Path) -> None:
     assert get_sensor_module(name).detect(str(tmp_path)) == []
 
@@ -263,8 +302,9 @@ def test_rapl_energy_with_wraps_matches_the_known_profile(tmp_path: Path) -> Non
     wraps = board.energy_j / 1.5
     assert wraps > 3
     truth = board.truth(out)
-    assert out["gross_mj"] == pytest.approx(truth["gross"], rel=0.05)
-    assert out["net_mj"] == pytest.approx(truth["net"], rel=0.12)
+    slack = board.slack(out)
+    assert out["gross_mj"] == pytest.approx(truth["gross"], rel=0.05 + slack)
+    assert out["net_mj"] == pytest.approx(truth["net"], rel=0.12 + slack * board.busy_w / (board.busy_w - board.idle_w))
     assert out["idle_w"] == pytest.approx(6.0, rel=0.05)
     assert out["samples"] >= 10
 
@@ -275,7 +315,7 @@ def test_rapl_probe_reports_power_and_period(tmp_path: Path) -> None:
         board.writers.append(rapl_writer(zones["package-0"], 262143328850))
         out = probe_sensor({"sensor": "rapl", "root": str(tmp_path)}, duration_s=0.5)
     assert out["readable"] is True and out["sensor"] == "rapl"
-    assert out["watts"] == pytest.approx(9.0, rel=0.1)
+    assert out["watts"] == pytest.approx(9.0, rel=0.05 + 2 * board.max_gap / 0.5)
     assert out["period_s"] is not None and out["period_s"] > 0
     assert "package-0" in str(out["detail"])
 
@@ -296,8 +336,9 @@ def test_ina3221_hwmon_energy_matches_the_known_profile(tmp_path: Path, power_fi
             assert sensor.kind == POWER
             out = measure_energy(sensor, board.inference(0.05), **FAST)
     truth = board.truth(out)
-    assert out["gross_mj"] == pytest.approx(truth["gross"], rel=0.05)
-    assert out["net_mj"] == pytest.approx(truth["net"], rel=0.12)
+    slack = board.slack(out)
+    assert out["gross_mj"] == pytest.approx(truth["gross"], rel=0.05 + slack)
+    assert out["net_mj"] == pytest.approx(truth["net"], rel=0.12 + slack * board.busy_w / (board.busy_w - board.idle_w))
     assert out["idle_w"] == pytest.approx(4.0, rel=0.03)
 
 
@@ -310,8 +351,9 @@ def test_ina3221_iio_energy_matches_the_known_profile(tmp_path: Path) -> None:
             assert "iio" in sensor.describe() and "VDD_IN" in sensor.describe()
             out = measure_energy(sensor, board.inference(0.05), **FAST)
     truth = board.truth(out)
-    assert out["gross_mj"] == pytest.approx(truth["gross"], rel=0.05)
-    assert out["net_mj"] == pytest.approx(truth["net"], rel=0.12)
+    slack = board.slack(out)
+    assert out["gross_mj"] == pytest.approx(truth["gross"], rel=0.05 + slack)
+    assert out["net_mj"] == pytest.approx(truth["net"], rel=0.12 + slack * board.busy_w / (board.busy_w - board.idle_w))
 
 
 def test_ina3221_rail_choice(tmp_path: Path) -> None:
@@ -444,7 +486,7 @@ def test_command_stream_mode(tmp_path: Path) -> None:
         "print('USB meter v1', flush=True)\n"
         "k = 0\n"
         "while True:\n"
-        "    print('%.2f W' % (3.5 if k % 2 else 4.5), flush=True)\n"
+        "    print('%.2f W' % (3.8 if k % 2 else 4.2), flush=True)\n"
         "    k += 1\n"
         "    time.sleep(0.01)\n"
     )
@@ -464,6 +506,16 @@ def test_command_sensor_errors(command: str, match: str) -> None:
     with pytest.raises(SensorError, match=match) as info:
         make_sensor({"sensor": "command", "command": command})
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("text,watts", [
+    ("4.5", 4.5), ("5.02V 0.91A 4.57W", 4.57), ("P=4570mW", 4.57), ("1.5e1\n", 15.0), ("idle", None),
+])
+def test_command_output_parsing(text: str, watts: Optional[float]) -> None:
+    from profilers.board.sensors.command import parse_watts
+
+    got = parse_watts(text)
+    assert got == (None if watts is None else pytest.approx(watts))
 
 
 def test_command_sensor_needs_a_command() -> None:
@@ -498,27 +550,25 @@ def test_detect_sensors_on_a_fake_board(tmp_path: Path, monkeypatch: pytest.Monk
         assert sensor.read().watts == pytest.approx(0.5)
 
 
-def test_probe_observes_a_coarse_update_period() -> None:
+def test_probe_observes_a_coarse_update_period(tmp_path: Path) -> None:
+    """A monitor updating 4 times a second, read through the real ina3221 code on a simulated
+    clock: the files exist in a fake tree, the injected reader supplies their changing values."""
     clock = SimClock()
     values = {"uw": 2_000_000}
 
     def tick() -> None:
         values["uw"] += 1000
 
-    clock.every(0.25, tick)  # a monitor that updates 4 times a second
+    clock.every(0.25, tick)
 
     def reader(path: str) -> str:
         if path.endswith("_label"):
             return "VDD_IN" if os.path.basename(path) == "in1_label" else "sum of shunt voltages"
         return str(values["uw"])
 
-    # The files only need to exist; the reader supplies their (time-varying) content.
-    import tempfile
-    with tempfile.TemporaryDirectory() as tmp:
-        d = hwmon_tree(Path(tmp), ["VDD_IN"], power_files=True)
-        assert d.exists()
-        out = probe_sensor({"sensor": "ina3221", "root": tmp, "poll_ms": 10}, duration_s=3.0,
-                           clock=clock, reader=reader, now=clock.now)
+    hwmon_tree(tmp_path, ["VDD_IN"], power_files=True)
+    out = probe_sensor({"sensor": "ina3221", "root": str(tmp_path), "poll_ms": 10}, duration_s=3.0,
+                       clock=clock, reader=reader, now=clock.now)
     assert out["readable"] is True
     assert out["period_s"] == pytest.approx(0.25, rel=0.01)
     assert out["watts"] == pytest.approx(2.0, rel=0.01)

@@ -41,30 +41,37 @@ def build_model(space: Space, arch: str, weights: dict[str, Any] | None = None) 
     return model.eval()
 
 
-def cache_key(space: str, arch: str, kind: str, target: dict[str, Any] | None) -> str:
-    blob = json.dumps({"space": space, "arch": arch, "kind": kind, "target": target}, sort_keys=True)
+def cache_key(space: str, arch: str, kind: str, target: dict[str, Any] | None, weights: str = "untrained") -> str:
+    blob = json.dumps({"space": space, "arch": arch, "kind": kind, "target": target, "weights": weights},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 def build_artifact(space: Space, arch: str, runtime: str, cache_dir: Path,
-                   target: dict[str, Any] | None = None) -> Artifact:
-    """ONNX for onnxruntime and TensorRT (engines are built on the board), a TVM library for tvm."""
+                   target: dict[str, Any] | None = None, run: str | None = None) -> Artifact:
+    """ONNX for onnxruntime and TensorRT (engines are built on the board), a TVM library for tvm.
+
+    With ``run``, the network carries the run's inherited supernet weights (when it has any)."""
     from exporters.onnx import export_onnx
     from exporters.result import read_sidecar, sha256_file
 
     cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     shape = tuple(space.input_shape(arch))
-    onnx_path = cache_dir / f"{cache_key(space.name, arch, 'onnx', None)}.onnx"
+    weights = _run_tag(run)
+    onnx_path = cache_dir / f"{cache_key(space.name, arch, 'onnx', None, weights)}.onnx"
     with _BUILD_LOCK:
         if not onnx_path.exists():
-            export_onnx(build_model(space, arch), shape, onnx_path, meta={"space": space.name, "arch": arch})
+            from toolkit.exporting import subnet_weights
+
+            model = build_model(space, arch, subnet_weights(run, space.name, arch) if run else None)
+            export_onnx(model, shape, onnx_path, meta={"space": space.name, "arch": arch, "weights": weights})
         if runtime != "tvm":
             return Artifact(onnx_path, sha256_file(onnx_path), "onnx", shape, read_sidecar(onnx_path))
         from exporters.targets import resolve_target
         from exporters.tvm import compile_tvm
 
         tgt = resolve_target(target)
-        key = cache_key(space.name, arch, "tvm", tgt)
+        key = cache_key(space.name, arch, "tvm", tgt, weights)
         existing = sorted(cache_dir.glob(f"{key}.*"))
         libs = [p for p in existing if p.suffix in (".so", ".tar")]
         if libs:
@@ -72,3 +79,15 @@ def build_artifact(space: Space, arch: str, runtime: str, cache_dir: Path,
             return Artifact(lib, sha256_file(lib), "tvm", shape, read_sidecar(lib))
         result = compile_tvm(onnx_path, tgt, cache_dir, name=key)
         return Artifact(Path(result.path), result.sha256, "tvm", shape, result.meta)
+
+
+def _run_tag(run: str | None) -> str:
+    """Which weights an artifact carries: 'untrained', or the run's supernet file hash."""
+    if run is None:
+        return "untrained"
+    weights = Path(run) / "supernet.safetensors"
+    if not weights.exists():
+        return "untrained"
+    from exporters.result import sha256_file
+
+    return "run-" + sha256_file(weights)[:16]

@@ -48,6 +48,14 @@ class DeviceTable:
             raise BadInput(f"unknown device {key!r} in the {self.metric} table ({len(self.keys)} devices)")
         return self.values[self.keys.index(key)]
 
+    def keys_with_references(self, space_name: str = "nb201") -> list[str]:
+        """Devices whose reference architectures are all measured (they can be onboarded from the table)."""
+        from toolkit.spaces import get_space
+
+        space = get_space(space_name)
+        idx = [space.index(a) for a in space.reference_archs()]
+        return [k for k, row in zip(self.keys, self.values) if np.all(np.isfinite(row[idx]))]
+
     def frame(self) -> pd.DataFrame:
         """The table as a DataFrame indexed by arch_index, one column per device."""
         return pd.DataFrame(self.values.T, columns=self.keys).rename_axis("arch_index")
@@ -64,13 +72,31 @@ class DeviceTable:
                            list(self.files), dict(self.duplicates))
 
 
-def connected_mask() -> np.ndarray:
-    """Boolean [15625]: whether each benchmark cell connects input to output."""
+_OP_TOKEN = re.compile(r"([a-z_0-9]+)~\d")
+
+
+def nb201_codes() -> np.ndarray:
+    """Op code per edge for every benchmark cell, int [15625, 6], in benchmark index order."""
     from toolkit.spaces import get_space
+    from toolkit.spaces.nb201 import OPS
+
+    code = {op: i for i, op in enumerate(OPS)}
+    return np.array([[code[t] for t in _OP_TOKEN.findall(a)] for a in get_space("nb201").all_archs()],
+                    dtype=np.int64)
+
+
+def nb201_onehot(codes: np.ndarray | None = None) -> np.ndarray:
+    """The space's decision-major one-hot of every benchmark cell, float32 [15625, 30]."""
+    c = nb201_codes() if codes is None else codes
+    return np.eye(5, dtype=np.float32)[c].reshape(len(c), -1)
+
+
+def connected_mask(codes: np.ndarray | None = None) -> np.ndarray:
+    """Boolean [15625]: whether each benchmark cell connects input to output."""
     from toolkit.spaces.nb201 import NB201Space
 
-    space = get_space("nb201")
-    return np.array([NB201Space.is_connected(space.to_indices(a)) for a in space.all_archs()])
+    c = nb201_codes() if codes is None else codes
+    return np.array([NB201Space.is_connected(list(row)) for row in c])
 
 
 # -- per-source loaders: each returns {key: (arch_index array, value array)} -------------------

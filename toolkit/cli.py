@@ -150,6 +150,189 @@ def cmd_export(args: argparse.Namespace) -> tuple[Any, str]:
     return doc, "\n".join(lines)
 
 
+def _data_dir(value: str | None) -> Path:
+    if not value:
+        raise BadInput("give the measured tables with --data DIR (or set MODNAS_DATA)")
+    path = Path(os.path.expanduser(value))
+    if not path.is_dir():
+        raise BadInput(f"--data {value!r}: not a directory")
+    return path
+
+
+def cmd_predict(args: argparse.Namespace) -> tuple[Any, str]:
+    from toolkit import predictors
+    from toolkit.prediction import device_from_store
+    from toolkit.profiling import resolve_archs
+    from toolkit.spaces import get_space
+
+    space = get_space(args.space)
+    archs = space.all_archs() if args.archs == "all" else resolve_archs(space, args.archs)
+    pred = predictors.load(args.predictor) if args.predictor else None
+    with open_store(args) as store:
+        cost = device_from_store(store, device_name(args.device), space.name, args.metric, predictor=pred)
+    values = cost.predict(archs)
+    unit = "ms" if args.metric == "latency" else "mJ"
+    doc = [{"arch": a, "value": float(v)} for a, v in zip(archs, values)]
+    text = "\n".join(f"{v:10.4f} {unit}  {a}" for a, v in zip(archs[:50], values[:50]))
+    if len(archs) > 50:
+        text += f"\n... {len(archs) - 50} more (use --json)"
+    return doc, text
+
+
+def _store_extra(store: Any, space: str, metric: str) -> dict[str, dict[str, float]]:
+    """Store devices with enough measurements join the predictor's training data."""
+    out = {}
+    for row in store.devices():
+        if row["space"] == space and row["measurements"].get(metric, 0) >= 50:
+            out[row["name"]] = store.values(row["name"], space, metric)
+    return out
+
+
+def cmd_predictor_fit(args: argparse.Namespace) -> tuple[Any, str]:
+    from toolkit.predictors import fit_predictor
+
+    data = _data_dir(args.data)
+    out = args.out or str(Path(os.path.expanduser("~/.modnas")) / "predictors" / f"{args.space}-{args.metric}.safetensors")
+    with open_store(args) as store:
+        extra = _store_extra(store, args.space, args.metric)
+    res = fit_predictor(data, out, metric=args.metric, space=args.space, seed=args.seed, extra=extra or None)
+    doc = {"path": res["path"], "devices": res["devices"], "metrics": res["metrics"]}
+    return doc, f"predictor written to {res['path']} ({len(res['devices'])} training devices)"
+
+
+def cmd_predictor_eval(args: argparse.Namespace) -> tuple[Any, str]:
+    from toolkit.predictors import evaluate_predictor
+
+    res = evaluate_predictor(_data_dir(args.data), metric=args.metric, space=args.space, seed=args.seed)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "predictor_eval.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+        if res.get("markdown"):
+            (out / "predictor_eval.md").write_text(res["markdown"])
+    rows = [[d["device"], _fmt(d.get("spearman")), _fmt(d.get("kendall")), _fmt(d.get("mdape"), 1),
+             _fmt(d.get("within_10pct"), 2)] for d in res["devices"]]
+    return res, table(rows, ["held-out device", "spearman", "kendall", "MdAPE %", "within 10%"])
+
+
+def cmd_search(args: argparse.Namespace) -> tuple[Any, str]:
+    from toolkit.search.api import search
+    from toolkit.search.run import SearchConfig
+
+    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
+    if args.accuracy == "benchmark" or not devices or any(":" in d for d in devices):
+        data = str(_data_dir(args.data))
+    else:
+        data = args.data
+    if not devices:  # every latency device of the tables
+        from toolkit.benchdata import load_table
+
+        devices = list(load_table(data, "latency").keys)
+    config: dict[str, Any] = {"space": args.space, "objectives": objectives, "accuracy": args.accuracy,
+                              "data_dir": data, "seed": args.seed, "devices": devices}
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise BadInput("--epochs must be at least 1")
+        config["epochs"] = args.epochs
+    with open_store(args) as store:
+        run = search(SearchConfig.model_validate(config), Path(args.out), store=store)
+    doc = json.loads((Path(run) / "result.json").read_text()) if (Path(run) / "result.json").exists() else {
+        "run": str(run), "devices": devices, "objectives": objectives, "epochs": config.get("epochs")}
+    return doc, f"run written to {doc['run']} ({len(doc['devices'])} devices, {doc.get('seconds', 0):.0f} s)"
+
+
+def _device_cost(store: Any, name: str, space: str) -> Any:
+    from toolkit.prediction import device_from_store
+
+    return device_from_store(store, device_name(name), space, "latency")
+
+
+def cmd_pareto(args: argparse.Namespace) -> tuple[Any, str]:
+    from toolkit.search.readout import pareto
+    from toolkit.search.run import load_run
+
+    if args.preferences < 1:
+        raise BadInput("--preferences must be at least 1")
+    run = load_run(args.run)
+    with open_store(args) as store:
+        cost = _device_cost(store, args.device, args.space)
+        energy = None
+        if "energy" in run.objectives:
+            from toolkit.prediction import device_from_store
+
+            energy = device_from_store(store, args.device, args.space, "energy")
+    front = pareto(run, cost, args.preferences, energy_cost=energy)
+    rows = [[_fmt(r["predicted"].get("error"), 2), _fmt(r["predicted"].get("latency_ms")), r["arch"]] for r in front]
+    return front, table(rows, ["error %", "latency ms", "arch"])
+
+
+def cmd_select(args: argparse.Namespace) -> tuple[Any, str]:
+    from toolkit.search.readout import select
+    from toolkit.search.run import load_run
+
+    run = load_run(args.run)
+    with open_store(args) as store:
+        cost = _device_cost(store, args.device, args.space)
+    doc = select(run, cost, args.budget_ms)
+    p = doc["predicted"]
+    return doc, (f"{doc['arch']}\n  predicted error {p.get('error', float('nan')):.2f} %, latency "
+                 f"{p.get('latency_ms', float('nan')):.3f} ms (margin {100 * doc['margin']:.1f} %, budget "
+                 f"{args.budget_ms:g} ms)")
+
+
+def cmd_onboard(args: argparse.Namespace) -> tuple[Any, str]:
+    from toolkit.spaces import get_space
+    from toolkit.workflow import onboard
+
+    space = get_space(args.space)
+    with open_store(args) as store:
+        cfg = load_device_ref(args.device, store)
+        doc = onboard(cfg, store, space, extra=args.extra, seed=args.seed, quiet=args.quiet)
+    fp = doc["fingerprint"]
+    lines = [f"board {doc['device']}: {fp.get('cpu_model', '?')}, {fp.get('cores', '?')} cores, "
+             f"{fp.get('os', '?')}, governor {fp.get('governor') or 'n/a'}"]
+    lines += [f"  {r['latency_ms']['median']:9.3f} ms  {r['arch']}" for r in doc["references"]]
+    cal = doc["calibration"]
+    if cal:
+        res = cal.get("residuals") or []
+        spread = f", residuals |max| {max(abs(x) for x in res):.3f} (log)" if res else ""
+        lines.append(f"calibration: slope {cal.get('slope', float('nan')):.3f}, intercept "
+                     f"{cal.get('intercept', float('nan')):.3f}{spread}")
+    return doc, "\n".join(lines)
+
+
+def cmd_validate(args: argparse.Namespace) -> tuple[Any, str]:
+    from toolkit.spaces import get_space
+    from toolkit.workflow import validate
+
+    with open_store(args) as store:
+        cfg = load_device_ref(args.device, store)
+        doc = validate(cfg, store, get_space(args.space), args.run, args.archs,
+                       Path(args.out) if args.out else None, quiet=args.quiet)
+    return doc, (f"{doc['device']}: {len(doc['rows'])} architectures, Spearman {doc['spearman']:.3f}, "
+                 f"Kendall {doc['kendall']:.3f}, MAPE {doc['mape']:.1f} %, within +-10 % "
+                 f"{100 * doc['within_10pct']:.0f} %\n  plot: {doc['plot']}\n  report: {doc['report']}")
+
+
+def cmd_quickstart(args: argparse.Namespace) -> tuple[Any, str]:
+    from toolkit.workflow import quickstart
+
+    out = Path(args.out) if args.out else Path("modnas-quickstart")
+    with open_store(args) as store:
+        doc = quickstart(store, out.resolve(), quiet=args.quiet)
+    v = doc["validation"]
+    lines = [f"this machine is board {doc['device']!r}; front of {len(doc['front'])} architectures", "exported:"]
+    for e in doc["exported"]:
+        lines.append(f"  {e['predicted'].get('latency_ms', 0):.3f} ms, {e['predicted'].get('error', 0):.2f} % error:"
+                     f" {e['onnx']}  {e['tvm']}")
+    lines.append(f"validation: Spearman {v['spearman']:.3f}, MAPE {v['mape']:.1f} %, within +-10 % "
+                 f"{100 * v['within_10pct']:.0f} %")
+    lines.append(f"  report {v['report']}\n  plots {v['plot']}, {v['front_plot']}")
+    lines.append(f"done in {doc['seconds']:.0f} s; everything is under {doc['out']}")
+    return doc, "\n".join(lines)
+
+
 def not_yet(command: str) -> Handler:
     def handler(args: argparse.Namespace) -> tuple[Any, str]:
         raise NotAvailable(f"`modnas {command}` is not available yet in this version")
@@ -276,6 +459,15 @@ HANDLERS: dict[str, Handler] = {
     "import": cmd_import,
     "space refs": cmd_space_refs,
     "export": cmd_export,
+    "predict": cmd_predict,
+    "predictor fit": cmd_predictor_fit,
+    "predictor eval": cmd_predictor_eval,
+    "search": cmd_search,
+    "pareto": cmd_pareto,
+    "select": cmd_select,
+    "onboard": cmd_onboard,
+    "validate": cmd_validate,
+    "quickstart": cmd_quickstart,
 }
 
 

@@ -57,10 +57,15 @@ def _finish(x: np.ndarray, y: np.ndarray, source: str, size: int = 32) -> ImageD
 
 
 def load_digits_data() -> ImageData:
-    from sklearn.datasets import load_digits
+    """scikit-learn's bundled 8x8 digits (read from the package's data file, no sklearn import)."""
+    import importlib.util
 
-    d = load_digits()
-    return _finish(d.images.astype(np.float32), d.target, "digits")
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise BadInput("the digits data set needs scikit-learn installed")
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
+    table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    return _finish(table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64), "digits")
 
 
 def load_npz(path: Path) -> ImageData:

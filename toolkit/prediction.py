@@ -57,8 +57,12 @@ class DeviceCost:
         """Smallest and largest predicted value over the space (all of NB201; a seeded sample otherwise)."""
         if self._minmax is None:
             sp = self.space
-            archs = sp.all_archs() if hasattr(sp, "all_archs") else sp.sample(MINMAX_SAMPLES, seed=0)
-            vals = self.predict(archs)
+            if sp.name == "nb201":
+                from toolkit.benchdata import nb201_onehot
+
+                vals = self.predict_onehot(nb201_onehot())
+            else:
+                vals = self.predict(sp.sample(MINMAX_SAMPLES, seed=0))
             self._minmax = (float(vals.min()), float(vals.max()))
         return self._minmax
 

@@ -59,14 +59,15 @@ def evaluate(data_dir: str | Path, metric: str = "latency", space: str = "nb201"
     sp = get_space(space)
     refs = sp.reference_archs()
     ref_idx = [sp.index(r) for r in refs]
-    table = benchdata.load_table(data_dir, metric).connected_only()
+    raw_tables = {m: benchdata.load_table(data_dir, m) for m in {metric, *predictors._config(config, metric).donor_metrics}}
+    table = raw_tables[metric].connected_only()
     gmap = benchdata.groups(table.keys)
     evaluable = {g for g, ks in gmap.items()
                  if any(np.all(np.isfinite(table.row(k)[ref_idx])) for k in ks)}
     fold_groups = make_folds(sorted(evaluable), folds, seed)
     if max_folds is not None:
         fold_groups = fold_groups[:max_folds]
-    onehot = sp.encode(sp.all_archs())
+    onehot = benchdata.nb201_onehot()
     flops = np.array([sp.flops(a) for a in sp.all_archs()])
     cfg = predictors._config(config, metric)
     not_ref = np.ones(len(onehot), bool)
@@ -74,7 +75,8 @@ def evaluate(data_dir: str | Path, metric: str = "latency", space: str = "nb201"
     rows: list[dict[str, Any]] = []
     for f, held in enumerate(fold_groups):
         held_keys = [k for g in held for k in gmap[g]]
-        pool, devices, _ = predictors.training_devices(data_dir, space, metric, cfg, held_out=held)
+        pool, devices, _ = predictors.training_devices(data_dir, space, metric, cfg, held_out=held,
+                                                            tables=raw_tables)
         pred, _ = predictors.train(pool, devices, space, metric, cfg, seed)
         # candidate neighbours: training devices of this metric measured on most of the space
         nb_keys = [d.key for d in devices if d.metric == metric and len(d.rows) > 0.9 * 15284]
@@ -106,5 +108,29 @@ def evaluate(data_dir: str | Path, metric: str = "latency", space: str = "nb201"
                 ("spearman", "kendall", "mdape", "within_10pct")} for m in methods if any(m in e for e in rows)}
     devices_out = [{"device": e["device"], **{k: e["predictor"][k] for k in ("spearman", "kendall", "mdape",
                                                                            "within_10pct")}} for e in rows]
-    return {"metric": metric, "space": space, "seed": seed, "folds": fold_groups, "config": cfg.model_dump(),
-            "devices": devices_out, "rows": rows, "mean": mean, "data_digest": table.digest}
+    out = {"metric": metric, "space": space, "seed": seed, "folds": fold_groups, "config": cfg.model_dump(),
+           "devices": devices_out, "rows": rows, "mean": mean, "data_digest": table.digest}
+    out["markdown"] = markdown(out)
+    return out
+
+
+METHODS = (("predictor", "predictor + calibration"), ("uncalibrated", "predictor, uncalibrated"),
+           ("flops", "FLOPs + calibration"), ("nearest", "nearest training device + calibration"))
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """Per held-out device and mean: Spearman / Kendall / MdAPE % / within +-10 % for every method."""
+    def cell(d: dict[str, float] | None) -> str:
+        if not d:
+            return "-"
+        return f"{d['spearman']:.3f} / {d['kendall']:.3f} / {d['mdape']:.1f} / {100 * d['within_10pct']:.0f}%"
+
+    head = "| held-out device | fold | " + " | ".join(label for _, label in METHODS) + " |"
+    lines = [f"Leave-hardware-groups-out, metric {res['metric']}, {len(res['folds'])} folds, seed {res['seed']}; "
+             "each cell: Spearman / Kendall / MdAPE % / within +-10 %; onboarding from the 10 reference values only.",
+             "", head, "|" + "---|" * (2 + len(METHODS))]
+    for e in res["rows"]:
+        lines.append(f"| {e['device']} | {e['fold']} | " + " | ".join(cell(e.get(m)) for m, _ in METHODS) + " |")
+    lines.append(f"| **mean ({len(res['rows'])} devices)** | | "
+                 + " | ".join(f"**{cell(res['mean'].get(m))}**" for m, _ in METHODS) + " |")
+    return "\n".join(lines) + "\n"

@@ -91,14 +91,19 @@ class CostNet(nn.Module):
     """Architecture branch and hardware branch (emb -> h -> h), concatenated -> MLP -> 1."""
 
     def __init__(self, branch: str, onehot_dim: int, emb_dim: int, hidden: int, hw_hidden: int,
-                 head_hidden: int, space_name: str) -> None:
+                 head_hidden: int, space_name: str, product: bool = False) -> None:
         super().__init__()
         if branch not in ARCH_BRANCHES:
             raise BadInput(f"unknown architecture branch {branch!r}; known: {', '.join(sorted(ARCH_BRANCHES))}")
         self.arch = ARCH_BRANCHES[branch](onehot_dim, hidden, space_name)
         self.hw = nn.Sequential(nn.Linear(emb_dim, hw_hidden), nn.ReLU(), nn.Linear(hw_hidden, hw_hidden), nn.ReLU())
-        self.head = nn.Sequential(nn.Linear(self.arch.out_dim + hw_hidden, head_hidden), nn.ReLU(),
+        # optional multiplicative interaction: arch features projected to h, times the hardware features
+        self.proj = nn.Linear(self.arch.out_dim, hw_hidden) if product else None
+        width = self.arch.out_dim + hw_hidden * (2 if product else 1)
+        self.head = nn.Sequential(nn.Linear(width, head_hidden), nn.ReLU(),
                                   nn.Linear(head_hidden, head_hidden), nn.ReLU(), nn.Linear(head_hidden, 1))
 
     def forward(self, onehot: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.cat([self.arch(onehot), self.hw(emb)], dim=-1)).squeeze(-1)
+        a, h = self.arch(onehot), self.hw(emb)
+        parts = [a, h] if self.proj is None else [a, h, self.proj(a) * h]
+        return self.head(torch.cat(parts, dim=-1)).squeeze(-1)

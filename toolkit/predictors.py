@@ -35,12 +35,13 @@ class PredictorConfig(BaseModel):
     hidden: int = Field(128, ge=4)
     hw_hidden: int = Field(64, ge=2)
     head_hidden: int = Field(128, ge=4)
-    epochs: int = Field(120, ge=1)
-    per_device: int = Field(1024, ge=8, description="architectures drawn per device and epoch")
+    epochs: int = Field(150, ge=1)
+    per_device: int = Field(512, ge=8, description="architectures drawn per device and epoch")
     batch: int = Field(512, ge=8)
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
     emb_noise: float = Field(0.02, ge=0, description="log-normal noise on reference values while training")
+    product: bool = Field(False, description="add an arch x hardware product to the concatenation")
     group_balance: bool = True
     donor_metrics: list[str] = Field(default_factory=list,
                                      description="other metrics whose devices also train the shape model")
@@ -180,7 +181,7 @@ def build_net(meta: dict[str, Any]) -> Any:
 
     cfg = PredictorConfig(**meta["config"])
     return CostNet(cfg.branch, int(meta["onehot_dim"]), len(meta["references"]), cfg.hidden, cfg.hw_hidden,
-                   cfg.head_hidden, str(meta["space"]))
+                   cfg.head_hidden, str(meta["space"]), cfg.product)
 
 
 def _from_bytes(weights: bytes, meta: dict[str, Any]) -> Predictor:
@@ -247,9 +248,13 @@ def _make_device(key: str, group: str, metric: str, rows: np.ndarray, values: np
 
 
 def training_devices(data_dir: str | Path | None, space_name: str, metric: str, cfg: PredictorConfig,
-                     held_out: Sequence[str] = (), extra: ExtraSource | None = None
-                     ) -> tuple[np.ndarray, list[TrainDevice], dict[str, Any]]:
-    """The architecture pool (one-hot rows) and every training device, with a record of the inputs."""
+                     held_out: Sequence[str] = (), extra: ExtraSource | None = None,
+                     tables: dict[str, Any] | None = None) -> tuple[np.ndarray, list[TrainDevice], dict[str, Any]]:
+    """The architecture pool (one-hot rows) and every training device, with a record of the inputs.
+
+    ``tables`` maps metric -> an already loaded :class:`toolkit.benchdata.DeviceTable`, so that a
+    caller fitting several times parses the files once.
+    """
     from toolkit import benchdata
     from toolkit.spaces import get_space
 
@@ -264,11 +269,12 @@ def training_devices(data_dir: str | Path | None, space_name: str, metric: str, 
     held_groups = {benchdata.hardware_group(h) for h in held} | held
     n_pool = 0
     if data_dir is not None and space_name == "nb201":
-        pools.append(space.encode(space.all_archs()))
+        pools.append(benchdata.nb201_onehot())
         n_pool = len(pools[0])
         ref_idx = [space.index(r) for r in refs]
         for m in [metric] + [d for d in cfg.donor_metrics if d != metric]:
-            table = benchdata.load_table(data_dir, m).connected_only()
+            loaded = (tables or {}).get(m)
+            table = (loaded if loaded is not None else benchdata.load_table(data_dir, m)).connected_only()
             digests.append(table.digest)
             for key, row in zip(table.keys, table.values):
                 grp = benchdata.hardware_group(key)
@@ -347,7 +353,8 @@ def train(pool: np.ndarray, devices: list[TrainDevice], space_name: str, metric:
     rng = np.random.default_rng(seed)
     space = get_space(space_name)
     refs = list(references) if references is not None else space.reference_archs()
-    net = CostNet(cfg.branch, pool.shape[1], len(refs), cfg.hidden, cfg.hw_hidden, cfg.head_hidden, space_name)
+    net = CostNet(cfg.branch, pool.shape[1], len(refs), cfg.hidden, cfg.hw_hidden, cfg.head_hidden, space_name,
+                  cfg.product)
     group_size: dict[str, int] = {}
     for d in devices:
         group_size[d.group] = group_size.get(d.group, 0) + 1
@@ -408,7 +415,8 @@ def train(pool: np.ndarray, devices: list[TrainDevice], space_name: str, metric:
 
 def fit_predictor(data_dir: str | Path | None, out_path: str | Path | None = None, metric: str = "latency",
                   space: str = "nb201", seed: int = 0, held_out: Sequence[str] = (), extra: ExtraSource | None = None,
-                  config: PredictorConfig | Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  config: PredictorConfig | Mapping[str, Any] | None = None,
+                  tables: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train on every table device (minus ``held_out`` keys or hardware groups) plus ``extra``.
 
     ``extra`` is ``{device name: {arch: value}}`` (or a callable returning it), e.g. store
@@ -416,7 +424,7 @@ def fit_predictor(data_dir: str | Path | None, out_path: str | Path | None = Non
     "predictor"}`` (the last is the :class:`Predictor` object, not JSON).
     """
     cfg = _config(config, metric)
-    pool, devices, record = training_devices(data_dir, space, metric, cfg, held_out, extra)
+    pool, devices, record = training_devices(data_dir, space, metric, cfg, held_out, extra, tables)
     pred, metrics = train(pool, devices, space, metric, cfg, seed)
     pred.meta.update({
         "training_devices": [{"key": d.key, "group": d.group, "metric": d.metric, "n": int(len(d.rows)),

@@ -76,14 +76,14 @@ def fingerprint_device(cfg: DeviceConfig, store: Store) -> tuple[dict[str, Any],
     with open_board(cfg) as board:
         board.prepare()
         fingerprint = board.fingerprint()
-        probe = board.probe()
+        probe = board.probe(energy_dict(cfg))
     store.upsert_device(cfg.name, cfg.model_dump(mode="json"))
     store.add_fingerprint(cfg.name, fingerprint)
     return fingerprint, probe
 
 
 def profile_device(cfg: DeviceConfig, store: Store, space: Space, archs: list[str], *, runtime: str | None = None,
-                   force: bool = False, quiet: bool = False,
+                   force: bool = False, quiet: bool = False, run: str | None = None,
                    on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Measure ``archs`` on one board; every result is committed as soon as it completes."""
     from profilers.campaign import MeasureJob
@@ -109,7 +109,7 @@ def profile_device(cfg: DeviceConfig, store: Store, space: Space, archs: list[st
                                                        "settings_key": settings_key, "archs": len(archs)}, fp_id)
             for arch in archs:
                 try:
-                    art = build_artifact(space, arch, runtime, cache, cfg.target)
+                    art = build_artifact(space, arch, runtime, cache, cfg.target, run=run)
                 except BadInput:
                     raise
                 except Exception as err:  # one architecture that cannot be built never ends the campaign

@@ -313,8 +313,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     fp = sub.add_parser("fingerprint", help="describe this board as one JSON line")
     fp.add_argument("--root", default="/", help="where sysfs/procfs are mounted (tests)")
+    fp.add_argument("--runtimes", default=None, help="comma-separated runtimes to check (default: all)")
     pr = sub.add_parser("probe", help="runtimes and the energy sensor, as one JSON line")
     pr.add_argument("--energy", default=None, help="the energy settings as a JSON object")
+    pr.add_argument("--runtimes", default=None, help="comma-separated runtimes to check (default: all)")
     rn = sub.add_parser("run", help="run one measurement job (a JSON file, or - for stdin)")
     rn.add_argument("job")
     wk = sub.add_parser("worker", help="internal: the measuring process that `run` starts")
@@ -323,16 +325,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _runtime_names(arg: Optional[str]) -> Optional[List[str]]:
+    return [name for name in arg.split(",") if name] if arg else None
+
+
 def _command(args: argparse.Namespace) -> Optional[dict]:
     if args.command == "fingerprint":
-        return fingerprint_mod.collect(args.root, available_runtimes())
+        return fingerprint_mod.collect(args.root, available_runtimes(_runtime_names(args.runtimes)))
     if args.command == "probe":
         try:
             energy = json.loads(args.energy) if args.energy else None
             probe = probe_energy(energy if isinstance(energy, dict) else None)
         except ValueError as exc:
             probe = {"sensor": "?", "readable": False, "detail": "bad --energy JSON: %s" % _one_line(exc)}
-        return {"runtimes": available_runtimes(), "energy": probe}
+        return {"runtimes": available_runtimes(_runtime_names(args.runtimes)), "energy": probe}
     if args.command == "run":
         return run_job(args.job)
     return None

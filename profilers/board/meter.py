@@ -8,14 +8,18 @@ idle baseline and integrates, in the manner of Zeus's meter:
 3. window: inferences back to back until the window holds at least ``min_samples`` real sensor
    updates (changed values, counter steps, new lines) and lasts ``min_time_s`` (capped at
    ``max_time_s``);
-4. energy: counter difference (wrap-aware) for counters, trapezoid over the samples for power
-   sensors; per inference ``gross_mj`` and ``net_mj = gross - idle_w * window / n``.
+4. energy: for counters the wrap-aware difference between the first and last counter step in
+   each span, as a slope (a coarse counter such as NVML's is then not biased by where the span
+   edges fall between steps); for power sensors the trapezoid over the samples (or the mean of
+   the sensor's updates, ``method="updates"``); per inference ``gross_mj`` and
+   ``net_mj = gross - idle_w * window / n``.
+
+Accuracy against known power profiles: ``benchmarks/energy_accuracy.py``.
 
 Board-side code: Python 3.8 compatible, standard library only.
 """
 from __future__ import annotations
 
-import statistics
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .sensors.base import COUNTER, Reading, Sensor, SensorError
@@ -63,10 +67,16 @@ def _knots(sensor: Sensor, readings: Sequence[Reading], updates: Optional[Sequen
     """
     ts = [r.t_mono for r in readings]
     counter = unwrap([float(r.joules) for r in readings], sensor.wrap_j)  # type: ignore[arg-type]
-    if updates is not None and sum(1 for u in updates if u) >= 2:
-        keep = [i for i, u in enumerate(updates) if u]
+    if updates is None or sum(1 for u in updates if u) < 2:
+        return ts, counter
+    keep = [i for i, u in enumerate(updates) if u and i > 0]
+    step = _period([ts[i] for i in keep]) or 0.0
+    look = _period(ts) or 0.0
+    if step <= 1.5 * look:
+        # Steps faster than we look (RAPL): each reading is current as of its own time.
         return [ts[i] for i in keep], [counter[i] for i in keep]
-    return ts, counter
+    # Slow steps (NVML): the step happened some time since the previous look; take the middle.
+    return [(ts[i - 1] + ts[i]) / 2.0 for i in keep], [counter[i] for i in keep]
 
 
 def integrate(sensor: Sensor, readings: Sequence[Reading], a: float, b: float,
@@ -87,9 +97,10 @@ def integrate(sensor: Sensor, readings: Sequence[Reading], a: float, b: float,
 
 
 def _period(times: List[float]) -> Optional[float]:
-    if len(times) < 2:
+    """Mean spacing of ``times`` (robust to the sampler's quantisation, unlike the median)."""
+    if len(times) < 2 or times[-1] <= times[0]:
         return None
-    return float(statistics.median([b - a for a, b in zip(times, times[1:])]))
+    return (times[-1] - times[0]) / (len(times) - 1)
 
 
 def _count(items: Sequence[Tuple[Reading, bool]], a: float, b: float) -> int:
@@ -122,19 +133,36 @@ def _wait_for_step(sampler: Sampler, clock: object, t_idle: float, t1: float) ->
         sampler.mark()
 
 
-def _idle_power(sensor: Sensor, items: Sequence[Tuple[Reading, bool]], a: float, b: float) -> Optional[float]:
-    """Mean power in [a, b]: for a counter, the slope between its first and last step there
-    (no edge effects); for a power sensor, the integral over the span."""
+METHODS = ("trapezoid", "updates")
+
+
+def mean_power(sensor: Sensor, items: Sequence[Tuple[Reading, bool]], a: float, b: float,
+               method: str = "trapezoid", skip_s: float = 0.0) -> Optional[float]:
+    """Mean power (W) in [a, b] while the board does one steady thing (idle, or inferences back
+    to back).
+
+    Counters: the slope between the first and the last counter step inside the span, so no edge
+    of the span falls between two steps (a coarse counter would otherwise lose or gain up to one
+    step). Power sensors: ``trapezoid`` integrates the samples over the span; ``updates``
+    averages the sensor's own updates inside it, leaving out those within ``skip_s`` of its start
+    (a monitor that averages over its period still reports the previous load there).
+    Falls back to the trapezoid/counter difference when there are too few updates.
+    """
     if b <= a:
         return None
+    readings = [r for r, _ in items]
+    fresh = [f for _, f in items]
     if sensor.kind == COUNTER:
-        readings = [r for r, _ in items]
-        kts, counter = _knots(sensor, readings, [fresh for _, fresh in items])
+        kts, counter = _knots(sensor, readings, fresh)
         inside = [i for i, t in enumerate(kts) if a <= t <= b]
         if len(inside) >= 2 and kts[inside[-1]] > kts[inside[0]]:
             first, last = inside[0], inside[-1]
             return (counter[last] - counter[first]) / (kts[last] - kts[first])
-    return integrate(sensor, [r for r, _ in items], a, b, [fresh for _, fresh in items]) / (b - a)
+    elif method == "updates":
+        values = [float(r.watts) for r, f in items if f and a + skip_s < r.t_mono <= b]  # type: ignore[arg-type]
+        if values:
+            return sum(values) / len(values)
+    return integrate(sensor, readings, a, b, fresh) / (b - a)
 
 
 def measure_energy(
@@ -148,16 +176,27 @@ def measure_energy(
     min_runs: int = 1,
     poll_s: Optional[float] = None,
     lag_s: Union[float, str] = 0.0,
+    method: str = "trapezoid",
     clock: Optional[object] = None,
 ) -> Dict[str, object]:
     """Energy per inference of ``run_once`` as seen by ``sensor``.
 
     Returns ``gross_mj``, ``net_mj`` (None when ``idle_s`` is 0), ``idle_w``, ``mean_w``,
     ``samples`` (sensor updates inside the window), ``idle_samples``, ``period_s`` (observed update
-    period), ``n_runs``, ``window_s``, ``enough_samples``, ``sensor``, ``kind``. ``clock`` is a
-    RealClock (default) or a SimClock for deterministic runs; ``poll_s`` overrides the sensor's
-    sampling period.
+    period), ``n_runs``, ``window_s``, ``idle_s``, ``lag_s``, ``method``, ``enough_samples``,
+    ``sensor`` (its name), ``detail`` (which hardware), ``kind`` (counter or power).
+
+    ``clock`` is a RealClock (default) or a SimClock for deterministic runs; ``poll_s``
+    overrides the sensor's sampling period. Counters always use the slope between their steps.
+    For power sensors, ``method="trapezoid"`` (default) integrates the samples and
+    ``method="updates"`` averages the sensor's own updates, skipping those within one update
+    period of each span's start: unbiased for monitors that average over their period (see
+    ``benchmarks/energy_accuracy.py``). ``lag_s`` shifts both trapezoid spans later for a sensor
+    that reports late, sampling on that long after the last inference; ``"auto"`` takes half
+    the update period seen while idle (the mean delay of a held reading).
     """
+    if method not in METHODS:
+        raise SensorError("energy: method must be one of %s, got %r" % (", ".join(METHODS), method))
     if min_samples < 0 or min_time_s < 0 or idle_s < 0 or max_time_s <= 0:
         raise SensorError("energy: idle_s, min_samples, min_time_s must be >= 0 and max_time_s > 0")
     if lag_s != "auto":
@@ -185,17 +224,17 @@ def measure_energy(
         if lag > 0:
             clock.sleep(lag)  # type: ignore[attr-defined]
             sampler.mark()
-        if sensor.kind == COUNTER:
+        if sensor.kind == COUNTER and sampler.updates - first_update < 2:
             _wait_for_step(sampler, clock, t_idle, t1)
     finally:
         sampler.stop()
     items = sampler.readings()
-    readings = [r for r, _ in items]
-    updates = [fresh for _, fresh in items]
     window = t1 - t0
-    gross_j = integrate(sensor, readings, t0 + lag, t1 + lag, updates)
     idle_window = t0 - t_idle
-    idle_w = _idle_power(sensor, items, t_idle + lag, t0 + lag)
+    period = _period([r.t_mono for r, fresh in items if fresh and r.t_mono <= t0]) or 0.0
+    window_w = mean_power(sensor, items, t0 + lag, t1 + lag, method, period)
+    gross_j = (window_w or 0.0) * window
+    idle_w = mean_power(sensor, items, t_idle + lag, t0 + lag, method, period)
     samples = _count(items, t0 + lag, t1 + lag)
     net_mj = None if idle_w is None else (gross_j - idle_w * window) / n * 1e3
     return {
@@ -210,13 +249,15 @@ def measure_energy(
         "window_s": window,
         "idle_s": idle_window,
         "lag_s": lag,
+        "method": method if sensor.kind != COUNTER else "counter",
         "enough_samples": samples >= min_samples,
-        "sensor": sensor.describe(),
+        "sensor": sensor.name,
+        "detail": sensor.describe(),
         "kind": sensor.kind,
     }
 
 
-SETTINGS = ("idle_s", "min_samples", "min_time_s", "max_time_s", "lag_s")
+SETTINGS = ("idle_s", "min_samples", "min_time_s", "max_time_s", "lag_s", "method")
 
 
 def settings_from(cfg: Dict[str, object]) -> Dict[str, object]:
@@ -226,7 +267,7 @@ def settings_from(cfg: Dict[str, object]) -> Dict[str, object]:
         for key in SETTINGS:
             if cfg.get(key) is not None:
                 value = cfg[key]
-                if key == "lag_s" and value == "auto":
+                if (key == "lag_s" and value == "auto") or key == "method":
                     out[key] = value
                 else:
                     out[key] = int(value) if key == "min_samples" else float(value)  # type: ignore[arg-type]

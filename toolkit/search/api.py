@@ -18,35 +18,35 @@ from toolkit.search.run import SearchConfig, append_metrics, save_tensors, shipp
 
 def resolve_devices(names: list[str], data_dir: str | Path | None = None, store: Any = None,
                     metric: str = "latency", allow_standin: bool = True) -> tuple[list[Any], str]:
-    """Cost models for device names: ``source:device`` keys of the benchmark tables or store names.
-    Uses ``toolkit.predictors`` when installed; otherwise (tables only) the linear stand-in.
+    """Cost models for device names: ``source:device`` keys of the benchmark tables or store names,
+    through ``toolkit.prediction`` (shipped predictor + calibration). When no predictor is shipped,
+    table devices fall back to the log-linear stand-in fitted to their column (said in the result).
     Returns the models and a word for where they came from."""
-    from toolkit.spaces import get_space
-
-    space = get_space("nb201")
     try:
-        from toolkit import predictors  # type: ignore[attr-defined]
-    except ImportError:
-        predictors = None
-    out: list[Any] = []
-    source = "DeviceCost"
-    standin_keys = []
-    for name in names:
-        if predictors is not None:
+        from toolkit import predictors, prediction
+        predictors.load_default("nb201", metric)
+        have_predictor = True
+    except (ImportError, BadInput):
+        have_predictor = False
+    if have_predictor:
+        out: list[Any] = []
+        table = None
+        for name in names:
             if ":" in name and data_dir is not None:
-                out.append(predictors.device_from_table(data_dir, name, space, metric))
+                if table is None:
+                    from toolkit.benchdata import load_table
+
+                    table = load_table(data_dir, metric)
+                out.append(prediction.device_from_table(data_dir, name, "nb201", metric, table=table))
             elif store is not None:
-                out.append(predictors.device_from_store(store, name, space, metric))
+                out.append(prediction.device_from_store(store, name, "nb201", metric))
             else:
                 raise BadInput(f"device {name!r}: give --data for table devices or a store for measured ones")
-        elif allow_standin and data_dir is not None and ":" in name:
-            standin_keys.append(name)
-        else:
-            raise BadInput(f"device {name!r}: the latency predictor is not installed and it is not a table device")
-    if standin_keys:
-        out = linear_costs_from_table(data_dir, standin_keys, metric)  # type: ignore[arg-type]
-        source = "linear stand-in fitted per table column (toolkit.search.costs.LinearCost)"
-    return out, source
+        return out, "DeviceCost (shipped predictor, calibrated on the reference measurements)"
+    if not allow_standin or data_dir is None or not all(":" in n for n in names):
+        raise BadInput(f"no shipped {metric} predictor: only benchmark-table devices (with --data) can be searched")
+    return (linear_costs_from_table(data_dir, names, metric),
+            "stand-in: log-linear cost model fitted per table column (toolkit.search.costs.LinearCost)")
 
 
 def _surrogate(cfg: SearchConfig, run_dir: Path) -> Any:

@@ -82,6 +82,17 @@ def _gen(rng: np.random.Generator) -> torch.Generator:
     return torch.Generator().manual_seed(int(rng.integers(0, 2 ** 62)))
 
 
+def error_range(surrogate: Any, quantile: float) -> tuple[float, float]:
+    """(smallest predicted error, ``quantile`` of predicted errors) over the whole NB201 space."""
+    from toolkit.spaces import get_space
+
+    space = get_space("nb201")
+    with torch.no_grad():
+        err = surrogate.error(torch.as_tensor(space.encode(space.all_archs()))).numpy()
+    lo, hi = float(err.min()), float(np.quantile(err, quantile))
+    return lo, hi if hi > lo else lo + 1.0
+
+
 class Trainer:
     """Holds the hypernetwork, its optimiser, the sampler and (supernet mode) the supernet."""
 
@@ -102,7 +113,7 @@ class Trainer:
         self.emb = torch.tensor(np.stack([d.embedding for d in devices]), dtype=torch.float32)
         self.surrogate = surrogate
         if surrogate is not None:
-            self.err_range = surrogate.error_minmax()
+            self.err_range = error_range(surrogate, cfg.error_quantile)
         self.images = images
         self.supernet: Any = None
         self.tracker = RangeTracker()

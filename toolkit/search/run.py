@@ -26,6 +26,10 @@ class SearchConfig(BaseModel):
     accuracy: Literal["benchmark", "supernet"] = "benchmark"
     data_dir: str | None = None          # tables (benchmark) or images / "digits" (supernet)
     accuracy_column: str = "cifar10_test_200ep"
+    # benchmark mode: the error term is min-max scaled between the smallest predicted error and this
+    # quantile of the predicted errors over the space (the maximum is chance level, 90 %, which would
+    # squeeze every useful architecture into a sliver of the scale)
+    error_quantile: float = Field(0.9, gt=0.0, le=1.0)
     surrogate_dir: str | None = None     # a fitted accuracy surrogate; default: the shipped one
     epochs: int = Field(20, ge=1)
     steps_per_epoch: int = Field(50, ge=1)      # benchmark mode
@@ -181,6 +185,20 @@ def save_tensors(module: torch.nn.Module, path: Path, meta: dict[str, str] | Non
     save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(path), metadata=meta)
 
 
+def extract_subnet_weights(run_dir: str | Path | None, space_name: str, arch: str) -> dict[str, torch.Tensor] | None:
+    """The inherited ``NB201Network`` state dict of ``arch`` from a run's supernet; None when the run
+    has no trained supernet (benchmark mode), so the exporter builds untrained weights."""
+    if space_name != "nb201":
+        raise BadInput(f"runs hold nb201 supernets only, not {space_name}")
+    run = load_run(run_dir)
+    if run.supernet is None:
+        return None
+    from toolkit.search.supernet import extract_state
+    from toolkit.spaces import get_space
+
+    return extract_state(run.supernet.state_dict(), get_space("nb201").to_indices(arch))
+
+
 def load_run(path: str | Path | None = None) -> Run:
     """Load a run directory (default: the shipped run)."""
     p = Path(path) if path is not None else default_run_path()
@@ -197,4 +215,4 @@ def load_run(path: str | Path | None = None) -> Run:
 
 
 __all__ = ["COST_OBJECTIVES", "Run", "SearchConfig", "append_metrics", "default_run_path", "load_run",
-           "read_metrics", "save_tensors", "shipped_surrogate_dir"]
+           "extract_subnet_weights", "read_metrics", "save_tensors", "shipped_surrogate_dir"]

@@ -42,7 +42,7 @@ class ReinMaxSampler:
         shift = (torch.log(mixed.clamp_min(1e-20)) - logits).detach()
         pi1 = torch.softmax(logits + shift, dim=-1)
         pi2 = 2.0 * pi1 - 0.5 * pi0
-        return sample + pi2 - pi2.detach()
+        return sample + (pi2 - pi2.detach())
 
 
 class GDASSampler:
@@ -64,7 +64,7 @@ class GDASSampler:
         gumbel = -torch.log(-torch.log(u))
         soft = torch.softmax((logits + gumbel) / self.tau, dim=-1)
         hard = F.one_hot(soft.argmax(dim=-1), logits.shape[-1]).to(logits.dtype)
-        return hard + soft - soft.detach()
+        return hard + (soft - soft.detach())
 
 
 def argmax_onehot(logits: torch.Tensor) -> torch.Tensor:

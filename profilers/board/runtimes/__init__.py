@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Dict
+from typing import Dict, Iterable, Optional
 
 # name -> module (relative to this package); every module has NAME, available(), version(), load(...)
 RUNTIMES = {
@@ -24,10 +24,16 @@ def get_runtime(name: str) -> ModuleType:
     return importlib.import_module(RUNTIMES[name], package=__name__)
 
 
-def available_runtimes() -> Dict[str, dict]:
-    """For every registered runtime: whether it can run here, and its version or why not."""
+def available_runtimes(names: Optional[Iterable[str]] = None) -> Dict[str, dict]:
+    """For each runtime asked for (default: all registered): whether it can run here, and its version or why not.
+
+    Checking imports the runtime, which can take seconds (TVM): ask only for the ones you need.
+    """
     report = {}
-    for name in sorted(RUNTIMES):
+    for name in sorted(RUNTIMES) if names is None else list(names):
+        if name not in RUNTIMES:
+            report[name] = {"available": False, "detail": "unknown runtime (known: %s)" % ", ".join(sorted(RUNTIMES))}
+            continue
         try:
             ok, detail = get_runtime(name).available()
         except Exception as exc:  # a broken runtime module must not hide the others

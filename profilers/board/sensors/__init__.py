@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import importlib
-import statistics
 from types import ModuleType
 from typing import Dict, List, Optional
 
@@ -33,18 +32,20 @@ def get_sensor_module(name: str) -> ModuleType:
 def make_sensor(cfg: Dict[str, object], **kwargs: object) -> Sensor:
     """Build the sensor for an ``energy`` mapping, e.g. ``{"sensor": "rapl", "domain": "package"}``.
 
-    Keyword arguments go to the module's ``make`` (``now=`` a clock, ``reader=`` a file reader for
+    Keys set to None count as not given. Keyword arguments go to the module's ``make`` (``now=`` a clock, ``reader=`` a file reader for
     sysfs sensors, ``nvml=`` a pynvml-like module). Raises SensorError with one line.
     """
-    if not isinstance(cfg, dict) or "sensor" not in cfg:
+    if not isinstance(cfg, dict) or cfg.get("sensor") is None:
         raise SensorError("energy: the mapping needs a 'sensor' key (one of %s)" % ", ".join(NAMES))
-    return get_sensor_module(str(cfg["sensor"])).make(dict(cfg), **kwargs)  # type: ignore[no-any-return]
+    given = {key: value for key, value in cfg.items() if value is not None}  # null = not set
+    return get_sensor_module(str(given["sensor"])).make(given, **kwargs)  # type: ignore[no-any-return]
 
 
 def _period(times: List[float]) -> Optional[float]:
-    if len(times) < 2:
+    """Mean spacing of ``times`` (robust to the sampler's quantisation, unlike the median)."""
+    if len(times) < 2 or times[-1] <= times[0]:
         return None
-    return float(statistics.median([b - a for a, b in zip(times, times[1:])]))
+    return (times[-1] - times[0]) / (len(times) - 1)
 
 
 def probe_sensor(cfg: Dict[str, object], duration_s: Optional[float] = None, clock: Optional[object] = None,

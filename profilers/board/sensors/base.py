@@ -13,8 +13,11 @@ COUNTER = "counter"  # cumulative joules (RAPL energy_uj, NVML total energy)
 POWER = "power"  # watts, sampled and integrated (INA3221, tegrastats, NVML power, commands)
 
 # Keys every sensor accepts in the device file's ``energy`` mapping (read by the meter/agent).
+# ``interval_ms`` is the update interval asked of tegrastats/command; the device-file schema
+# gives it a default for every sensor, so the others accept and ignore it (they use poll_ms).
 COMMON_KEYS = frozenset(
-    {"sensor", "idle_s", "min_samples", "min_time_s", "max_time_s", "lag_s", "poll_ms", "probe_s"}
+    {"sensor", "idle_s", "min_samples", "min_time_s", "max_time_s", "lag_s", "method", "poll_ms",
+     "probe_s", "interval_ms"}
 )
 
 Reader = Callable[[str], str]

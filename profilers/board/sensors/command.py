@@ -17,17 +17,25 @@ from .stream import LineStream
 
 NAME = "command"
 KEYS = frozenset({"command", "interval_ms", "stream", "timeout_s"})
-_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_ANY = re.compile(_NUMBER)
+_WITH_UNIT = re.compile(r"(%s)\s*(mW|W)\b" % _NUMBER)
 
 
 def parse_watts(text: str) -> Optional[float]:
-    """The last number in ``text`` as watts; None for a line without a number."""
-    numbers = _NUMBER.findall(text)
-    if not numbers:
-        return None
-    watts = float(numbers[-1])
+    """The power in ``text``: the last number with a ``W``/``mW`` unit (``5.02V 0.91A 4.57W``),
+    else the last number, taken as watts; None for text without a number."""
+    with_unit = _WITH_UNIT.findall(text)
+    if with_unit:
+        value, unit = with_unit[-1]
+        watts = float(value) / (1000.0 if unit == "mW" else 1.0)
+    else:
+        numbers = _ANY.findall(text)
+        if not numbers:
+            return None
+        watts = float(numbers[-1])
     if watts < 0:
-        raise ValueError("the command printed a negative power (%s W)" % numbers[-1])
+        raise ValueError("the command printed a negative power (%g W)" % watts)
     return watts
 
 

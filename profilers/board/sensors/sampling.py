@@ -119,9 +119,17 @@ class Sampler:
             return reading.joules != last.joules
         return reading.watts != last.watts
 
+    def _read(self) -> Reading:
+        try:
+            return self.sensor.read()
+        except SensorError:
+            raise
+        except Exception as exc:  # a sensor bug must not end sampling silently or with a traceback
+            raise SensorError("%s: reading failed: %s: %s" % (self.sensor.name, type(exc).__name__, exc)) from None
+
     def _take(self) -> Reading:
         with self._lock:
-            reading = self.sensor.read()
+            reading = self._read()
             update = self._is_update(reading)
             if update:
                 self.updates += 1

@@ -46,8 +46,15 @@ def _cpus(text: str, freq: Optional[str]) -> List[Optional[Dict[str, Optional[fl
             continue
         load, _, mhz = item.partition("@")
         mhz = mhz or (freq or "")
-        cores.append({"load_pct": float(load.rstrip("%")), "mhz": float(mhz) if mhz else None})
+        cores.append({"load_pct": _number(load.rstrip("%")), "mhz": _number(mhz)})
     return cores
+
+
+def _number(text: str) -> Optional[float]:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def parse_line(line: str) -> Dict[str, object]:

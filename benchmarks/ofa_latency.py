@@ -1,0 +1,274 @@
+"""Latency prediction in the ofa_mbv3 space: leave-GPUs-out on HELP's OFA table, plus this machine.
+
+    python benchmarks/ofa_latency.py [--data DIR] [--epochs N] [--seed S] [--random N] [--threads T]
+                                     [--skip-predictor] [--skip-onnx] [--json PATH]
+
+Part 1. For every GPU of ``help_ofa`` (all its batch sizes held out together) the predictor
+(``toolkit.predictors``: MLP over the one-hot + hardware branch, trained on the other GPUs' settings
+through the same ``training_devices``/``train`` path as any store device) is onboarded from the
+held-out setting's 10 reference latencies only and predicts the other 4,990 architectures.
+Baselines get the same 10 values: MACs (w1.2) calibrated on them, and the predictor without
+calibration. The Note10 lookup table (defined only at r in 160/176/192/208/224, 1,013 archs) is
+compared on that subset, calibrated on 10 seeded architectures of the subset that are then not scored.
+Part 2. ONNX Runtime latency on this machine (``--threads``, default 1) of the 10 reference
+architectures and ``--random`` random subnets, with the predictor (trained on every GPU setting)
+onboarded from the 10 references and compared on the random subnets beside MACs.
+
+Prints one JSON document, then Markdown tables on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SPACE = "ofa_mbv3"
+TIMING = {"warmup_s": 0.3, "min_runs": 10, "min_time_s": 0.3, "repeats": 3, "cooldown_s": 0.05}
+
+
+def _data_dir(arg: str | None) -> Path:
+    if arg:
+        return Path(arg)
+    env = os.environ.get("MODNAS_DATA")
+    return Path(env) if env else ROOT.parent / "shared" / "data"
+
+
+def _train(extra: dict[str, dict[str, float]], cfg: Any, seed: int) -> Any:
+    from toolkit import predictors
+
+    pool, devices, _ = predictors.training_devices(None, SPACE, "latency", cfg, extra=extra)
+    pred, _ = predictors.train(pool, devices, SPACE, "latency", cfg, seed)
+    return pred
+
+
+def _calibrated(values: np.ndarray, fit_idx: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    from toolkit import calibration
+
+    return calibration.fit(values[fit_idx], measured).apply(values)
+
+
+def leave_gpus_out(data_dir: Path, epochs: int | None, seed: int, log: Any) -> dict[str, Any]:
+    from toolkit import benchdata_ofa as bd
+    from toolkit import predictors
+    from toolkit.embedding import minmax
+    from toolkit.predictor_eval import scores
+    from toolkit.spaces import get_space
+
+    space = get_space(SPACE)
+    table = bd.load_latency(data_dir)
+    archs_df = bd.load_archs(data_dir)
+    lut = bd.load_lut(data_dir)
+    archs = table.archs
+    pos = {a: i for i, a in enumerate(archs)}
+    refs = space.reference_archs()
+    ref_idx = np.array([pos[r] for r in refs])
+    onehot = space.encode(archs)
+    macs = archs_df["macs_m_w12"].to_numpy(np.float64)
+    lut_ms = np.array([bd.lut_latency(a, lut) for a in archs])
+    lut_rows = np.flatnonzero(np.isfinite(lut_ms))
+    rng = np.random.default_rng(seed)
+    lut_fit = rng.choice(np.setdiff1d(lut_rows, ref_idx), size=10, replace=False)
+    lut_score = np.setdiff1d(lut_rows, np.concatenate([lut_fit, ref_idx]))
+    not_ref = np.ones(len(archs), bool)
+    not_ref[ref_idx] = False
+
+    cfg = predictors._config({"epochs": epochs} if epochs else None, "latency")
+    groups: dict[str, list[str]] = {}
+    for k in table.keys:
+        groups.setdefault(bd.gpu_group(k), []).append(k)
+    rows: list[dict[str, Any]] = []
+    for gpu, held in groups.items():
+        started = time.perf_counter()
+        extra = {k: table.values_by_arch(k) for k in table.keys if k not in held}
+        pred = _train(extra, cfg, seed)
+        train_s = time.perf_counter() - started
+        for key in held:
+            row = table.row(key)
+            r = row[ref_idx]
+            emb = minmax(r).astype(np.float32)
+            raw = np.exp(pred.predict_log_onehot(onehot, emb))
+            cal = _calibrated(raw, ref_idx, r)
+            truth = np.where(not_ref, row, np.nan)
+            sub = np.full(len(archs), np.nan)
+            sub[lut_score] = row[lut_score]
+            entry = {
+                "device": key, "gpu": gpu, "batch": bd.batch_size(key), "train_s": round(train_s, 1),
+                "predictor": scores(cal, truth),
+                "uncalibrated": scores(raw, truth),
+                "macs": scores(_calibrated(macs, ref_idx, r), truth),
+                "lut_subset": {
+                    "predictor": scores(cal, sub),
+                    "macs": scores(_calibrated(macs, ref_idx, r), sub),
+                    "note10_lut": scores(_calibrated(lut_ms, lut_fit, row[lut_fit]), sub),
+                },
+            }
+            rows.append(entry)
+            log(f"{key}: predictor spearman {entry['predictor']['spearman']:.3f} "
+                f"mdape {entry['predictor']['mdape']:.1f}% within10 {entry['predictor']['within_10pct']:.2f} | "
+                f"macs spearman {entry['macs']['spearman']:.3f} mdape {entry['macs']['mdape']:.1f}%")
+
+    def mean(sel: list[dict[str, Any]], path: tuple[str, ...]) -> dict[str, float]:
+        out = {}
+        for k in ("spearman", "kendall", "mdape", "within_10pct"):
+            vals = []
+            for e in sel:
+                x: Any = e
+                for p in path:
+                    x = x[p]
+                vals.append(x[k])
+            out[k] = float(np.nanmean(vals)) if vals else float("nan")
+        return out
+
+    summary = {}
+    for name, sel in (("batch_1", [e for e in rows if e["batch"] == 1]),
+                      ("batch_gt_1", [e for e in rows if e["batch"] != 1]), ("all", rows)):
+        summary[name] = {"n_settings": len(sel),
+                         **{m: mean(sel, (m,)) for m in ("predictor", "uncalibrated", "macs")},
+                         **{f"lut_subset.{m}": mean(sel, ("lut_subset", m)) for m in ("predictor", "macs", "note10_lut")}}
+    return {"devices": table.keys, "digest": table.digest, "config": cfg.model_dump(), "seed": seed,
+            "lut_subset": {"n_scored": int(len(lut_score)), "calibration_archs": [archs[i] for i in lut_fit]},
+            "rows": rows, "summary": summary}
+
+
+def this_machine(data_dir: Path | None, n_random: int, threads: int, seed: int, epochs: int | None,
+                 log: Any) -> dict[str, Any]:
+    from exporters.onnx import export_onnx
+    from profilers.board.runtimes import get_runtime
+    from profilers.board.timing import measure
+    from toolkit.spaces import get_space
+
+    space = get_space(SPACE)
+    ort_rt = get_runtime("onnxruntime")
+    refs = space.reference_archs()
+    randoms = [a for a in space.sample(n_random + 10, seed=seed + 1) if a not in refs][:n_random]
+    out: list[dict[str, Any]] = []
+    import torch
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, arch in enumerate(refs + randoms):
+            torch.manual_seed(i)
+            shape = list(space.input_shape(arch))
+            res = export_onnx(space.build(arch).eval(), shape, Path(tmp) / f"net{i}.onnx")
+            blocks = measure(ort_rt.load(str(res.path), threads, shape, {}), TIMING)
+            samples = [s for b in blocks for s in b]
+            out.append({"arch": arch, "kind": "reference" if i < len(refs) else "random", "r": shape[-1],
+                        "macs_m": round(space.flops(arch), 2), "median_ms": statistics.median(samples),
+                        "block_medians_ms": [statistics.median(b) for b in blocks], "n": len(samples),
+                        "max_abs_diff": res.max_abs_diff})
+            log(f"onnxruntime {out[-1]['kind']} {i}: r={shape[-1]} {out[-1]['macs_m']:.0f} MMACs "
+                f"{out[-1]['median_ms']:.2f} ms")
+    result: dict[str, Any] = {"threads": threads, "runtime": ort_rt.version(), "machine": platform.machine(),
+                              "processor": platform.processor() or platform.machine(), "rows": out}
+    from scipy.stats import spearmanr
+
+    ms = np.array([r["median_ms"] for r in out])
+    mac = np.array([r["macs_m"] for r in out])
+    result["spearman_macs_all"] = float(spearmanr(ms, mac)[0])
+    if data_dir is not None and randoms:
+        from toolkit import benchdata_ofa as bd
+        from toolkit import calibration, predictors
+        from toolkit.embedding import minmax
+        from toolkit.predictor_eval import scores
+
+        table = bd.load_latency(data_dir)
+        cfg = predictors._config({"epochs": epochs} if epochs else None, "latency")
+        pred = _train({k: table.values_by_arch(k) for k in table.keys}, cfg, seed)
+        ref_ms = ms[:len(refs)]
+        raw = pred.predict(refs + randoms, minmax(ref_ms).astype(np.float32))
+        cal = calibration.fit(raw[:len(refs)], ref_ms)
+        mac_cal = calibration.fit(mac[:len(refs)], ref_ms)
+        truth = ms[len(refs):]
+        result["random_subnets"] = {
+            "predictor_from_gpus": scores(cal.apply(raw[len(refs):]), truth),
+            "macs": scores(mac_cal.apply(mac[len(refs):]), truth),
+        }
+    return result
+
+
+def _markdown(res: dict[str, Any]) -> str:
+    lines = []
+    if "leave_gpus_out" in res:
+        lines += ["| held-out setting | predictor spearman | MdAPE % | within 10 % | uncal. spearman | MACs spearman "
+                  "| MACs MdAPE % | MACs within 10 % | LUT-subset: pred / MACs / LUT spearman | LUT-subset MdAPE % pred / LUT |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for e in res["leave_gpus_out"]["rows"]:
+            p, m, u, ls = e["predictor"], e["macs"], e["uncalibrated"], e["lut_subset"]
+            lines.append(f"| {e['device']} | {p['spearman']:.3f} | {p['mdape']:.1f} | {p['within_10pct']:.2f} "
+                         f"| {u['spearman']:.3f} | {m['spearman']:.3f} | {m['mdape']:.1f} | {m['within_10pct']:.2f} "
+                         f"| {ls['predictor']['spearman']:.3f} / {ls['macs']['spearman']:.3f} / "
+                         f"{ls['note10_lut']['spearman']:.3f} | {ls['predictor']['mdape']:.1f} / "
+                         f"{ls['note10_lut']['mdape']:.1f} |")
+        for name, s in res["leave_gpus_out"]["summary"].items():
+            lines.append(f"| **mean {name}** ({s['n_settings']}) | {s['predictor']['spearman']:.3f} "
+                         f"| {s['predictor']['mdape']:.1f} | {s['predictor']['within_10pct']:.2f} "
+                         f"| {s['uncalibrated']['spearman']:.3f} | {s['macs']['spearman']:.3f} "
+                         f"| {s['macs']['mdape']:.1f} | {s['macs']['within_10pct']:.2f} "
+                         f"| {s['lut_subset.predictor']['spearman']:.3f} / {s['lut_subset.macs']['spearman']:.3f} / "
+                         f"{s['lut_subset.note10_lut']['spearman']:.3f} | {s['lut_subset.predictor']['mdape']:.1f} / "
+                         f"{s['lut_subset.note10_lut']['mdape']:.1f} |")
+    if "this_machine" in res:
+        t = res["this_machine"]
+        lines += ["", f"ONNX Runtime {t['runtime']}, {t['threads']} thread(s), {t['processor']}:", "",
+                  "| kind | r | MMACs | median ms |", "|---|---|---|---|"]
+        lines += [f"| {r['kind']} | {r['r']} | {r['macs_m']:.0f} | {r['median_ms']:.2f} |" for r in t["rows"]]
+        lines.append(f"\nSpearman(ms, MACs) over all {len(t['rows'])}: {t['spearman_macs_all']:.3f}")
+        if "random_subnets" in t:
+            p, m = t["random_subnets"]["predictor_from_gpus"], t["random_subnets"]["macs"]
+            lines.append(f"Random subnets, onboarded from the 10 references: predictor spearman {p['spearman']:.3f} "
+                         f"MdAPE {p['mdape']:.1f}% | MACs spearman {m['spearman']:.3f} MdAPE {m['mdape']:.1f}%")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=None, help="data directory laid out as shared/data")
+    ap.add_argument("--epochs", type=int, default=None, help="predictor epochs (default: the predictor's own)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--random", type=int, default=10, help="random subnets timed on this machine")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip-predictor", action="store_true")
+    ap.add_argument("--skip-onnx", action="store_true")
+    ap.add_argument("--json", default=None, help="also write the JSON document here")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    data = _data_dir(args.data)
+    have_data = (data / "help_ofa" / "help_ofa_latency.csv.gz").exists()
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    started = time.perf_counter()
+    res: dict[str, Any] = {"space": SPACE, "data": str(data)}
+    if not args.skip_predictor:
+        if not have_data:
+            log(f"no help_ofa data under {data}: skipping the leave-GPUs-out part")
+        else:
+            res["leave_gpus_out"] = leave_gpus_out(data, args.epochs, args.seed, log)
+    if not args.skip_onnx:
+        res["this_machine"] = this_machine(data if have_data and not args.skip_predictor else None, args.random,
+                                           args.threads, args.seed, args.epochs, log)
+    res["seconds"] = round(time.perf_counter() - started, 1)
+    text = json.dumps(res, indent=1)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(_markdown(res), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""Median latency of the NB201 reference architectures on this machine: ONNX Runtime vs TVM (untuned),
+optionally MetaSchedule-tuned TVM. Timing uses the board agent's own protocol and runtime modules.
+
+    python benchmarks/runtimes.py [--threads 2] [--out DIR] [--archs N] [--tuned-trials T] [--json PATH]
+
+Prints one JSON document, then a Markdown table (ratios are ONNX Runtime median / TVM median, so > 1
+means TVM is faster). Tuning takes minutes per architecture: it runs only with --tuned-trials.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SETTINGS = {"warmup_s": 0.5, "min_runs": 50, "min_time_s": 1.0, "repeats": 3, "cooldown_s": 0.1}
+
+
+def _median_ms(run_once: Any) -> dict[str, float]:
+    from profilers.board.timing import measure
+
+    blocks = measure(run_once, SETTINGS)
+    medians = [statistics.median(b) for b in blocks]
+    samples = [s for b in blocks for s in b]
+    return {"median": statistics.median(samples), "block_medians": medians, "n": len(samples)}
+
+
+def run(threads: int, out_dir: Path, count: int, tuned_trials: int | None) -> dict[str, Any]:
+    os.environ["TVM_NUM_THREADS"] = str(threads)  # before TVM starts its thread pool
+    from exporters.onnx import export_onnx
+    from exporters.targets import resolve_target
+    from exporters.tvm import compile_tvm, tune_tvm
+    from profilers.board.runtimes import get_runtime
+    from toolkit.spaces import get_space
+
+    space = get_space("nb201")
+    target = resolve_target(None, "x86")
+    ort, tvm_rt = get_runtime("onnxruntime"), get_runtime("tvm")
+    rows = []
+    for index, arch in enumerate(space.reference_archs()[:count]):
+        shape = list(space.input_shape(arch))
+        name = f"ref{index}"
+        onnx = export_onnx(space.build(arch).eval(), shape, out_dir / f"{name}.onnx")
+        row: dict[str, Any] = {"arch": arch, "onnx_sha256": onnx.sha256}
+        row["onnxruntime"] = _median_ms(ort.load(str(onnx.path), threads, shape, {}))
+        started = time.perf_counter()
+        lib = compile_tvm(onnx.path, target, out_dir, name=name)
+        row["tvm_compile_s"] = round(time.perf_counter() - started, 2)
+        row["tvm_max_abs_diff"] = lib.max_abs_diff
+        row["tvm"] = _median_ms(tvm_rt.load(str(lib.path), threads, shape, lib.meta))
+        if tuned_trials:
+            tuned = tune_tvm(onnx.path, target, out_dir / "tuned", trials=tuned_trials, name=name)
+            row["tvm_tuned"] = _median_ms(tvm_rt.load(str(tuned.path), threads, shape, tuned.meta))
+        rows.append(row)
+        print(f"[{index + 1}/{count}] ort {row['onnxruntime']['median']:.3f} ms, "
+              f"tvm {row['tvm']['median']:.3f} ms", file=sys.stderr)
+    import onnxruntime
+    import tvm
+
+    return {
+        "machine": {"cpu": _cpu_name(), "arch": platform.machine(), "cores": os.cpu_count(), "threads": threads},
+        "versions": {"onnxruntime": onnxruntime.__version__, "tvm": tvm.__version__},
+        "target": target,
+        "settings": SETTINGS,
+        "rows": rows,
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The table: one row per architecture, medians in ms and ONNX Runtime / TVM ratios."""
+    tuned = any("tvm_tuned" in r for r in report["rows"])
+    head = "| # | architecture | ONNX Runtime ms | TVM ms | ORT/TVM |" + (" TVM tuned ms | ORT/tuned |" if tuned else "")
+    lines = [head, "|" + "---|" * (7 if tuned else 5)]
+    ratios = []
+    for i, row in enumerate(report["rows"]):
+        o, t = row["onnxruntime"]["median"], row["tvm"]["median"]
+        ratios.append(o / t)
+        line = f"| {i} | `{row['arch']}` | {o:.3f} | {t:.3f} | {o / t:.2f} |"
+        if tuned:
+            tt = row.get("tvm_tuned", {}).get("median")
+            line += f" {tt:.3f} | {o / tt:.2f} |" if tt else " - | - |"
+        lines.append(line)
+    geo = statistics.geometric_mean(ratios) if ratios else float("nan")
+    lines.append(f"\nGeometric mean ORT/TVM: {geo:.2f} ({report['machine']['cpu']}, "
+                 f"{report['machine']['threads']} threads, ONNX Runtime {report['versions']['onnxruntime']}, "
+                 f"TVM {report['versions']['tvm']} untuned, target {report['target']})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--archs", type=int, default=10, help="how many reference architectures (default all 10)")
+    parser.add_argument("--out", type=Path, default=None, help="where artifacts go (default a temporary folder)")
+    parser.add_argument("--tuned-trials", type=int, default=None, help="also MetaSchedule-tune with this trial budget")
+    parser.add_argument("--json", type=Path, default=None, help="also write the JSON report here")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="modnas-bench-") as tmp:
+        out = args.out or Path(tmp)
+        out.mkdir(parents=True, exist_ok=True)
+        report = run(args.threads, out, args.archs, args.tuned_trials)
+    text = json.dumps(report, indent=2)
+    if args.json:
+        args.json.write_text(text + "\n")
+    print(text)
+    print()
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

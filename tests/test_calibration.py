@@ -1,0 +1,81 @@
+"""Per-device log-space calibration: fits, fall-backs, margins, JSON round trip, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from toolkit import calibration
+from toolkit.calibration import Calibration
+from toolkit.errors import BadInput
+
+
+def test_recovers_power_law() -> None:
+    rng = np.random.default_rng(0)
+    pred = rng.uniform(1, 50, size=40)
+    measured = 3.0 * pred ** 1.4
+    cal = calibration.fit(pred, measured)
+    assert cal.slope == pytest.approx(1.4, rel=1e-6)
+    assert cal.intercept == pytest.approx(np.log(3.0), rel=1e-6)
+    assert cal.n == 40
+    np.testing.assert_allclose(cal.apply(pred), measured, rtol=1e-9)
+    assert cal.margin(0.9) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_few_points_keep_slope_one() -> None:
+    cal = calibration.fit([2.0, 4.0], [5.0, 20.0])
+    assert cal.slope == 1.0
+    # offset is the geometric mean ratio
+    assert np.exp(cal.intercept) == pytest.approx(np.sqrt(2.5 * 5.0))
+
+
+def test_degenerate_predictions_fall_back_to_offset() -> None:
+    cal = calibration.fit([3.0] * 10, np.linspace(1, 10, 10))
+    assert cal.slope == 1.0
+    assert np.isfinite(cal.intercept)
+
+
+def test_implausible_slope_falls_back() -> None:
+    pred = np.array([1.0, 1.01, 1.02, 1.03, 1.04, 1.05])
+    measured = np.array([1.0, 50.0, 2.0, 80.0, 3.0, 90.0])
+    assert calibration.fit(pred, measured).slope == 1.0
+
+
+def test_margin_covers_under_prediction() -> None:
+    rng = np.random.default_rng(1)
+    pred = rng.uniform(1, 10, size=200)
+    measured = pred * np.exp(rng.normal(0, 0.05, size=200))
+    cal = calibration.fit(pred, measured)
+    m = cal.margin(0.9)
+    assert 0.02 < m < 0.15
+    covered = np.mean(measured <= cal.apply(pred) * (1 + m))
+    assert covered >= 0.85
+    assert cal.margin(0.99) >= m
+
+
+def test_json_round_trip() -> None:
+    cal = calibration.fit([1.0, 2.0, 4.0, 8.0, 16.0], [2.1, 3.9, 8.3, 15.7, 33.0])
+    back = Calibration.from_json(cal.to_json())
+    assert back == cal
+    np.testing.assert_allclose(back.apply([3.0, 5.0]), cal.apply([3.0, 5.0]))
+
+
+@pytest.mark.parametrize("pred, measured", [
+    ([1.0, -2.0], [1.0, 2.0]),
+    ([1.0, 2.0], [1.0, float("nan")]),
+    ([1.0, 2.0], [1.0, float("inf")]),
+    ([1.0, 2.0, 3.0], [1.0, 2.0]),
+    ([], []),
+])
+def test_bad_input_is_one_line(pred: list[float], measured: list[float]) -> None:
+    with pytest.raises(BadInput) as err:
+        calibration.fit(pred, measured)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_json_and_quantile() -> None:
+    with pytest.raises(BadInput):
+        Calibration.from_json("{not json")
+    with pytest.raises(BadInput):
+        Calibration.from_dict({"slope": 1.0})
+    with pytest.raises(BadInput):
+        Calibration().margin(0.0)

@@ -1,0 +1,87 @@
+"""The new-board workflow through the loopback sshd board: onboard, pareto, select, export, validate."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from toolkit.cli import main
+from toolkit.store import Store
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, object, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if out.strip() else None), err
+
+
+def test_board_workflow(sshd_board, modnas_home, tmp_path, capsys) -> None:
+    dev = sshd_board.device_yaml(tmp_path, name="wf-board")
+    code, doc, err = run(capsys, "onboard", str(dev), "--extra", "2", "--json", "--quiet")
+    assert code == 0, err
+    assert doc["device"] == "wf-board" and len(doc["references"]) == 10 and doc["extra"] == 2
+    assert doc["fingerprint"]["cores"] >= 1
+    cal = doc["calibration"]
+    assert cal and len(cal["residuals"]) == 12
+    store = Store(modnas_home / "modnas.db")
+    assert len(store.get_embedding("wf-board", "nb201")) == 10
+
+    code, front, err = run(capsys, "pareto", "--device", "wf-board", "--json")
+    assert code == 0, err
+    assert len(front) >= 2
+    lat = [r["predicted"]["latency_ms"] for r in front]
+    err_pct = [r["predicted"]["error"] for r in front]
+    assert lat == sorted(lat) and all(x > 0 for x in lat)
+    assert all(a >= b - 1e-9 for a, b in zip(err_pct, err_pct[1:]))  # non-dominated: slower means more accurate
+
+    budget = sorted(lat)[len(lat) // 2] * 1.3
+    code, pick, err = run(capsys, "select", "--device", "wf-board", "--budget-ms", f"{budget:.6f}", "--json")
+    assert code == 0, err
+    assert pick["predicted"]["latency_ms"] * (1 + pick["margin"]) <= budget
+    code, _, err = run(capsys, "select", "--device", "wf-board", "--budget-ms", "0.000001")
+    assert code == 2 and "fastest" in err
+
+    code, exp, err = run(capsys, "export", pick["arch"], "--format", "onnx,tvm", "--device", str(dev),
+                         "--out", str(tmp_path / "exp"), "--json")
+    assert code == 0, err
+    assert Path(exp["onnx"]).stat().st_size > 0 and Path(exp["tvm"]).stat().st_size > 0
+    assert exp["max_abs_diff"]["onnx"] <= 1e-4 and exp["max_abs_diff"]["tvm"] <= 1e-4
+
+    archs = tmp_path / "val.txt"
+    archs.write_text("\n".join(r["arch"] for r in front[:3]) + "\n")
+    code, val, err = run(capsys, "validate", str(dev), "--archs", str(archs), "--out", str(tmp_path / "val"),
+                         "--json", "--quiet")
+    assert code == 0, err
+    assert val["device"] == "wf-board" and len(val["rows"]) == 3
+    assert -1 <= val["spearman"] <= 1 and val["mape"] >= 0 and 0 <= val["within_10pct"] <= 1
+    for key in ("plot", "front_plot"):
+        assert Path(val[key]).read_bytes()[:8] == PNG and Path(val[key]).stat().st_size > 2000
+    assert "Spearman" in Path(val["report"]).read_text()
+
+
+def test_predict_needs_references(modnas_home, capsys) -> None:
+    code, _, err = run(capsys, "predict", "--device", "nobody", "--archs", "refs")
+    assert code == 2 and "onboard" in err
+
+
+@pytest.mark.slow
+def test_quickstart_in_a_fresh_home(tmp_path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(os.environ, HOME=str(home), MODNAS_HOME=str(home / ".modnas"))
+    proc = subprocess.run([sys.executable, "-m", "toolkit.cli", "quickstart", "--out", str(tmp_path / "qs"), "--json"],
+                          env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    assert doc["device"] == "local" and len(doc["front"]) >= 3 and len(doc["exported"]) == 3
+    for e in doc["exported"]:
+        assert Path(e["onnx"]).exists() and Path(e["tvm"]).exists()
+    v = doc["validation"]
+    assert Path(v["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Path(v["report"]).exists()
+    assert (home / ".modnas" / "modnas.db").exists()

@@ -1,0 +1,88 @@
+"""Validation figures: agreement statistics, plots of predicted against measured, a Markdown report."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def agreement(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+    """Spearman, Kendall, MAPE (percent) and the share within +-10 % of the measurement."""
+    from scipy.stats import kendalltau, spearmanr
+
+    p, m = np.asarray(predicted, float), np.asarray(measured, float)
+    ape = np.abs(p - m) / m
+    rho = float(spearmanr(p, m).statistic) if len(p) > 2 else float("nan")
+    tau = float(kendalltau(p, m).statistic) if len(p) > 2 else float("nan")
+    return {"spearman": rho, "kendall": tau, "mape": float(100 * ape.mean()), "within_10pct": float((ape <= 0.1).mean()),
+            "n": int(len(p))}
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_predicted_vs_measured(predicted: np.ndarray, measured: np.ndarray, path: Path, title: str) -> Path:
+    """Scatter with the y = x line and a +-10 % band."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=110)
+    lo = float(min(np.min(predicted), np.min(measured))) * 0.85
+    hi = float(max(np.max(predicted), np.max(measured))) * 1.15
+    line = np.linspace(lo, hi, 50)
+    ax.fill_between(line, line * 0.9, line * 1.1, color="tab:green", alpha=0.15, label="+-10 %")
+    ax.plot(line, line, color="tab:green", lw=1, label="y = x")
+    ax.scatter(measured, predicted, s=18, color="tab:blue", zorder=3, label="architectures")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("measured latency (ms)")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_fronts(error: np.ndarray, predicted: np.ndarray, measured: np.ndarray, path: Path, title: str) -> Path:
+    """The front as predicted and the same architectures at their measured latency."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for lat, label, style in ((predicted, "predicted latency", "o--"), (measured, "measured latency", "s-")):
+        order = np.argsort(lat)
+        ax.plot(np.asarray(lat)[order], np.asarray(error)[order], style, ms=4, label=label)
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("predicted error (%)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def markdown_report(doc: dict[str, Any]) -> str:
+    lines = [f"# Validation on {doc['device']}", "",
+             f"- architectures: {len(doc['rows'])}",
+             f"- Spearman {doc['spearman']:.3f}, Kendall {doc['kendall']:.3f}",
+             f"- MAPE {doc['mape']:.1f} %, within +-10 %: {100 * doc['within_10pct']:.0f} %", ""]
+    if doc.get("budgets"):
+        lines += ["| budget ms | pick | predicted ms | measured ms | meets |", "|---:|---|---:|---:|---|"]
+        for b in doc["budgets"]:
+            lines.append(f"| {b['budget_ms']:.3f} | `{b['arch']}` | {b['predicted_ms']:.3f} | {b['measured_ms']:.3f} "
+                         f"| {'yes' if b['meets'] else 'NO'} |")
+        lines.append("")
+    lines += ["| architecture | predicted ms | measured ms | error % |", "|---|---:|---:|---:|"]
+    for r in doc["rows"]:
+        lines.append(f"| `{r['arch']}` | {r['predicted']:.3f} | {r['measured']:.3f} | "
+                     f"{100 * (r['predicted'] - r['measured']) / r['measured']:+.1f} |")
+    lines += ["", f"![predicted against measured]({Path(doc['plot']).name})"]
+    if doc.get("front_plot"):
+        lines.append(f"![fronts]({Path(doc['front_plot']).name})")
+    return "\n".join(lines) + "\n"
