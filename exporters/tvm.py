@@ -16,6 +16,7 @@ from typing import Any
 
 from exporters.result import ExportMismatch, ExportResult, sha256_file, write_sidecar
 from exporters.targets import runs_here, target_arch, validate_target
+from exporters.tvm_schedule import DEFAULT_SCHEDULE, SCHEDULES, relax_pipeline
 from toolkit.errors import BadInput, NotAvailable
 
 TOLERANCE = 1e-4
@@ -50,13 +51,19 @@ def cross_compiler(target: dict[str, Any]) -> str | None:
 
 
 def compile_tvm(onnx_path: str | Path, target: dict[str, Any], out_dir: str | Path, *,
-                name: str | None = None, check: bool = True) -> ExportResult:
-    """Compile an ONNX file for ``target`` into ``out_dir``; verify against ONNX Runtime when it runs here."""
+                name: str | None = None, check: bool = True, schedule: str = DEFAULT_SCHEDULE) -> ExportResult:
+    """Compile an ONNX file for ``target`` into ``out_dir``; verify against ONNX Runtime when it runs here.
+
+    ``schedule`` names an untuned schedule from ``exporters.tvm_schedule.SCHEDULES`` (``parallel``
+    by default; ``none`` is TVM's default single-threaded loops). For tuned builds see :func:`tune_tvm`.
+    """
     import onnx
     import tvm
     from tvm.relax.frontend.onnx import from_onnx
 
     target = validate_target(dict(target))
+    if schedule not in SCHEDULES:
+        raise BadInput(f"schedule: expected one of {', '.join(sorted(SCHEDULES))}, got {schedule!r}")
     onnx_path = Path(onnx_path)
     input_name, input_shape = onnx_input(onnx_path)
     out = Path(out_dir)
@@ -65,7 +72,8 @@ def compile_tvm(onnx_path: str | Path, target: dict[str, Any], out_dir: str | Pa
     started = time.perf_counter()
     mod = from_onnx(onnx.load(str(onnx_path)), shape_dict={input_name: input_shape}, dtype_dict="float32")
     try:
-        executable = tvm.compile(mod, target=tvm.target.Target(target))
+        tvm_target = tvm.target.Target(target)
+        executable = tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline(schedule, tvm_target))
     except Exception as exc:
         raise BadInput(f"TVM cannot compile {onnx_path.name} for {target}: {_first_line(exc)}") from None
     cc = cross_compiler(target)
@@ -94,6 +102,7 @@ def compile_tvm(onnx_path: str | Path, target: dict[str, Any], out_dir: str | Pa
         "compile_seconds": round(seconds, 3),
         "max_abs_diff": diff,
         "tuned": False,
+        "schedule": schedule,
     }
     write_sidecar(artifact, meta)
     return ExportResult(path=artifact, sha256=sha256_file(artifact), max_abs_diff=diff, meta=meta)

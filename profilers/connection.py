@@ -24,7 +24,7 @@ _READ_CHUNK = 1 << 16
 class Completed:
     """What a finished command left: exit status, output and how long it took on this side."""
 
-    rc: int
+    rc: int  # -1 when the command ended without an exit status (killed by a signal)
     stdout: bytes
     stderr: bytes
     seconds: float
@@ -289,7 +289,7 @@ class SSHConnection(_Base):
         try:
             chan = self._transport.open_session(timeout=min(timeout, 30.0))
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise self._lost(exc or type(exc).__name__) from None
+            raise self._link_error(exc, "cannot open a command channel") from None
         try:
             chan.exec_command(command)
             if stdin:
@@ -304,14 +304,14 @@ class SSHConnection(_Base):
             raise CommandTimeout(f"{self.label}: command timed out after {timeout:g} s: {argv[0]}") from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
             chan.close()
-            self._check_alive()
-            raise self._lost(exc or type(exc).__name__) from None
+            raise self._link_error(exc, f"command {argv[0]} failed") from None
         finally:
             if not chan.closed:
                 chan.close()
-        if rc == -1:
-            self._check_alive()
-            raise self._lost("the command's channel closed without an exit status")
+        if rc == -1:  # no exit status: the link died, or the command was killed by a signal (rc stays -1)
+            error = self._link_error(EOFError("the command's channel closed without an exit status"), "")
+            if isinstance(error, ConnectionLost):
+                raise error
         return Completed(rc, out, err, time.monotonic() - start)
 
     def _collect(self, chan: Any, deadline: float, what: str, timeout: float) -> tuple[bytes, bytes]:
@@ -351,23 +351,29 @@ class SSHConnection(_Base):
             try:
                 self._sftp = self._client.open_sftp()
             except (paramiko.SSHException, OSError, EOFError) as exc:
-                raise self._lost(exc or type(exc).__name__) from None
+                raise self._link_error(exc, "cannot start SFTP") from None
         self._sftp.get_channel().settimeout(timeout)
         return self._sftp
 
+    def _link_error(self, exc: BaseException, what: str) -> BoardError:
+        """ConnectionLost when the link died under a call, else a BoardError saying what failed."""
+        deadline = time.monotonic() + 2.0
+        while self._transport.is_active() and time.monotonic() < deadline:
+            time.sleep(0.02)  # give the transport thread a moment to see a closed socket
+        if not self._transport.is_active():
+            return self._lost(_one_line(exc))
+        return BoardError(f"{self.label}: {what}: {_one_line(exc)}")
+
     def _sftp_error(self, exc: BaseException, what: str) -> BoardError:
-        """ConnectionLost when the link died under an SFTP call, else a BoardError saying what failed."""
+        """Like _link_error for SFTP calls; status replies (no such file, permission) fail fast."""
         import paramiko
 
         if isinstance(exc, (paramiko.SSHException, EOFError, TimeoutError, ConnectionError)):
             sftp, self._sftp = self._sftp, None  # a broken SFTP channel is reopened on the next call
-            deadline = time.monotonic() + 2.0
-            while self._transport.is_active() and time.monotonic() < deadline:
-                time.sleep(0.02)  # give the transport thread a moment to see the socket close
-            if not self._transport.is_active():
-                return self._lost(exc or type(exc).__name__)
-            if sftp is not None:
+            error = self._link_error(exc, what)
+            if sftp is not None and not isinstance(error, ConnectionLost):
                 sftp.close()
+            return error
         return BoardError(f"{self.label}: {what}: {_one_line(exc)}")
 
     def put(self, local_path: str | Path, remote_path: str, timeout: float = 300.0) -> None:

@@ -228,3 +228,66 @@ def test_the_agent_runs_from_the_source_tree_and_a_job_file(model: Any, tmp_path
     reply = json.loads(done.stdout)
     assert reply["ok"] is True and len(reply["blocks"]) == 1
     assert path.exists() and list(work.iterdir()) == []  # the caller's job file stays; the temporaries go
+
+
+def _python38() -> str | None:
+    """A working Python 3.8 interpreter on this machine, if there is one."""
+    import glob
+    import shutil
+
+    candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.8*/bin/python3.8")))
+    candidates += [p for p in (shutil.which("python3.8"),) if p]
+    for python in candidates:
+        try:
+            done = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2] == (3, 8))"],
+                                  capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.stdout.strip() == b"True":
+            return python
+    return None
+
+
+def test_the_zipapp_runs_on_python38(agent_file: Path, tmp_path: Path) -> None:
+    """Boards run old Pythons: the agent must work under 3.8 (without numpy or a runtime installed, here)."""
+    python = _python38()
+    if python is None:
+        pytest.skip("no Python 3.8 interpreter here to run the agent with")
+    done = subprocess.run([python, str(agent_file), "fingerprint", "--runtimes", "onnxruntime"], capture_output=True,
+                          timeout=60)
+    fp = json.loads(done.stdout)
+    assert fp["python"].startswith("3.8.") and fp["cores"] >= 1
+    artifact = tmp_path / "model.bin"
+    artifact.write_bytes(b"\x00model")
+    sha = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    work = tmp_path / "work"
+    work.mkdir()
+    doc = job((artifact, [1, 3, 8, 8], sha), work)
+    done = subprocess.run([python, str(agent_file), "run", "-"], input=json.dumps(doc).encode(), capture_output=True,
+                          timeout=60)
+    reply = json.loads(done.stdout)
+    probe = subprocess.run([python, "-c", "import onnxruntime"], capture_output=True).returncode == 0
+    # the worker started under 3.8 and answered: measured, or told why the runtime is missing
+    assert reply["error_code"] in ((None, "load_failed") if probe else ("runtime_unavailable",)), reply
+    assert list(work.iterdir()) == []
+
+
+def test_stopping_the_agent_kills_its_worker_and_cleans_up(agent_file: Path, model: Any, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    doc = job(model, tmp_path, measurement=dict(QUICK, min_time_s=120.0, repeats=1), timeout_s=120)
+    proc = subprocess.Popen([sys.executable, str(agent_file), "run", "-"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdin.write(json.dumps(doc).encode())
+    proc.stdin.close()
+    proc.stdin = None  # already sent and closed: communicate() must not touch it
+    deadline = time.monotonic() + 30
+    while not list(tmp_path.glob("job-*/worker.log")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []
+    left = [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+    assert left == []

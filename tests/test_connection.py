@@ -194,3 +194,9 @@ def test_lost_connection_is_a_board_error(sshd_board, tmp_path: Path) -> None:
             conn.run(["true"], timeout=30)
     finally:
         conn.close()
+
+
+def test_a_command_killed_by_a_signal_is_not_a_lost_link(ssh) -> None:
+    done = ssh.run([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"], timeout=30)
+    assert done.rc != 0  # -1 (exit-signal, no status) or the shell's 137
+    assert ssh.run(["echo", "ok"], timeout=30).stdout == b"ok\n"

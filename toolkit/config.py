@@ -56,6 +56,16 @@ class EnergySettings(Strict):
     interval_ms: int = Field(100, ge=1, le=60_000)
     idle_s: float = Field(2.0, ge=0, le=600)
     min_samples: int = Field(10, ge=1, le=100_000)
+    # finer controls of the on-board meter and sensors (None: the sensor's own default)
+    mode: Literal["auto", "energy", "power"] | None = None       # nvml: counter or power polling
+    stream: bool | None = None                                    # command: reads a streaming command
+    timeout_s: float | None = Field(None, gt=0, le=600)           # command: per reading
+    poll_ms: float | None = Field(None, gt=0, le=60_000)
+    lag_s: float | Literal["auto"] | None = None                  # sensor reports late by this much
+    method: Literal["trapezoid", "updates"] | None = None         # updates: for monitors that average
+    min_time_s: float | None = Field(None, ge=0, le=3600)
+    max_time_s: float | None = Field(None, gt=0, le=3600)
+    probe_s: float | None = Field(None, gt=0, le=600)
 
 
 class DeviceConfig(Strict):

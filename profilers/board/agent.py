@@ -340,8 +340,14 @@ def _command(args: argparse.Namespace) -> Optional[dict]:
             probe = {"sensor": "?", "readable": False, "detail": "bad --energy JSON: %s" % _one_line(exc)}
         return {"runtimes": available_runtimes(_runtime_names(args.runtimes)), "energy": probe}
     if args.command == "run":
+        for sig in (signal.SIGTERM, signal.SIGHUP):  # stopping the agent still kills the worker and cleans up
+            signal.signal(sig, _exit_on_signal)
         return run_job(args.job)
     return None
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from .base import COUNTER, POWER, Reading, Sensor, SensorError
 
@@ -64,7 +64,7 @@ def probe_sensor(cfg: Dict[str, object], duration_s: Optional[float] = None, clo
         return result
     clock = clock or RealClock()
     try:
-        seconds = float(duration_s if duration_s is not None else cfg.get("probe_s", DEFAULT_PROBE_S))  # type: ignore[arg-type]
+        seconds = _seconds(duration_s if duration_s is not None else cfg.get("probe_s", DEFAULT_PROBE_S))
         sampler = Sampler(sensor, clock=clock)
         sampler.start()
         try:
@@ -75,7 +75,7 @@ def probe_sensor(cfg: Dict[str, object], duration_s: Optional[float] = None, clo
         items = sampler.readings()
         updates = [r.t_mono for r, fresh in items if fresh]
         result["period_s"] = _period(updates)
-        result["watts"] = _mean_watts(sensor, [r for r, _ in items])
+        result["watts"] = _mean_watts(sensor, items)
         result["readable"] = True
         period = result["period_s"]
         every = ("updates every %.3f s" % period) if period else "no update seen in %.1f s" % seconds
@@ -87,13 +87,22 @@ def probe_sensor(cfg: Dict[str, object], duration_s: Optional[float] = None, clo
     return result
 
 
-def _mean_watts(sensor: Sensor, readings: List[Reading]) -> Optional[float]:
+def _seconds(value: object) -> float:
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise SensorError("energy: probe_s must be a number of seconds, got %r" % (value,)) from None
+    if seconds <= 0:
+        raise SensorError("energy: probe_s must be > 0, got %r" % (value,))
+    return seconds
+
+
+def _mean_watts(sensor: Sensor, items: List[Tuple[Reading, bool]]) -> Optional[float]:
     from .. import meter
 
-    if len(readings) < 2 or readings[-1].t_mono <= readings[0].t_mono:
+    if len(items) < 2:
         return None
-    joules = meter.integrate(sensor, readings, readings[0].t_mono, readings[-1].t_mono)
-    return joules / (readings[-1].t_mono - readings[0].t_mono)
+    return meter.mean_power(sensor, items, items[0][0].t_mono, items[-1][0].t_mono)
 
 
 def detect_sensors(root: str = "/") -> List[Dict[str, object]]:
