@@ -5,7 +5,7 @@ and copies of one board leave together), onboards each held-out device from its 
 measurements only, and predicts all its other connected architectures. Baselines get the same
 10 values. Writes ``predictor_eval_<metric>.json`` and ``.md`` and prints both.
 
-    python benchmarks/predictor_eval.py --data ../shared/data --folds 4 --out benchmarks/results
+    python benchmarks/predictor_eval.py --data ../shared/data --folds 4 --extra 30 --out benchmarks/results
 """
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-folds", type=int, default=None, help="stop after this many folds")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=None, help="override the training epochs")
+    ap.add_argument("--extra", type=int, default=30,
+                    help="also score re-calibration and fine-tuning on the references plus N random measurements")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
 
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         config = {"epochs": args.epochs} if args.epochs else None
         res = evaluate_predictor(args.data, metric=metric, seed=args.seed, folds=args.folds, config=config,
-                                 max_folds=args.max_folds, log=lambda s: print(s, file=sys.stderr, flush=True))
+                                 max_folds=args.max_folds, n_extra=args.extra, log=lambda s: print(s, file=sys.stderr, flush=True))
         res["seconds"] = round(time.time() - t0, 1)
         (out / f"predictor_eval_{metric}.json").write_text(json.dumps(res, indent=1) + "\n")
         (out / f"predictor_eval_{metric}.md").write_text(res["markdown"])

@@ -1,7 +1,9 @@
-"""Median latency of the NB201 reference architectures on this machine: ONNX Runtime vs TVM (untuned),
-optionally MetaSchedule-tuned TVM. Timing uses the board agent's own protocol and runtime modules.
+"""Median latency of the NB201 reference architectures on this machine: ONNX Runtime vs untuned TVM
+(each schedule of ``exporters.tvm_schedule``), optionally MetaSchedule-tuned TVM. Timing uses the board
+agent's own protocol (profilers.board.timing) and runtime modules.
 
-    python benchmarks/runtimes.py [--threads 2] [--out DIR] [--archs N] [--tuned-trials T] [--json PATH]
+    python benchmarks/runtimes.py [--threads 2] [--out DIR] [--archs N] [--schedules none,parallel]
+                                  [--tuned-trials T] [--json PATH]
 
 Prints one JSON document, then a Markdown table (ratios are ONNX Runtime median / TVM median, so > 1
 means TVM is faster). Tuning takes minutes per architecture: it runs only with --tuned-trials.
@@ -35,7 +37,7 @@ def _median_ms(run_once: Any) -> dict[str, float]:
     return {"median": statistics.median(samples), "block_medians": medians, "n": len(samples)}
 
 
-def run(threads: int, out_dir: Path, count: int, tuned_trials: int | None) -> dict[str, Any]:
+def run(threads: int, out_dir: Path, count: int, tuned_trials: int | None, schedules: list[str]) -> dict[str, Any]:
     os.environ["TVM_NUM_THREADS"] = str(threads)  # before TVM starts its thread pool
     from exporters.onnx import export_onnx
     from exporters.targets import resolve_target
@@ -53,17 +55,19 @@ def run(threads: int, out_dir: Path, count: int, tuned_trials: int | None) -> di
         onnx = export_onnx(space.build(arch).eval(), shape, out_dir / f"{name}.onnx")
         row: dict[str, Any] = {"arch": arch, "onnx_sha256": onnx.sha256}
         row["onnxruntime"] = _median_ms(ort.load(str(onnx.path), threads, shape, {}))
-        started = time.perf_counter()
-        lib = compile_tvm(onnx.path, target, out_dir, name=name)
-        row["tvm_compile_s"] = round(time.perf_counter() - started, 2)
-        row["tvm_max_abs_diff"] = lib.max_abs_diff
-        row["tvm"] = _median_ms(tvm_rt.load(str(lib.path), threads, shape, lib.meta))
+        row["tvm"], row["tvm_compile_s"], row["tvm_max_abs_diff"] = {}, {}, {}
+        for schedule in schedules:
+            started = time.perf_counter()
+            lib = compile_tvm(onnx.path, target, out_dir, name=f"{name}-{schedule}", schedule=schedule)
+            row["tvm_compile_s"][schedule] = round(time.perf_counter() - started, 2)
+            row["tvm_max_abs_diff"][schedule] = lib.max_abs_diff
+            row["tvm"][schedule] = _median_ms(tvm_rt.load(str(lib.path), threads, shape, lib.meta))
         if tuned_trials:
             tuned = tune_tvm(onnx.path, target, out_dir / "tuned", trials=tuned_trials, name=name)
             row["tvm_tuned"] = _median_ms(tvm_rt.load(str(tuned.path), threads, shape, tuned.meta))
         rows.append(row)
-        print(f"[{index + 1}/{count}] ort {row['onnxruntime']['median']:.3f} ms, "
-              f"tvm {row['tvm']['median']:.3f} ms", file=sys.stderr)
+        tvm_ms = ", ".join(f"tvm/{k} {v['median']:.3f} ms" for k, v in row["tvm"].items())
+        print(f"[{index + 1}/{count}] ort {row['onnxruntime']['median']:.3f} ms, {tvm_ms}", file=sys.stderr)
     import onnxruntime
     import tvm
 
@@ -71,6 +75,7 @@ def run(threads: int, out_dir: Path, count: int, tuned_trials: int | None) -> di
         "machine": {"cpu": _cpu_name(), "arch": platform.machine(), "cores": os.cpu_count(), "threads": threads},
         "versions": {"onnxruntime": onnxruntime.__version__, "tvm": tvm.__version__},
         "target": target,
+        "schedules": schedules,
         "settings": SETTINGS,
         "rows": rows,
     }
@@ -87,23 +92,26 @@ def _cpu_name() -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The table: one row per architecture, medians in ms and ONNX Runtime / TVM ratios."""
-    tuned = any("tvm_tuned" in r for r in report["rows"])
-    head = "| # | architecture | ONNX Runtime ms | TVM ms | ORT/TVM |" + (" TVM tuned ms | ORT/tuned |" if tuned else "")
-    lines = [head, "|" + "---|" * (7 if tuned else 5)]
-    ratios = []
+    """The table: one row per architecture, medians in ms and ONNX Runtime / TVM ratios per schedule."""
+    schedules = list(report["schedules"]) + (["tuned"] if any("tvm_tuned" in r for r in report["rows"]) else [])
+    head = "| # | architecture | ONNX Runtime ms |" + "".join(f" TVM {s} ms | ORT/TVM {s} |" for s in schedules)
+    lines = [head, "|" + "---|" * (3 + 2 * len(schedules))]
+    ratios: dict[str, list[float]] = {s: [] for s in schedules}
     for i, row in enumerate(report["rows"]):
-        o, t = row["onnxruntime"]["median"], row["tvm"]["median"]
-        ratios.append(o / t)
-        line = f"| {i} | `{row['arch']}` | {o:.3f} | {t:.3f} | {o / t:.2f} |"
-        if tuned:
-            tt = row.get("tvm_tuned", {}).get("median")
-            line += f" {tt:.3f} | {o / tt:.2f} |" if tt else " - | - |"
+        o = row["onnxruntime"]["median"]
+        line = f"| {i} | `{row['arch']}` | {o:.3f} |"
+        for s in schedules:
+            t = (row.get("tvm_tuned") if s == "tuned" else row["tvm"].get(s)) or {}
+            if t.get("median"):
+                ratios[s].append(o / t["median"])
+                line += f" {t['median']:.3f} | {o / t['median']:.2f} |"
+            else:
+                line += " - | - |"
         lines.append(line)
-    geo = statistics.geometric_mean(ratios) if ratios else float("nan")
-    lines.append(f"\nGeometric mean ORT/TVM: {geo:.2f} ({report['machine']['cpu']}, "
-                 f"{report['machine']['threads']} threads, ONNX Runtime {report['versions']['onnxruntime']}, "
-                 f"TVM {report['versions']['tvm']} untuned, target {report['target']})")
+    geo = ", ".join(f"{s} {statistics.geometric_mean(r):.2f}" for s, r in ratios.items() if r)
+    lines.append(f"\nGeometric mean ORT/TVM: {geo} ({report['machine']['cpu']}, {report['machine']['threads']} threads, "
+                 f"ONNX Runtime {report['versions']['onnxruntime']}, TVM {report['versions']['tvm']} untuned, "
+                 f"target {report['target']})")
     return "\n".join(lines)
 
 
@@ -114,11 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="where artifacts go (default a temporary folder)")
     parser.add_argument("--tuned-trials", type=int, default=None, help="also MetaSchedule-tune with this trial budget")
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON report here")
+    parser.add_argument("--schedules", default="none,parallel", help="untuned TVM schedules to time (comma-separated)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="modnas-bench-") as tmp:
         out = args.out or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
-        report = run(args.threads, out, args.archs, args.tuned_trials)
+        report = run(args.threads, out, args.archs, args.tuned_trials, [x for x in args.schedules.split(",") if x])
     text = json.dumps(report, indent=2)
     if args.json:
         args.json.write_text(text + "\n")

@@ -25,7 +25,7 @@ import torch
 def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--holdout-share", type=float, default=0.25)
@@ -43,7 +43,7 @@ def _costs(data: str, keys: list[str], mode: str, table: Any) -> tuple[list[Any]
 
     if mode == "standin":
         return linear_costs_from_table(data, keys, table=table), "stand-in log-linear per table column"
-    models, source = resolve_devices(keys, data, allow_standin=(mode == "auto"))
+    models, source = resolve_devices(keys, data, allow_standin=(mode == "auto"), table=table)
     return models, source
 
 
@@ -124,10 +124,9 @@ def _nsga2(seconds: float, score: Callable[[list[str]], tuple[np.ndarray, np.nda
 def main() -> None:
     torch.set_num_threads(1)
     args = _args()
-    from toolkit.benchdata import groups, load_accuracy, load_table
+    from toolkit.benchdata import load_accuracy, load_table
     from toolkit.pareto import hypervolume, nondominated, normalise
     from toolkit.search.api import run_search
-    from toolkit.search.costs import linear_costs_from_table
     from toolkit.search.readout import pareto, resolve_margin, select
     from toolkit.search.run import load_run
     from toolkit.spaces import get_space
@@ -139,15 +138,9 @@ def main() -> None:
     acc = np.asarray(load_accuracy(args.data).sort_index()["cifar10_test_200ep"], dtype=np.float64)
     true_err = 100.0 - acc
     all_archs = space.all_archs()
-    # devices with full coverage and all references (the stand-in needs them; so does the embedding)
-    usable = [m.name for m in linear_costs_from_table(args.data, None, table=table)]
-    grp = groups(usable)
-    rng = np.random.default_rng(args.seed)
-    names = sorted(grp)
-    n_hold = max(3, int(round(args.holdout_share * len(names))))
-    held_groups = sorted(rng.choice(names, size=n_hold, replace=False).tolist())
-    held = [k for g in held_groups for k in grp[g]]
-    train = [k for k in usable if k not in held]
+    from toolkit.search.default_run import split_devices, usable_keys
+
+    train, held, held_groups = split_devices(usable_keys(args.data, table), args.seed, args.holdout_share)
     if args.max_devices:
         held = held[: args.max_devices]
     print(f"{len(train)} training devices, held-out groups {held_groups} ({len(held)} devices)", flush=True)

@@ -110,7 +110,9 @@ class MeasureJob:
         return self.artifact.suffix
 
     @classmethod
-    def for_device(cls, cfg: Any, artifact: Path, sha256: str, input_shape: list[int], meta: dict | None = None) -> "MeasureJob":
+    def for_device(
+        cls, cfg: Any, artifact: Path, sha256: str, input_shape: list[int], meta: dict | None = None
+    ) -> "MeasureJob":
         """A job with the device's runtime, threads, measurement, energy and timeout settings."""
         measurement = _as_dict(cfg.measurement)
         return cls(
@@ -170,7 +172,8 @@ def parse_reply(stdout: bytes, job: MeasureJob) -> dict:
         raise BadReply("reply is not UTF-8") from None
     lines = [line for line in text.splitlines() if line.strip()]
     if len(lines) != 1:
-        raise BadReply(f"expected one JSON line on stdout, got {len(lines)} lines")
+        hint = " (does the board's shell start-up print to stdout?)" if len(lines) > 1 else ""
+        raise BadReply(f"expected one JSON line on stdout, got {len(lines)} lines{hint}")
     try:
         doc = json.loads(lines[0], parse_constant=_reject_constant)
     except ValueError as exc:
@@ -259,7 +262,8 @@ class Board:
         if self.agent_path is not None:
             return self.agent_path
         pack = build_agent()
-        done = self.connection.run([self.python, "-c", _PREPARE, self.workdir, pack.filename], timeout=self.command_timeout)
+        argv = [self.python, "-c", _PREPARE, self.workdir, pack.filename]
+        done = self.connection.run(argv, timeout=self.command_timeout)
         try:
             state = json.loads(done.stdout.decode("utf-8", "replace").strip().splitlines()[-1])
             version = tuple(int(v) for v in state["python"])
@@ -269,7 +273,8 @@ class Board:
         self.workdir = workdir
         agent_path = f"{workdir}/{pack.filename}"
         if version < MIN_PYTHON:
-            raise BoardError(f"board {self.name}: {self.python} is Python {'.'.join(map(str, version))}; the agent needs 3.8+")
+            found = ".".join(map(str, version))
+            raise BoardError(f"board {self.name}: {self.python} is Python {found}; the agent needs 3.8 or newer")
         if state.get("error"):
             raise BoardError(f"board {self.name}: {state['error']}")
         if state.get("agent_sha256") != pack.sha256:
@@ -286,8 +291,9 @@ class Board:
         done = self.connection.run([self.python, agent, *args], timeout=self.command_timeout)
         if done.rc != 0:
             raise self._fail(what, done)
-        try:
-            doc = json.loads(done.stdout.decode("utf-8"), parse_constant=_reject_constant)
+        lines = [line for line in done.stdout.decode("utf-8", "replace").splitlines() if line.strip()]
+        try:  # the reply is the last line: a chatty shell start-up on the board must not hide it
+            doc = json.loads(lines[-1] if lines else "", parse_constant=_reject_constant)
         except ValueError:
             raise self._fail(f"{what}: the agent's reply is not JSON", done) from None
         if not isinstance(doc, dict):
@@ -334,9 +340,9 @@ class Board:
         found = sha256_file(job.artifact)
         if found != job.sha256:
             return failed("hash_mismatch", f"local artifact sha256 is {found[:12]}, the job expects {job.sha256[:12]}")
+        agent = self.prepare()  # a board that cannot be prepared is a board failure (BoardError), not a model's
+        remote = self.artifact_path(job)
         try:
-            agent = self.prepare()
-            remote = self.artifact_path(job)
             if not self.connection.exists(remote):
                 self.connection.put(job.artifact, remote)
         except ConnectionLost:

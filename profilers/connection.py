@@ -167,9 +167,14 @@ class _AcceptNewPolicy:
         client.get_host_keys().add(hostname, key.get_name(), key)
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
-        fd = os.open(self.known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "a") as fh:
-            fh.write(line)
+        fd = os.open(self.known_hosts, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "r+b") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if size:
+                fh.seek(size - 1)
+                if fh.read(1) != b"\n":
+                    line = "\n" + line  # never glue our entry onto an unterminated last line
+            fh.write(line.encode())
 
 
 class _StrictPolicy:
@@ -212,8 +217,8 @@ class SSHConnection(_Base):
         if known.exists():
             try:
                 client.load_host_keys(str(known))
-            except (OSError, paramiko.SSHException) as exc:
-                raise BadInput(f"cannot read known_hosts file {known}: {exc}") from None
+            except Exception as exc:  # paramiko raises InvalidHostKey (a bare Exception) for a corrupt line
+                raise BadInput(f"cannot read known_hosts file {known}: {_one_line(exc)}") from None
         if host_key_policy == "strict":
             client.set_missing_host_key_policy(_StrictPolicy(self.label, known, host, self.port))
         else:
@@ -243,10 +248,11 @@ class SSHConnection(_Base):
         except paramiko.BadHostKeyException as exc:
             client.close()
             sock.close()
+            entry = host if self.port == 22 else f"[{host}]:{self.port}"
             raise BoardError(
                 f"{self.label}: HOST KEY MISMATCH ({exc.key.get_name()}): the board's key differs from "
                 f"the one in {known}; if the board was re-installed, remove the old entry with "
-                f"`{shlex.join(['ssh-keygen', '-R', f'[{host}]:{self.port}', '-f', str(known)])}`"
+                f"`{shlex.join(['ssh-keygen', '-R', entry, '-f', str(known)])}`"
             ) from None
         except paramiko.AuthenticationException as exc:
             client.close()
@@ -267,7 +273,11 @@ class SSHConnection(_Base):
             sock = socket.create_connection((self.host, self.port), timeout=timeout)
         except OSError as exc:
             raise BoardError(f"{self.label}: cannot connect: {exc}") from None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle + delayed-ACK stalls per command
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # a board that vanishes is noticed mid-command
+        for option, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+            if hasattr(socket, option):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
         sock.settimeout(None)  # paramiko's transport thread does its own polling
         return sock
 

@@ -10,7 +10,9 @@ from toolkit.errors import BadInput
 _BOOT_CHUNK = 64
 
 
-def bootstrap_median_ci(samples: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_median_ci(
+    samples: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap CI of the median (seeded, so the same samples give the same interval)."""
     rng = np.random.default_rng(seed)
     n = samples.size

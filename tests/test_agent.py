@@ -12,9 +12,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
-from sshd_fixture import tiny_onnx
+from sshd_fixture import leftover_processes, tiny_onnx
 
 from profilers.board import timing
 from profilers.pack import BOARD_DIR, build_agent, pack_dir
@@ -176,8 +175,7 @@ def test_hung_worker_is_killed_with_its_process_group(agent_file: Path, model: A
                                                                   timeout_s=2.0)).encode())
     assert reply["ok"] is False and reply["error_code"] == "timeout", reply
     assert list(tmp_path.iterdir()) == []
-    left = [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
-    assert left == []
+    assert leftover_processes(str(tmp_path)) == []
 
 
 @pytest.mark.parametrize(
@@ -289,5 +287,4 @@ def test_stopping_the_agent_kills_its_worker_and_cleans_up(agent_file: Path, mod
     proc.communicate(timeout=30)
     assert proc.returncode == 128 + signal.SIGTERM
     assert list(tmp_path.iterdir()) == []
-    left = [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
-    assert left == []
+    assert leftover_processes(str(tmp_path)) == []

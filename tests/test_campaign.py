@@ -14,7 +14,7 @@ from typing import Any
 
 import onnxruntime
 import pytest
-from sshd_fixture import QUICK_MEASUREMENT, tiny_onnx
+from sshd_fixture import QUICK_MEASUREMENT, leftover_processes, tiny_onnx
 
 from profilers.campaign import BadReply, Board, MeasureJob, MeasureResult, parse_reply
 from profilers.connection import ConnectionLost
@@ -130,9 +130,7 @@ def test_hung_measurement_is_killed_and_the_workdir_left_clean(sshd_board, model
         assert (result.ok, result.error_code) == (False, "timeout"), result.error
         assert leftovers(workdir) == []
         assert_good(board.measure(make_job(models["small"])), make_job(models["small"]))  # board still usable
-    import psutil
-
-    assert [p for p in psutil.process_iter(["cmdline"]) if str(workdir) in " ".join(p.info["cmdline"] or [])] == []
+    assert leftover_processes(str(workdir)) == []
 
 
 def _reply(**changes: Any) -> dict:

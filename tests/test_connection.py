@@ -8,9 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
-from sshd_fixture import ed25519_pair
+from sshd_fixture import ed25519_pair, leftover_processes
 
 from profilers.connection import (
     CommandTimeout,
@@ -88,28 +87,13 @@ def test_bad_argv_is_refused_before_sending(ssh) -> None:
             ssh.run(argv, timeout=5)  # type: ignore[arg-type]
 
 
-def _processes_with(text: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if text in " ".join(proc.info["cmdline"] or []):
-            found.append(proc)
-    return found
-
-
-def _wait_gone(text: str, within_s: float = 10.0) -> list[psutil.Process]:
-    deadline = time.monotonic() + within_s
-    while _processes_with(text) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return _processes_with(text)
-
-
 def test_ssh_command_timeout_stops_the_command_and_keeps_the_link(ssh, tmp_path: Path) -> None:
     tag = f"sleeper-{tmp_path.name}"
     with pytest.raises(CommandTimeout, match="timed out after 0.5 s"):
         ssh.run([sys.executable, "-c", "import sys, time; time.sleep(3)", tag], timeout=0.5)
     assert ssh.run(["echo", "still here"], timeout=30).stdout == b"still here\n"
     # sshd honours the KILL signal request only for non-root logins; the short sleeper ends by itself
-    assert _wait_gone(tag, within_s=15.0) == []
+    assert leftover_processes(tag, within_s=15.0) == []
 
 
 def test_local_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
@@ -119,7 +103,7 @@ def test_local_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     with LocalConnection("here") as conn:
         with pytest.raises(CommandTimeout):
             conn.run([sys.executable, "-c", code], timeout=1.0)
-        assert _wait_gone(tag) == []
+        assert leftover_processes(tag) == []
         assert conn.run(["sh", "-c", "exit 4"], timeout=10).rc == 4
         assert conn.run(["/no/such/program"], timeout=10).rc == 127
 
@@ -167,6 +151,20 @@ def test_accept_new_records_the_key_then_strict_accepts_it(sshd_board, tmp_path:
     with open_connection(strict) as conn:
         assert conn.run(["true"], timeout=30).rc == 0
     assert len(known.read_text().splitlines()) == 1
+    other = tmp_path / "other_known_hosts"
+    other.write_text(f"# a comment\n[10.0.0.9]:22 {ed25519_pair(tmp_path / 'k9')}")  # no final newline
+    with open_connection(sshd_board.config(tmp_path / "w", known_hosts=str(other), host_key_policy="accept-new")):
+        pass
+    lines = other.read_text().splitlines()
+    assert lines[0] == "# a comment" and lines[1].startswith("[10.0.0.9]:22 ")  # existing entries kept intact
+    assert lines[2].split() == sshd_board.host_key_line.split()
+
+
+def test_corrupt_known_hosts_is_bad_input(sshd_board, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text("[127.0.0.1]:22 ssh-ed25519 AAAA-not-base64\n")
+    with pytest.raises(BadInput, match="known_hosts"):
+        open_connection(sshd_board.config(tmp_path / "w", known_hosts=str(known)))
 
 
 def test_wrong_client_key_and_closed_port(sshd_board, tmp_path: Path) -> None:
@@ -200,3 +198,11 @@ def test_a_command_killed_by_a_signal_is_not_a_lost_link(ssh) -> None:
     done = ssh.run([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"], timeout=30)
     assert done.rc != 0  # -1 (exit-signal, no status) or the shell's 137
     assert ssh.run(["echo", "ok"], timeout=30).stdout == b"ok\n"
+
+
+def test_the_link_uses_tcp_nodelay_and_keepalive(ssh) -> None:
+    import socket
+
+    sock = ssh._transport.sock  # the socket we opened and handed to paramiko
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0

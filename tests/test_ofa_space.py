@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from toolkit.errors import BadInput
 from toolkit.spaces import get_space
@@ -86,7 +88,7 @@ def test_sample_is_seeded(space: OFAMobileNetV3Space) -> None:
     EXAMPLE.replace("d=2-2-2-2-3", "d=2-2-2-5-3"), EXAMPLE.replace("d=2-2-2-2-3", "d=2-2-2-3"),
     EXAMPLE.replace("ks=7-5", "ks=9-5"), EXAMPLE.replace("e=6-4", "e=5-4"),
     EXAMPLE.replace("ks=7-5-5-5", "ks=7-5-5"), EXAMPLE.replace("r=", "res="),
-    EXAMPLE.replace("e=6-4", "e=six-4"), EXAMPLE + "; rm -rf /", "ks=7-5\n;e=6",
+    EXAMPLE.replace("e=6-4", "e=six-4"), EXAMPLE + "; rm -rf /", "ks=7-5\n;e=6", EXAMPLE.replace("r=204", "r=2 04"),
 ])
 def test_malformed_strings_give_one_line(space: OFAMobileNetV3Space, bad: str) -> None:
     with pytest.raises(BadInput) as err:
@@ -222,3 +224,39 @@ def test_latency_table(space: OFAMobileNetV3Space, data_dir: Path) -> None:
     assert bd.batch_size("help_ofa:v100_64") == 64
     with pytest.raises(BadInput):
         table.row("help_ofa:nonexistent")
+
+
+def _index_vectors() -> st.SearchStrategy[tuple[int, ...]]:
+    sizes = [len(d.choices) for d in get_space("ofa_mbv3").decisions]
+    return st.tuples(*[st.integers(0, n - 1) for n in sizes])
+
+
+@settings(max_examples=150, deadline=None)
+@given(idx=_index_vectors())
+def test_any_choice_vector_round_trips(idx: tuple[int, ...]) -> None:
+    space = get_space("ofa_mbv3")
+    arch = space.from_indices(list(idx))
+    assert space.canonical(arch) == arch
+    again = space.to_indices(arch)
+    assert space.from_indices(again) == arch
+    cfg = space.config(arch)
+    # a used slot keeps its choice; an unused one reads as the first choice
+    for s in range(5):
+        for b in range(4):
+            i = s * 4 + b
+            if b < cfg.d[s]:
+                assert again[i] == idx[i] and again[20 + i] == idx[20 + i]
+            else:
+                assert again[i] == 0 and again[20 + i] == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet="kser=d;-0123456789 x", max_size=120))
+def test_garbage_is_bad_input_or_parses(text: str) -> None:
+    space = get_space("ofa_mbv3")
+    try:
+        arch = space.canonical(text)
+    except BadInput as err:
+        assert "\n" not in str(err)
+    else:
+        assert space.canonical(arch) == arch

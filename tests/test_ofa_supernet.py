@@ -54,6 +54,10 @@ def test_extract_loads_strictly_and_agrees(space: OFAMobileNetV3Space, supernet:
     sub = supernet.subnet(archs[2]).eval()
     with torch.no_grad():
         assert torch.allclose(sub(x), outs[2], atol=1e-5, rtol=1e-5)
+    twin = OFASupernet(**supernet.config())
+    twin.load_state_dict(supernet.state_dict(), strict=True)
+    with torch.no_grad():
+        assert torch.equal(twin.eval()(x, archs[3]), outs[3])
 
 
 def test_weights_are_entangled(space: OFAMobileNetV3Space, supernet: OFASupernet) -> None:
@@ -78,19 +82,19 @@ def test_weights_are_entangled(space: OFAMobileNetV3Space, supernet: OFASupernet
 def test_training_lowers_the_loss_and_updates_only_the_used_slices(space: OFAMobileNetV3Space) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(2)
-    net = OFASupernet(num_classes=10)
+    net = OFASupernet(num_classes=10, width_mult=0.5)  # narrow, to keep the test quick
     images, labels = digits_dataset(16, n=48, seed=0)
     assert images.shape == (48, 3, 16, 16) and set(labels.tolist()) == set(range(10))
     arch = space.reference_archs()[1]
     e0 = space.config(arch).e[0]
-    h = hidden_width(24, e0)
+    h = hidden_width(net.stages[0][0].c_in, e0)
     bn = net.stages[0][0].expand_bn
     before_mean = bn.running_mean.clone()
     net.train()
     with torch.no_grad():
         loss0 = torch.nn.functional.cross_entropy(net(images, arch), labels).item()
-    losses = train_steps(net, images, labels, steps=6, batch_size=24, lr=0.05, seed=0, archs=[arch])
-    assert len(losses) == 6
+    losses = train_steps(net, images, labels, steps=10, batch_size=24, lr=0.05, seed=0, archs=[arch])
+    assert len(losses) == 10
     net.train()
     with torch.no_grad():
         loss1 = torch.nn.functional.cross_entropy(net(images, arch), labels).item()
@@ -109,7 +113,25 @@ def test_sandwich_training_runs_and_is_seeded(space: OFAMobileNetV3Space) -> Non
     runs = []
     for _ in range(2):
         torch.manual_seed(3)
-        runs.append(train_steps(OFASupernet(num_classes=10), images, labels, steps=1, batch_size=8, seed=4))
+        runs.append(train_steps(OFASupernet(num_classes=10, width_mult=0.5), images, labels, steps=1, batch_size=8, seed=4))
     assert runs[0] == pytest.approx(runs[1], rel=1e-5)
     with pytest.raises(BadInput):
         digits_dataset(4)
+
+
+def test_straight_through_one_hot_forward(space: OFAMobileNetV3Space, supernet: OFASupernet) -> None:
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    arch = space.sample(1, seed=21)[0]
+    onehot = torch.tensor(space.encode([arch])[0], requires_grad=True)
+    out = supernet(x, onehot)
+    with torch.no_grad():
+        assert torch.allclose(out, supernet(x, arch), atol=1e-6)
+    out.square().sum().backward()
+    cfg = space.config(arch)
+    touched = torch.flatten(torch.nonzero(onehot.grad)).tolist()
+    # the chosen kernel and expand entries of every active block, and each stage's chosen depth
+    assert len(touched) == 2 * sum(cfg.d) + len(cfg.d)
+    assert set(touched) <= set(torch.flatten(torch.nonzero(onehot.detach())).tolist())
+    assert supernet.extract(onehot.detach()).keys() == supernet.extract(arch).keys()
+    with pytest.raises(BadInput):
+        supernet(x, torch.zeros(7))

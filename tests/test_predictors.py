@@ -35,7 +35,9 @@ def table(data_dir: Path) -> benchdata.DeviceTable:
 @pytest.fixture(scope="module")
 def tiny(data_dir: Path, table: benchdata.DeviceTable, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("pred") / "tiny"
-    res = predictors.fit_predictor(data_dir, out, held_out=[HELD], config=TINY, seed=3, tables={"latency": table})
+    # a few table devices: HELP and Eagle only (the Raspberry Pi 5 is never seen)
+    held = [k for k in table.keys if not k.startswith(("help:", "eagle:"))]
+    res = predictors.fit_predictor(data_dir, out, held_out=held, config=TINY, seed=3, tables={"latency": table})
     return res
 
 
@@ -186,17 +188,18 @@ def test_shipped_predictor_ranks_a_table_device(metric: str, data_dir: Path, spa
     key = tab.keys[0]
     dev = device_from_table(data_dir, key, metric=metric, predictor=pred, table=tab)
     row = tab.row(key)
-    idx = np.flatnonzero(benchdata.connected_mask() & np.isfinite(row))[::11]
+    idx = np.flatnonzero(benchdata.connected_mask() & np.isfinite(row))[::37]
     got = dev.predict([space.arch_at(int(i)) for i in idx])
     assert spearmanr(got, row[idx])[0] > 0.8
 
 
 def test_leave_group_out_evaluation_reports_every_baseline(data_dir: Path, table) -> None:
-    res = predictors.evaluate_predictor(data_dir, folds=[["pixel6a"]], config=dict(TINY, epochs=1, per_device=32))
+    group = benchdata.hardware_group("help:gold_6240")
+    res = predictors.evaluate_predictor(data_dir, folds=[[group]], config=dict(TINY, epochs=1, per_device=32))
     devices = [e["device"] for e in res["rows"]]
-    assert devices and all(benchdata.hardware_group(d) == "pixel6a" for d in devices)
+    assert devices == ["help:gold_6240"]
     for e in res["rows"]:
-        assert benchdata.hardware_group(e["nearest_device"]) != "pixel6a"
+        assert benchdata.hardware_group(e["nearest_device"]) != group
         for method in ("predictor", "uncalibrated", "flops", "nearest"):
             assert -1 <= e[method]["spearman"] <= 1 and e[method]["n"] > 10000
         # calibration changes absolute error, never the ranking

@@ -1,7 +1,8 @@
 """ONNX -> TVM compile for this CPU and for aarch64 boards, checked against ONNX Runtime, and the board's TVM runtime.
 
 Compiles are slow (seconds each), so a module fixture builds three artifacts once: a one-cell NB201
-network and a tiny conv net for this CPU, and the tiny net for a Raspberry Pi 4 (cortex-a72).
+network (default ``parallel`` schedule) and a tiny conv net (``none``: TVM's plain loops) for this CPU,
+and the tiny net for a Raspberry Pi 4 (cortex-a72).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from exporters import EXPORTERS, ExportMismatch, get_exporter
 from exporters.result import read_sidecar, sha256_file
 from exporters.targets import host_arch, resolve_target
 from exporters.tvm import compile_tvm, onnx_input, verify_tvm
+from exporters.tvm_schedule import DEFAULT_SCHEDULE, SCHEDULES
 from profilers.board.runtimes import get_runtime
 from toolkit.errors import BadInput
 
@@ -77,15 +79,21 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             for name, make in (("nb201", _nb201_small), ("tiny", _tiny))}
     host = resolve_target(None, "x86") if host_arch() == "x86_64" else {"kind": "llvm"}
     out = {"root": root, "onnx": onnx, "host": {}}
-    for name, path in onnx.items():
-        out["host"][name] = compile_tvm(path, host, root / "host")
+    for (name, path), schedule in zip(onnx.items(), SCHEDULE_PER_MODEL.values()):
+        out["host"][name] = compile_tvm(path, host, root / "host", schedule=schedule)
     out["a72"] = compile_tvm(onnx["tiny"], resolve_target(None, "cortex-a72"), root / "a72", name="tiny-a72")
     return out
 
 
-@pytest.mark.parametrize("name", ["nb201", "tiny"])
-def test_host_build_matches_onnxruntime(built: dict[str, Any], name: str) -> None:
+# every registered schedule is compiled and checked once
+SCHEDULE_PER_MODEL = {"nb201": DEFAULT_SCHEDULE, "tiny": "none"}
+assert set(SCHEDULE_PER_MODEL.values()) == set(SCHEDULES)
+
+
+@pytest.mark.parametrize("name,schedule", sorted(SCHEDULE_PER_MODEL.items()))
+def test_host_build_matches_onnxruntime(built: dict[str, Any], name: str, schedule: str) -> None:
     result = built["host"][name]
+    assert result.meta["schedule"] == schedule
     assert result.path.suffix == ".so" and result.path.is_file()
     assert result.max_abs_diff is not None and result.max_abs_diff < 1e-4
     assert result.sha256 == sha256_file(result.path)
@@ -141,7 +149,8 @@ def test_without_cross_compiler_a_tar_of_aarch64_objects(built: dict[str, Any], 
     import exporters.tvm as tvm_exporter
 
     monkeypatch.setattr(tvm_exporter, "CROSS_COMPILERS", {"aarch64": "no-such-gcc-for-modnas"})
-    result = compile_tvm(built["onnx"]["tiny"], resolve_target(None, "cortex-a76"), tmp_path, name="tiny-a76")
+    result = compile_tvm(built["onnx"]["tiny"], resolve_target(None, "cortex-a76"), tmp_path, name="tiny-a76",
+                         schedule="none")
     assert result.path.suffix == ".tar" and result.meta["linked"] == "tar" and result.meta["cc"] is None
     with tarfile.open(result.path) as tar:
         objects = [m for m in tar.getmembers() if m.name.endswith(".o")]
@@ -187,6 +196,26 @@ def test_onnx_input_needs_one_static_input(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fmt", sorted(EXPORTERS))
 def test_exporter_registry_resolves_every_format(fmt: str) -> None:
     assert callable(get_exporter(fmt))
+
+
+def test_unknown_schedule_is_bad_input(built: dict[str, Any], tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="schedule"):
+        compile_tvm(built["onnx"]["tiny"], {"kind": "llvm"}, tmp_path, schedule="fastest")
+
+
+def test_parallel_schedule_is_faster_with_two_threads(built: dict[str, Any], tmp_path: Path) -> None:
+    """The default schedule must beat TVM's plain loops on the same model (it uses threads and vectors)."""
+    from profilers.board.timing import time_block
+
+    runtime = get_runtime("tvm")
+    fast = compile_tvm(built["onnx"]["tiny"], {"kind": "llvm"}, tmp_path, name="fast", schedule="parallel")
+    assert fast.max_abs_diff is not None and fast.max_abs_diff < 1e-4
+    medians = {}
+    for label, result in (("parallel", fast), ("none", built["host"]["tiny"])):
+        run_once = runtime.load(str(result.path), 2, [1, 3, 32, 32], dict(result.meta))
+        samples = sorted(time_block(run_once, 30, 0.2))
+        medians[label] = samples[len(samples) // 2]
+    assert medians["parallel"] < medians["none"]
 
 
 def test_unknown_format_is_bad_input() -> None:

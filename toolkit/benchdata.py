@@ -103,31 +103,34 @@ def connected_mask(codes: np.ndarray | None = None) -> np.ndarray:
 Loaded = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
-def _split(df: pd.DataFrame, key_col: str, value_col: str) -> Loaded:
+def _split(df: pd.DataFrame, by: list[str], value_col: str, key: Callable[[tuple], str]) -> Loaded:
     out: Loaded = {}
-    for key, part in df.groupby(key_col, sort=True):
-        out[str(key)] = (part["arch_index"].to_numpy(np.int64), part[value_col].to_numpy(np.float64))
+    for names, part in df.groupby(by, sort=True, observed=True):
+        names = names if isinstance(names, tuple) else (names,)
+        out[key(tuple(str(n) for n in names))] = (part["arch_index"].to_numpy(np.int64),
+                                                   part[value_col].to_numpy(np.float64))
     return out
 
 
-def _load_help(data_dir: Path, metric: str) -> tuple[Loaded, list[Path]]:
-    path = data_dir / "help" / "help_nb201_latency.csv.gz"
+_CAT = "category"
+
+
+def _load_long(path: Path, source: str, metric: str) -> tuple[Loaded, list[Path]]:
+    """HELP and Eagle: ``arch_index, arch_str, device, metric, unit, value``."""
     if not path.exists():
         return {}, []
-    df = pd.read_csv(path, usecols=["arch_index", "device", "metric", "value"])
+    df = pd.read_csv(path, usecols=["arch_index", "device", "metric", "value"],
+                     dtype={"device": _CAT, "metric": _CAT})
     df = df[df["metric"] == metric]
-    df = df.assign(key="help:" + df["device"].astype(str))
-    return _split(df, "key", "value"), [path]
+    return _split(df, ["device"], "value", lambda n: f"{source}:{n[0]}"), [path]
+
+
+def _load_help(data_dir: Path, metric: str) -> tuple[Loaded, list[Path]]:
+    return _load_long(data_dir / "help" / "help_nb201_latency.csv.gz", "help", metric)
 
 
 def _load_eagle(data_dir: Path, metric: str) -> tuple[Loaded, list[Path]]:
-    path = data_dir / "eagle_latbench" / "eagle_nb201_latency.csv.gz"
-    if not path.exists():
-        return {}, []
-    df = pd.read_csv(path, usecols=["arch_index", "device", "metric", "value"])
-    df = df[df["metric"] == metric]
-    df = df.assign(key="eagle:" + df["device"].astype(str))
-    return _split(df, "key", "value"), [path]
+    return _load_long(data_dir / "eagle_latbench" / "eagle_nb201_latency.csv.gz", "eagle", metric)
 
 
 def _load_hw360(data_dir: Path, metric: str) -> tuple[Loaded, list[Path]]:
@@ -135,11 +138,11 @@ def _load_hw360(data_dir: Path, metric: str) -> tuple[Loaded, list[Path]]:
     if not path.exists():
         return {}, []
     col = "lat_ms_median" if metric == "latency" else "energy_mj"
-    df = pd.read_csv(path, usecols=["arch_index", "device", "framework", "task", col, "status"])
+    df = pd.read_csv(path, usecols=["arch_index", "device", "framework", "task", col, "status"],
+                     dtype={"device": _CAT, "framework": _CAT, "task": _CAT, "status": _CAT})
     df = df[(df["status"] == "ok") & df[col].notna()]
-    dev = df["device"].astype(str).map(lambda d: _HW360_NAMES.get(d, d))
-    df = df.assign(key="hw_nas_bench_360:" + dev + ":" + df["framework"].astype(str) + "_" + df["task"].astype(str))
-    return _split(df, "key", col), [path]
+    return _split(df, ["device", "framework", "task"], col,
+                  lambda n: f"hw_nas_bench_360:{_HW360_NAMES.get(n[0], n[0])}:{n[1]}_{n[2]}"), [path]
 
 
 def _load_oneproxy(data_dir: Path, metric: str) -> tuple[Loaded, list[Path]]:
@@ -173,10 +176,12 @@ def _digest(files: list[Path]) -> str:
 
 def _same_as(row: np.ndarray, table: list[np.ndarray], keys: list[str]) -> str | None:
     """The key of an already loaded row equal to ``row`` wherever both are measured."""
-    have = np.isfinite(row)
+    have = np.flatnonzero(np.isfinite(row))
+    mine = row[have]
     for key, other in zip(keys, table):
-        both = have & np.isfinite(other)
-        if both.sum() >= 50 and np.allclose(row[both], other[both], rtol=1e-6, atol=1e-9):
+        theirs = other[have]
+        both = np.isfinite(theirs)
+        if both.sum() >= 50 and np.all(np.abs(mine[both] - theirs[both]) <= 1e-9 + 1e-6 * np.abs(theirs[both])):
             return key
     return None
 

@@ -30,12 +30,21 @@ def scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
             "mdape": float(np.median(ape) * 100), "within_10pct": float(np.mean(ape <= 0.10)), "n": int(len(p))}
 
 
-def make_folds(groups: list[str], folds: int | Sequence[Sequence[str]], seed: int) -> list[list[str]]:
+def make_folds(groups: list[str], folds: int | Sequence[Sequence[str]], seed: int,
+               embeddings: dict[str, np.ndarray] | None = None) -> list[list[str]]:
+    """Hardware groups per fold. With ``embeddings`` (group -> mean embedding) the groups are
+    ordered along the embeddings' first principal axis and dealt round-robin, so each fold
+    removes a spread of hardware kinds instead of, by chance, every GPU at once."""
     if not isinstance(folds, int):
         return [list(f) for f in folds]
     if folds < 1:
         raise BadInput(f"folds must be at least 1, got {folds}")
     order = [groups[i] for i in np.random.default_rng(seed).permutation(len(groups))]
+    if embeddings and all(g in embeddings for g in order):
+        x = np.vstack([embeddings[g] for g in order])
+        x = x - x.mean(axis=0)
+        axis = np.linalg.svd(x, full_matrices=False)[2][0] if len(order) > 1 else np.zeros(x.shape[1])
+        order = [order[i] for i in np.argsort(x @ axis, kind="stable")]
     return [order[i::folds] for i in range(min(folds, len(order)))]
 
 
@@ -48,8 +57,14 @@ def _calibrated(values: np.ndarray, ref_idx: list[int], refs: np.ndarray) -> np.
 
 def evaluate(data_dir: str | Path, metric: str = "latency", space: str = "nb201", seed: int = 0,
              folds: int | Sequence[Sequence[str]] = 6, config: Any = None,
-             max_folds: int | None = None, log: Any = None) -> dict[str, Any]:
-    """Per held-out device: scores of the calibrated predictor and of the baselines, plus means."""
+             max_folds: int | None = None, log: Any = None, n_extra: int = 0,
+             finetune_steps: int = 100) -> dict[str, Any]:
+    """Per held-out device: scores of the calibrated predictor and of the baselines, plus means.
+
+    With ``n_extra`` > 0, also the predictor calibrated on the references plus ``n_extra`` random
+    measured architectures (``calibrated_<n>``) and, in addition, fine-tuned on them
+    (``finetuned_<n>``); those architectures are then left out of the scores of these two.
+    """
     from toolkit import benchdata, predictors
     from toolkit.embedding import minmax
     from toolkit.spaces import get_space
@@ -60,11 +75,14 @@ def evaluate(data_dir: str | Path, metric: str = "latency", space: str = "nb201"
     refs = sp.reference_archs()
     ref_idx = [sp.index(r) for r in refs]
     raw_tables = {m: benchdata.load_table(data_dir, m) for m in {metric, *predictors._config(config, metric).donor_metrics}}
-    table = raw_tables[metric].connected_only()
+    conn = {m: t.connected_only() for m, t in raw_tables.items()}
+    table = conn[metric]
     gmap = benchdata.groups(table.keys)
     evaluable = {g for g, ks in gmap.items()
                  if any(np.all(np.isfinite(table.row(k)[ref_idx])) for k in ks)}
-    fold_groups = make_folds(sorted(evaluable), folds, seed)
+    group_emb = {g: np.mean([minmax(table.row(k)[ref_idx]) for k in gmap[g]
+                             if np.all(np.isfinite(table.row(k)[ref_idx]))], axis=0) for g in evaluable}
+    fold_groups = make_folds(sorted(evaluable), folds, seed, group_emb)
     if max_folds is not None:
         fold_groups = fold_groups[:max_folds]
     onehot = benchdata.nb201_onehot()
@@ -78,9 +96,11 @@ def evaluate(data_dir: str | Path, metric: str = "latency", space: str = "nb201"
         pool, devices, _ = predictors.training_devices(data_dir, space, metric, cfg, held_out=held,
                                                             tables=raw_tables)
         pred, _ = predictors.train(pool, devices, space, metric, cfg, seed)
-        # candidate neighbours: training devices of this metric measured on most of the space
-        nb_keys = [d.key for d in devices if d.metric == metric and len(d.rows) > 0.9 * 15284]
-        nb_emb = np.vstack([minmax(table.row(k)[ref_idx]) for k in nb_keys]) if nb_keys else np.zeros((0, len(refs)))
+        # candidate neighbours: training devices (donor metrics too) measured on most of the space
+        nb_keys = [d.key for d in devices if len(d.rows) > 0.9 * 15284 and not d.imputed]
+        nb_rows = {d.key: conn[d.metric].row(d.key if d.metric == metric else d.key.split(":", 1)[1])
+                   for d in devices if d.key in nb_keys}
+        nb_emb = np.vstack([minmax(nb_rows[k][ref_idx]) for k in nb_keys]) if nb_keys else np.zeros((0, len(refs)))
         for key in held_keys:
             row = table.row(key)
             r = row[ref_idx]
@@ -95,27 +115,65 @@ def evaluate(data_dir: str | Path, metric: str = "latency", space: str = "nb201"
             entry["flops"] = scores(_calibrated(flops, ref_idx, r), truth)
             if nb_keys:
                 j = int(np.argmin(np.sum((nb_emb - emb) ** 2, axis=1)))
-                nb_row = table.row(nb_keys[j])
+                nb_row = nb_rows[nb_keys[j]]
                 filled = np.where(np.isfinite(nb_row), nb_row, np.nanmedian(nb_row))
                 entry["nearest"] = scores(_calibrated(filled, ref_idx, r), truth)
                 entry["nearest_device"] = nb_keys[j]
+            if n_extra > 0:
+                _few_shot(entry, pred, sp, onehot, row, truth, ref_idx, n_extra, finetune_steps, seed)
             rows.append(entry)
             if log is not None:
                 log(f"fold {f} {key}: spearman {entry['predictor']['spearman']:.3f} "
                     f"mdape {entry['predictor']['mdape']:.1f}% within10 {entry['predictor']['within_10pct']:.2f}")
-    methods = ["predictor", "uncalibrated", "flops", "nearest"]
+    methods = [m for m, _ in _methods(n_extra)]
     mean = {m: {k: float(np.nanmean([e[m][k] for e in rows if m in e])) for k in
                 ("spearman", "kendall", "mdape", "within_10pct")} for m in methods if any(m in e for e in rows)}
+    by_group: dict[str, list[dict[str, Any]]] = {}
+    for e in rows:
+        by_group.setdefault(e["group"], []).append(e)
+    mean_by_group = {m: {k: float(np.nanmean([np.nanmean([e[m][k] for e in es]) for es in by_group.values()]))
+                         for k in ("spearman", "kendall", "mdape", "within_10pct")}
+                     for m in methods if all(m in e for e in rows) and rows}
     devices_out = [{"device": e["device"], **{k: e["predictor"][k] for k in ("spearman", "kendall", "mdape",
                                                                            "within_10pct")}} for e in rows]
     out = {"metric": metric, "space": space, "seed": seed, "folds": fold_groups, "config": cfg.model_dump(),
-           "devices": devices_out, "rows": rows, "mean": mean, "data_digest": table.digest}
+           "n_extra": n_extra,
+           "devices": devices_out, "rows": rows, "mean": mean, "mean_by_group": mean_by_group,
+           "data_digest": table.digest}
     out["markdown"] = markdown(out)
     return out
 
 
 METHODS = (("predictor", "predictor + calibration"), ("uncalibrated", "predictor, uncalibrated"),
            ("flops", "FLOPs + calibration"), ("nearest", "nearest training device + calibration"))
+
+
+def _methods(n_extra: int) -> list[tuple[str, str]]:
+    out = list(METHODS)
+    if n_extra > 0:
+        n = 10 + n_extra
+        out += [(f"calibrated_{n}", f"predictor + calibration on {n}"),
+                (f"finetuned_{n}", f"predictor fine-tuned + calibrated on {n}")]
+    return out
+
+
+def _few_shot(entry: dict[str, Any], pred: Any, sp: Any, onehot: np.ndarray, row: np.ndarray, truth: np.ndarray,
+              ref_idx: list[int], n_extra: int, steps: int, seed: int) -> None:
+    """Scores with ``n_extra`` more measured architectures: re-calibrated, and fine-tuned too."""
+    from toolkit.embedding import minmax
+
+    cand = np.flatnonzero(np.isfinite(truth))
+    pick = np.random.default_rng(seed).choice(cand, size=min(n_extra, len(cand)), replace=False)
+    fit_idx = list(ref_idx) + [int(i) for i in pick]
+    rest = truth.copy()
+    rest[pick] = np.nan
+    emb = minmax(row[ref_idx]).astype(np.float32)
+    n = len(fit_idx)
+    raw = np.exp(pred.predict_log_onehot(onehot, emb))
+    entry[f"calibrated_{n}"] = scores(_calibrated(raw, fit_idx, row[fit_idx]), rest)
+    tuned = pred.finetuned([sp.arch_at(i) for i in fit_idx], row[fit_idx], emb, steps=steps, seed=seed)
+    raw = np.exp(tuned.predict_log_onehot(onehot, emb))
+    entry[f"finetuned_{n}"] = scores(_calibrated(raw, fit_idx, row[fit_idx]), rest)
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -125,12 +183,16 @@ def markdown(res: dict[str, Any]) -> str:
             return "-"
         return f"{d['spearman']:.3f} / {d['kendall']:.3f} / {d['mdape']:.1f} / {100 * d['within_10pct']:.0f}%"
 
-    head = "| held-out device | fold | " + " | ".join(label for _, label in METHODS) + " |"
+    methods = _methods(int(res.get("n_extra", 0)))
+    head = "| held-out device | fold | " + " | ".join(label for _, label in methods) + " |"
     lines = [f"Leave-hardware-groups-out, metric {res['metric']}, {len(res['folds'])} folds, seed {res['seed']}; "
              "each cell: Spearman / Kendall / MdAPE % / within +-10 %; onboarding from the 10 reference values only.",
-             "", head, "|" + "---|" * (2 + len(METHODS))]
+             "", head, "|" + "---|" * (2 + len(methods))]
     for e in res["rows"]:
-        lines.append(f"| {e['device']} | {e['fold']} | " + " | ".join(cell(e.get(m)) for m, _ in METHODS) + " |")
+        lines.append(f"| {e['device']} | {e['fold']} | " + " | ".join(cell(e.get(m)) for m, _ in methods) + " |")
     lines.append(f"| **mean ({len(res['rows'])} devices)** | | "
-                 + " | ".join(f"**{cell(res['mean'].get(m))}**" for m, _ in METHODS) + " |")
+                 + " | ".join(f"**{cell(res['mean'].get(m))}**" for m, _ in methods) + " |")
+    n_groups = len({e["group"] for e in res["rows"]})
+    lines.append(f"| **mean over {n_groups} hardware groups** | | "
+                 + " | ".join(f"**{cell(res.get('mean_by_group', {}).get(m))}**" for m, _ in methods) + " |")
     return "\n".join(lines) + "\n"

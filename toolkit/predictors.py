@@ -220,7 +220,7 @@ def load_default(space: str = "nb201", metric: str = "latency") -> Predictor:
 ExtraSource = Mapping[str, Mapping[str, float]] | Callable[[], Mapping[str, Mapping[str, float]]]
 
 
-def _impute_refs(space: Any, onehot: np.ndarray, logv: np.ndarray, ref_onehot: np.ndarray) -> np.ndarray:
+def _impute_refs(onehot: np.ndarray, logv: np.ndarray, ref_onehot: np.ndarray) -> np.ndarray:
     """Log reference values from a ridge fit (one-hot + pairwise products) on the device's own data."""
     def feats(x: np.ndarray) -> np.ndarray:
         iu = np.triu_indices(x.shape[1], 1)
@@ -233,13 +233,13 @@ def _impute_refs(space: Any, onehot: np.ndarray, logv: np.ndarray, ref_onehot: n
 
 
 def _make_device(key: str, group: str, metric: str, rows: np.ndarray, values: np.ndarray, pool: np.ndarray,
-                 ref_rows: list[int | None], ref_values: list[float | None], space: Any,
-                 ref_onehot: np.ndarray) -> TrainDevice | None:
+                 ref_values: list[float | None], ref_onehot: np.ndarray) -> TrainDevice | None:
+    """Standardised targets; reference values a device lacks are imputed from its own data."""
     logv = np.log(values)
     logref = np.array([np.nan if v is None else np.log(v) for v in ref_values])
     miss = ~np.isfinite(logref)
     if miss.any():
-        logref[miss] = _impute_refs(space, pool[rows], logv, ref_onehot[miss])
+        logref[miss] = _impute_refs(pool[rows], logv, ref_onehot[miss])
     mu, sd = float(logref.mean()), float(logref.std())
     if sd < 1e-6:
         return None
@@ -285,8 +285,8 @@ def training_devices(data_dir: str | Path | None, space_name: str, metric: str, 
                     skipped[key] = f"only {len(rows)} measurements"
                     continue
                 rv = [None if not np.isfinite(row[i]) else float(row[i]) for i in ref_idx]
-                dev = _make_device(f"{key}" if m == metric else f"{m}:{key}", grp, m, rows, row[rows], pools[0],
-                                   ref_idx, rv, space, ref_onehot)
+                dev = _make_device(key if m == metric else f"{m}:{key}", grp, m, rows, row[rows], pools[0],
+                                   rv, ref_onehot)
                 if dev is None:
                     skipped[key] = "reference values have no spread"
                 else:
@@ -305,13 +305,15 @@ def training_devices(data_dir: str | Path | None, space_name: str, metric: str, 
         v = v[ok]
         canon = {a: x for a, x in zip(archs, v)}
         rv = [canon.get(space.canonical(r)) for r in refs]
+        if any(x is None for x in rv) and len(archs) < cfg.min_points:
+            skipped[f"store:{name}"] = "reference architectures not all measured"
+            continue
         onehot = space.encode(archs)
         rows = np.arange(n_pool, n_pool + len(archs))
         pools.append(onehot)
         n_pool += len(archs)
         full = np.vstack(pools)
-        dev = _make_device(f"store:{name}", f"store:{name}", metric, rows, v, full, [None] * len(refs), rv, space,
-                           ref_onehot)
+        dev = _make_device(f"store:{name}", f"store:{name}", metric, rows, v, full, rv, ref_onehot)
         if dev is None:
             skipped[f"store:{name}"] = "reference values have no spread"
         else:
@@ -397,7 +399,8 @@ def train(pool: np.ndarray, devices: list[TrainDevice], space_name: str, metric:
         if epoch >= cfg.epochs - 5:
             last.append(epoch_loss / len(r))
     net.eval()
-    logs = np.log(np.vstack([d.refs for d in devices]))
+    own = [d for d in devices if d.metric == metric] or devices  # donors of other metrics set no scale
+    logs = np.log(np.vstack([d.refs for d in own]))
     meta = {
         "format_version": FORMAT_VERSION,
         "space": space_name,
@@ -434,7 +437,7 @@ def fit_predictor(data_dir: str | Path | None, out_path: str | Path | None = Non
         "data_digest": record["digest"],
         "metrics": metrics,
         "rebuild": f"modnas predictor fit --data DIR --metric {metric} --space {space} --seed {seed}"
-                   + (" --out PATH" if out_path is None else f" --out {Path(out_path).name}"),
+                   + (" --out PATH" if out_path is None else f" --out {_paths(out_path)[0].name}"),
     })
     path = str(pred.save(out_path)) if out_path is not None else None
     return {"path": path, "devices": [d.key for d in devices], "metrics": metrics, "predictor": pred}

@@ -167,7 +167,8 @@ def run_job(job_path: str) -> dict:
             raise JobError("missing_artifact", "artifact %s is not on the board" % job["artifact"])
         found = sha256_file(job["artifact"])
         if found != job["sha256"]:
-            raise JobError("hash_mismatch", "artifact sha256 is %s, the job expects %s" % (found[:12], job["sha256"][:12]))
+            raise JobError("hash_mismatch",
+                           "artifact sha256 is %s, the job expects %s" % (found[:12], job["sha256"][:12]))
         tmp = tempfile.mkdtemp(prefix="job-", dir=job.get("workdir"))
         worker_job = os.path.join(tmp, "job.json")
         _write_json_atomic(worker_job, job)

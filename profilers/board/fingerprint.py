@@ -43,7 +43,8 @@ def cpufreq(root: str) -> List[dict]:
     """Per CPU: governor and current/min/max frequency in kHz from the cpufreq sysfs (empty when absent)."""
     base = os.path.join(root, "sys/devices/system/cpu")
     rows = []
-    for path in sorted(glob.glob(os.path.join(base, "cpu[0-9]*")), key=lambda p: int(re.sub(r"\D", "", os.path.basename(p)))):
+    cpus = glob.glob(os.path.join(base, "cpu[0-9]*"))
+    for path in sorted(cpus, key=lambda p: int(re.sub(r"\D", "", os.path.basename(p)))):
         freq = os.path.join(path, "cpufreq")
         if not os.path.isdir(freq):
             continue

@@ -13,11 +13,11 @@ import torch
 from toolkit.errors import BadInput
 from toolkit.search.costs import LinearCost, as_cost_model, linear_costs_from_table
 from toolkit.search.ddp import init_from_env
-from toolkit.search.run import SearchConfig, append_metrics, save_tensors, shipped_surrogate_dir
+from toolkit.search.run import SearchConfig, append_metrics, make_config, save_tensors, shipped_surrogate_dir
 
 
 def resolve_devices(names: list[str], data_dir: str | Path | None = None, store: Any = None,
-                    metric: str = "latency", allow_standin: bool = True) -> tuple[list[Any], str]:
+                    metric: str = "latency", allow_standin: bool = True, table: Any = None) -> tuple[list[Any], str]:
     """Cost models for device names: ``source:device`` keys of the benchmark tables or store names,
     through ``toolkit.prediction`` (shipped predictor + calibration). When no predictor is shipped,
     table devices fall back to the log-linear stand-in fitted to their column (said in the result).
@@ -30,7 +30,6 @@ def resolve_devices(names: list[str], data_dir: str | Path | None = None, store:
         have_predictor = False
     if have_predictor:
         out: list[Any] = []
-        table = None
         for name in names:
             if ":" in name and data_dir is not None:
                 if table is None:
@@ -45,7 +44,7 @@ def resolve_devices(names: list[str], data_dir: str | Path | None = None, store:
         return out, "DeviceCost (shipped predictor, calibrated on the reference measurements)"
     if not allow_standin or data_dir is None or not all(":" in n for n in names):
         raise BadInput(f"no shipped {metric} predictor: only benchmark-table devices (with --data) can be searched")
-    return (linear_costs_from_table(data_dir, names, metric),
+    return (linear_costs_from_table(data_dir, names, metric, table=table),
             "stand-in: log-linear cost model fitted per table column (toolkit.search.costs.LinearCost)")
 
 
@@ -68,7 +67,7 @@ def _surrogate(cfg: SearchConfig, run_dir: Path) -> Any:
 
 
 def run_search(devices: list[Any], objectives: list[str] | tuple[str, ...] = ("error", "latency"),
-               accuracy: str = "benchmark", data_dir: str | Path | None = None, epochs: int = 20,
+               accuracy: str = "benchmark", data_dir: str | Path | None = None, epochs: int | None = None,
                out: str | Path = "run", seed: int = 0, energy_devices: list[Any] | None = None,
                cost_source: str | None = None, plots: bool = True, **overrides: Any) -> dict[str, Any]:
     """One MODNAS search over ``devices`` (DeviceCost-like latency models; ``energy_devices`` in the
@@ -82,9 +81,11 @@ def run_search(devices: list[Any], objectives: list[str] | tuple[str, ...] = ("e
     names = [m.name for m in lat]
     if len(set(names)) != len(names):
         raise BadInput("device names must be distinct")
-    cfg = SearchConfig(objectives=list(objectives), accuracy=accuracy,  # type: ignore[arg-type]
-                       data_dir=None if data_dir is None else str(data_dir), epochs=epochs, seed=seed,
-                       devices=names, cost_source=cost_source or "DeviceCost", **overrides)
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    cfg = make_config(dict(objectives=list(objectives), accuracy=accuracy,
+                           data_dir=None if data_dir is None else str(data_dir), seed=seed,
+                           devices=names, cost_source=cost_source or "DeviceCost", **overrides))
     costs = [{"latency": m} for m in lat]
     if "energy" in cfg.objectives:
         if energy_devices is None or len(energy_devices) != len(devices):
@@ -142,7 +143,19 @@ def run_search(devices: list[Any], objectives: list[str] | tuple[str, ...] = ("e
     ctx.barrier()
     ctx.close()
     return {"run": str(run_dir), "devices": names, "objectives": list(cfg.objectives), "epochs": cfg.epochs,
-            "seconds": seconds}
+            "seconds": seconds, "hypernet_sha256": params_digest(trainer.hypernet), "rank": ctx.rank,
+            "world_size": ctx.world}
+
+
+def params_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of the parameters' bytes: equal digests mean bit-identical weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _plots(run_dir: Path, history: list[dict[str, Any]], lat: list[Any], costs: list[dict[str, Any]],
@@ -160,9 +173,9 @@ def _plots(run_dir: Path, history: list[dict[str, Any]], lat: list[Any], costs: 
     plot_fronts(fronts, run_dir / "fronts.png")
 
 
-def search(config: SearchConfig | dict[str, Any], out: str | Path, store: Any = None) -> Path:
+def search(config: SearchConfig | dict[str, Any], out: str | Path = "modnas-run", store: Any = None) -> Path:
     """``search(config) -> run dir``: resolve the config's devices by name, then ``run_search``."""
-    cfg = config if isinstance(config, SearchConfig) else SearchConfig.model_validate(config)
+    cfg = config if isinstance(config, SearchConfig) else make_config(dict(config))
     if not cfg.devices:
         raise BadInput("the search config names no devices")
     lat, source = resolve_devices(cfg.devices, cfg.data_dir, store, "latency")
@@ -175,4 +188,4 @@ def search(config: SearchConfig | dict[str, Any], out: str | Path, store: Any = 
     return Path(result["run"])
 
 
-__all__ = ["resolve_devices", "run_search", "search"]
+__all__ = ["params_digest", "resolve_devices", "run_search", "search"]

@@ -120,6 +120,7 @@ class Trainer:
         self.params = [p for p in self.hypernet.parameters() if p.requires_grad]
         self.h_opt = torch.optim.Adam(self.params, lr=cfg.h_lr, betas=(0.5, 0.999), weight_decay=cfg.h_weight_decay)
         self.sampler = get_sampler(cfg.sampler)
+        self.logit_shape = (self.hypernet.n_decisions, self.hypernet.n_choices)
         self.emb = torch.tensor(np.stack([d.embedding for d in devices]), dtype=torch.float32)
         self.surrogate = surrogate
         if surrogate is not None:
@@ -135,18 +136,11 @@ class Trainer:
                                          weight_decay=cfg.w_weight_decay, nesterov=False)
 
     # -- one hypernetwork step ---------------------------------------------------------------
-    def _h_step(self, loss_fn: Callable[[int, np.random.Generator], tuple[torch.Tensor, list[float]]],
-                epoch: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _apply_mgd(self, rows: dict[int, torch.Tensor], stats: dict[int, torch.Tensor]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Gather per-device gradients from every rank, MGD-combine, take an Adam step on H."""
         n = len(self.devices)
         sizes = [p.numel() for p in self.params]
-        rows: dict[int, torch.Tensor] = {}
-        stats: dict[int, torch.Tensor] = {}
-        for t in self.ctx.shard(n):
-            loss, terms = loss_fn(t, _rng(self.cfg.seed, epoch, step, t, 1))
-            grads = torch.autograd.grad(loss, self.params, allow_unused=True)
-            rows[t] = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
-                                 for g, p in zip(grads, self.params)])
-            stats[t] = torch.tensor([float(loss.detach())] + terms)
         grads_all = self.ctx.gather_rows(rows, n, sum(sizes))
         info = self.ctx.gather_rows(stats, n, 1 + len(self.objectives))
         direction, gamma = mgd_combine(grads_all, max_iter=self.cfg.mgd_max_iter, tol=self.cfg.mgd_tol)
@@ -158,17 +152,55 @@ class Trainer:
         self.h_opt.step()
         return info[:, 0].numpy(), info[:, 1:].numpy(), gamma
 
-    def _benchmark_loss(self, t: int, rng: np.random.Generator) -> tuple[torch.Tensor, list[float]]:
-        p = self.cfg.prefs_per_step
-        r = torch.tensor(draw_preferences(rng, len(self.objectives), p), dtype=torch.float32)
-        logits = self.hypernet(r, self.emb[t].expand(p, -1))
-        onehot = self.sampler(logits, _gen(rng)).reshape(p, -1)
+    def _flat(self, grads: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
+        return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                          for g, p in zip(grads, self.params)])
+
+    def _h_step(self, loss_fn: Callable[[int, np.random.Generator], tuple[torch.Tensor, list[float]]],
+                epoch: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows: dict[int, torch.Tensor] = {}
+        stats: dict[int, torch.Tensor] = {}
+        for t in self.ctx.shard(len(self.devices)):
+            loss, terms = loss_fn(t, _rng(self.cfg.seed, epoch, step, t, 1))
+            rows[t] = self._flat(torch.autograd.grad(loss, self.params, allow_unused=True))
+            stats[t] = torch.tensor([float(loss.detach())] + terms)
+        return self._apply_mgd(rows, stats)
+
+    def _h_step_benchmark(self, epoch: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All of this rank's devices in one forward pass; per-device gradients by a batched
+        backward (one vector-Jacobian product per device)."""
+        local = self.ctx.shard(len(self.devices))
+        if not local:
+            return self._apply_mgd({}, {})
+        p, m = self.cfg.prefs_per_step, len(self.objectives)
+        rngs = [_rng(self.cfg.seed, epoch, step, t, 1) for t in local]
+        r = torch.tensor(np.stack([draw_preferences(g, m, p) for g in rngs]), dtype=torch.float32)  # [L, P, M]
+        d = self.emb[local].repeat_interleave(p, dim=0)
+        logits = self.hypernet(r.reshape(-1, m), d)                          # [L*P, n, k]
+        # gradient w.r.t. the logits in one backward (each row belongs to one device) ...
+        leaf = logits.detach().requires_grad_(True)
+        per_dev = leaf.reshape(len(local), p, *self.logit_shape)
+        onehot = torch.cat([self.sampler(per_dev[k], _gen(g)).reshape(p, -1) for k, g in enumerate(rngs)])
         lo, hi = self.err_range
-        terms = [(self.surrogate.error(onehot) - lo) / (hi - lo)]
-        terms += self.devices[t].cost_terms(onehot, self.cost_objectives)
-        objs = torch.stack(terms, dim=1)
-        loss = (r * objs).sum(dim=1).mean()
-        return loss, [float(v) for v in objs.detach().mean(dim=0)]
+        err = ((self.surrogate.error(onehot) - lo) / (hi - lo)).reshape(len(local), p)
+        terms = [err]
+        for obj in self.cost_objectives:
+            terms.append(torch.stack([self.devices[t].cost_terms(onehot[k * p:(k + 1) * p], [obj])[0]
+                                      for k, t in enumerate(local)]))
+        objs = torch.stack(terms, dim=-1)                     # [L, P, M]
+        losses = (r * objs).sum(dim=-1).mean(dim=-1)          # [L]
+        (g_logits,) = torch.autograd.grad(losses.sum(), leaf)
+        # ... then one vector-Jacobian product of the hypernetwork per device (rows masked)
+        mask = torch.eye(len(local)).repeat_interleave(p, dim=1)             # [L, L*P]
+        batched = mask[:, :, None, None] * g_logits.unsqueeze(0)
+        grads = torch.autograd.grad(logits, self.params, grad_outputs=batched, is_grads_batched=True,
+                                    allow_unused=True)
+        flat = torch.cat([(g if g is not None else torch.zeros(len(local), *prm.shape)).reshape(len(local), -1)
+                          for g, prm in zip(grads, self.params)], dim=1)
+        means = objs.detach().mean(dim=1)
+        rows = {t: flat[k] for k, t in enumerate(local)}
+        stats = {t: torch.cat([losses[k].detach().reshape(1), means[k]]) for k, t in enumerate(local)}
+        return self._apply_mgd(rows, stats)
 
     def _supernet_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Callable[[int, np.random.Generator], tuple[torch.Tensor, list[float]]]:
         x, y = batch
@@ -230,7 +262,7 @@ class Trainer:
             losses, terms, gammas, w_losses = [], [], [], []
             if self.supernet is None:
                 for step in range(cfg.steps_per_epoch):
-                    loss, term, gamma = self._h_step(self._benchmark_loss, epoch, step)
+                    loss, term, gamma = self._h_step_benchmark(epoch, step)
                     losses.append(loss), terms.append(term), gammas.append(gamma.max())
             else:
                 self.supernet.train()

@@ -5,6 +5,8 @@ first ``d`` blocks of each stage, the centre ``k x k`` of each depthwise kernel 
 ``hidden`` channels of each expanded layer (BN statistics and SE weights sliced alike).
 :meth:`OFASupernet.extract` copies those slices into a state dict that loads strictly into the
 standalone :class:`toolkit.spaces.ofa_net.OFAMobileNetV3` of the same architecture.
+``forward(x, arch)`` takes a string, an ``OFAConfig`` or a flat (straight-through) one-hot laid out
+as ``space.encode``, like the NB201 supernet's, so a sampler's output can drive it.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from torch import nn
 
 from toolkit.errors import BadInput
 from toolkit.spaces.ofa_mbv3 import (
-    DEFAULT_WIDTH_MULT, EXPANDS, KERNELS, N_STAGES, SLOTS, STAGE_HSWISH, STAGE_SE, STAGE_STRIDES,
+    DEFAULT_WIDTH_MULT, DEPTHS, EXPANDS, KERNELS, N_STAGES, SLOTS, STAGE_HSWISH, STAGE_SE, STAGE_STRIDES,
     OFAConfig, OFAMobileNetV3Space, hidden_width, make_divisible, widths,
 )
 from toolkit.spaces.ofa_net import ConvBNAct, FirstBlock, Head
@@ -66,7 +68,8 @@ class DynamicMBConv(nn.Module):
         lo = (MAX_KERNEL - kernel) // 2
         return self.dw_conv.weight[:, :, lo:lo + kernel, lo:lo + kernel]
 
-    def forward(self, x: torch.Tensor, kernel: int, expand: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kernel: int, expand: int, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """``scale`` (a scalar, 1 in value when straight-through) multiplies the block's own branch."""
         h = hidden_width(self.c_in, expand)
         y = self.act(_bn(F.conv2d(x, self.expand_conv.weight[:h]), self.expand_bn, h))
         y = F.conv2d(y, self.dw_weight(kernel)[:h], stride=self.stride, padding=kernel // 2, groups=h)
@@ -77,6 +80,8 @@ class DynamicMBConv(nn.Module):
             s = F.relu(F.conv2d(s, self.se_reduce.weight[:m, :h], self.se_reduce.bias[:m]))
             y = y * F.hardsigmoid(F.conv2d(s, self.se_expand.weight[:h, :m], self.se_expand.bias[:h]))
         y = _bn(F.conv2d(y, self.project_conv.weight[:, :h]), self.project_bn, self.c_out)
+        if scale is not None:
+            y = y * scale
         return x + y if self.residual else y
 
     def sub_state(self, kernel: int, expand: int) -> dict[str, torch.Tensor]:
@@ -103,7 +108,7 @@ class OFASupernet(nn.Module):
     def __init__(self, num_classes: int = 1000, width_mult: float = DEFAULT_WIDTH_MULT, dropout: float = 0.0) -> None:
         super().__init__()
         self.space = OFAMobileNetV3Space()
-        self.width_mult = width_mult
+        self.num_classes, self.width_mult, self.dropout = num_classes, width_mult, dropout
         w = widths(width_mult)
         self.stem = ConvBNAct(3, w.stem, 3, stride=2, act=nn.Hardswish())
         self.first = FirstBlock(w.stem)
@@ -117,8 +122,47 @@ class OFASupernet(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.head = Head(c, w.final, w.mix, num_classes, dropout)
 
-    def _cfg(self, arch: str | OFAConfig) -> OFAConfig:
-        return arch if isinstance(arch, OFAConfig) else self.space.config(arch)
+    def config(self) -> dict[str, Any]:
+        """The keyword arguments that rebuild this supernet (to store beside its weights)."""
+        return {"num_classes": self.num_classes, "width_mult": self.width_mult, "dropout": self.dropout}
+
+    def _cfg(self, arch: str | OFAConfig | torch.Tensor) -> OFAConfig:
+        if isinstance(arch, OFAConfig):
+            return arch
+        if isinstance(arch, torch.Tensor):
+            return self.space.config(self.space.from_indices(self._choices(arch)))
+        return self.space.config(arch)
+
+    def _choices(self, onehot: torch.Tensor) -> list[int]:
+        """Arg-max per decision of a flat one-hot ``[onehot_dim]`` laid out as ``space.encode``."""
+        flat = onehot.reshape(-1)
+        if flat.numel() != self.space.onehot_dim:
+            raise BadInput(f"ofa_mbv3 one-hot needs {self.space.onehot_dim} entries, got {flat.numel()}")
+        out, off = [], 0
+        for d in self.space.decisions:
+            out.append(int(flat[off:off + len(d.choices)].detach().argmax()))
+            off += len(d.choices)
+        return out
+
+    def _forward_onehot(self, x: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        """Straight-through forward: each active block's branch is scaled by the weights of its chosen
+        kernel and expand ratio, each stage's output by its chosen depth's weight (1 in value for an
+        exact one-hot), so the loss has a gradient with respect to those entries. The resolution
+        entry has no effect here (the input size is the caller's)."""
+        flat = onehot.reshape(-1)
+        idx = self._choices(flat)
+        offsets = np.cumsum([0] + [len(d.choices) for d in self.space.decisions]).tolist()
+        m = N_STAGES * SLOTS
+        w = lambda k: flat[offsets[k] + idx[k]]  # noqa: E731  the chosen entry of decision k
+        x = self.first(self.stem(x))
+        for s in range(N_STAGES):
+            depth = DEPTHS[idx[2 * m + s]]
+            for b in range(depth):
+                slot = s * SLOTS + b
+                block = self.stages[s][b]
+                x = block(x, KERNELS[idx[slot]], EXPANDS[idx[m + slot]], scale=w(slot) * w(m + slot))
+            x = x * w(2 * m + s)
+        return self.head(x)
 
     def _active(self, cfg: OFAConfig) -> list[tuple[DynamicMBConv, int, int]]:
         out, i = [], 0
@@ -128,13 +172,16 @@ class OFASupernet(nn.Module):
                 i += 1
         return out
 
-    def forward(self, x: torch.Tensor, arch: str | OFAConfig) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, arch: str | OFAConfig | torch.Tensor) -> torch.Tensor:
+        """Logits of subnet ``arch``: a string, an :class:`OFAConfig`, or a (straight-through) one-hot."""
+        if isinstance(arch, torch.Tensor):
+            return self._forward_onehot(x, arch)
         x = self.first(self.stem(x))
         for block, k, e in self._active(self._cfg(arch)):
             x = block(x, k, e)
         return self.head(x)
 
-    def extract(self, arch: str | OFAConfig) -> dict[str, torch.Tensor]:
+    def extract(self, arch: str | OFAConfig | torch.Tensor) -> dict[str, torch.Tensor]:
         """Copies of the subnet's weights, loadable strictly into ``space.build(arch)``."""
         cfg = self._cfg(arch)
         state: dict[str, torch.Tensor] = {}
@@ -146,26 +193,42 @@ class OFASupernet(nn.Module):
                 state[f"blocks.{j}.{key}"] = value
         return {key: value.detach().clone().contiguous() for key, value in state.items()}
 
-    def subnet(self, arch: str | OFAConfig) -> nn.Module:
+    def subnet(self, arch: str | OFAConfig | torch.Tensor) -> nn.Module:
         """The standalone network of ``arch`` carrying the supernet's weights."""
         from toolkit.spaces.ofa_net import OFAMobileNetV3
 
         cfg = self._cfg(arch)
-        net = OFAMobileNetV3(cfg, num_classes=self.head.classifier.out_features, width_mult=self.width_mult)
+        net = OFAMobileNetV3(cfg, num_classes=self.num_classes, width_mult=self.width_mult, dropout=self.dropout)
         net.load_state_dict(self.extract(cfg), strict=True)
         return net
 
 
 # -- a little training on real images -----------------------------------------------------------
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 digits as ([n, 64] pixels 0..16, [n] labels), read from scikit-learn's data file
+    directly (importing ``sklearn.datasets`` takes seconds); ``load_digits`` when the file moved."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is not None and spec.origin:
+        path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            table = np.loadtxt(path, delimiter=",")
+            return table[:, :-1], table[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return np.asarray(data.data), np.asarray(data.target, dtype=np.int64)
+
+
 def digits_dataset(resolution: int = 32, n: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's 8x8 handwritten digits, upsampled to ``resolution`` and repeated on 3 channels."""
     if resolution < 8:
         raise BadInput(f"digits need a resolution of at least 8, got {resolution}")
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    images = torch.tensor(data.images, dtype=torch.float32) / 16.0
-    labels = torch.tensor(data.target, dtype=torch.long)
+    pixels, targets = _digits_arrays()
+    images = torch.tensor(pixels.reshape(-1, 8, 8), dtype=torch.float32) / 16.0
+    labels = torch.tensor(targets, dtype=torch.long)
     order = torch.from_numpy(np.random.default_rng(seed).permutation(len(labels)))
     if n is not None:
         order = order[:n]

@@ -36,15 +36,17 @@ def preference_grid(n_objectives: int, count: int) -> np.ndarray:
 def _devices_terms(run: Run, costs: dict[str, Any], archs: list[str]) -> dict[str, np.ndarray]:
     out = {"error": run.predict_error(archs)}
     for obj in run.objectives[1:]:
+        if obj not in costs:
+            continue
         out[COST_OBJECTIVES[obj]] = np.asarray(costs[obj].predict(archs), dtype=np.float64)
     return out
 
 
-def _costs_for(run: Run, device_cost: Any, energy_cost: Any = None) -> dict[str, Any]:
+def _costs_for(run: Run, device_cost: Any, energy_cost: Any = None, require_all: bool = True) -> dict[str, Any]:
     costs = {"latency": as_cost_model(device_cost)} if device_cost is not None else {}
     if energy_cost is not None:
         costs["energy"] = as_cost_model(energy_cost)
-    missing = [o for o in run.objectives[1:] if o not in costs]
+    missing = [o for o in run.objectives[1:] if o not in costs] if require_all else []
     if missing:
         raise BadInput(f"the run optimises {', '.join(missing)}: give a cost model for it")
     return costs
@@ -89,17 +91,19 @@ def resolve_margin(device_cost: Any, margin: float | None) -> float:
 
 
 def select(run: Run, device_cost: Any, budget_ms: float, margin: float | None = None,
-           preferences: int = 24, dense: int = 201, margin_ms: float = 0.0) -> dict[str, Any]:
+           preferences: int = 24, dense: int = 201, margin_ms: float = 0.0,
+           energy_cost: Any = None) -> dict[str, Any]:
     """The architecture with the highest predicted accuracy whose predicted latency meets the budget
     with a safety margin: ``latency * (1 + margin) + margin_ms <= budget_ms``. Candidates: the run's
-    read-out at ``preferences`` plus a denser grid of ``dense`` preferences."""
+    read-out at ``preferences`` plus a denser grid of ``dense`` preferences. ``margin`` is relative
+    (default: the device's calibration margin, else 5 %); ``margin_ms`` an absolute extra."""
     if not budget_ms > 0:
         raise BadInput(f"budget must be a positive number of ms, got {budget_ms}")
     if "latency" not in run.objectives:
         raise BadInput("this run does not optimise latency; select needs a latency objective")
     model = as_cost_model(device_cost)
     m = resolve_margin(model, margin)
-    costs = _costs_for(run, model)
+    costs = _costs_for(run, model, energy_cost, require_all=False)
     archs_a, prefs_a = candidates(run, model.embedding, preferences)
     archs_b, prefs_b = candidates(run, model.embedding, dense)
     pool = dict(zip(archs_a, prefs_a))

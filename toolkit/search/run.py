@@ -33,14 +33,14 @@ class SearchConfig(BaseModel):
     surrogate_dir: str | None = None     # a fitted accuracy surrogate; default: the shipped one
     epochs: int = Field(20, ge=1)
     steps_per_epoch: int = Field(50, ge=1)      # benchmark mode
-    prefs_per_step: int = Field(8, ge=1)        # preferences per device per step (benchmark mode)
+    prefs_per_step: int = Field(16, ge=1)       # preferences per device per step (benchmark mode)
     batch_size: int = Field(64, ge=2)
     max_images: int | None = None
     seed: int = 0
     sampler: Literal["reinmax", "gdas"] = "reinmax"
     hypernet: str = "mlp"
     hypernet_kwargs: dict[str, int | float] = Field(default_factory=lambda: {"hidden": 64})
-    h_lr: float = 3e-3
+    h_lr: float = 1e-2
     h_weight_decay: float = 0.0
     w_lr: float = 0.025
     w_lr_min: float = 0.001
@@ -66,6 +66,19 @@ class SearchConfig(BaseModel):
         if len(set(v)) != len(v):
             raise BadInput("objectives must not repeat")
         return v
+
+
+def make_config(data: dict[str, Any]) -> SearchConfig:
+    """Validate a run configuration; a bad field is a one-line ``BadInput`` naming it."""
+    from pydantic import ValidationError
+
+    try:
+        return SearchConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ())) or "config"
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        raise BadInput(f"search config {where}: {msg}") from None
 
 
 def default_run_path() -> Path:
@@ -215,4 +228,4 @@ def load_run(path: str | Path | None = None) -> Run:
 
 
 __all__ = ["COST_OBJECTIVES", "Run", "SearchConfig", "append_metrics", "default_run_path", "load_run",
-           "extract_subnet_weights", "read_metrics", "save_tensors", "shipped_surrogate_dir"]
+           "extract_subnet_weights", "make_config", "read_metrics", "save_tensors", "shipped_surrogate_dir"]

@@ -49,7 +49,7 @@ REFERENCE_ARCHS: tuple[str, ...] = (
     "ks=3-3-7-7-7-7-7-7-5-7-3-3-3-5-5-3-3-7-3-3;e=3-3-4-6-6-6-4-3-6-3-3-3-3-3-6-3-6-6-3-3;d=4-4-3-4-2;r=200",
 )
 
-_FIELD = re.compile(r"^\s*([a-z]+)\s*=\s*([0-9\-\s]*)$")
+_FIELD = re.compile(r"^\s*([a-z]+)\s*=\s*([0-9\-]*)\s*$")
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -179,7 +179,7 @@ class OFAMobileNetV3Space(Space):
             m = _FIELD.match(part)
             if not m:
                 raise BadInput(f"{where}: expected 'ks=...;e=...;d=...;r=...', got part {part.strip()!r}")
-            key, value = m.group(1), m.group(2).replace(" ", "")
+            key, value = m.group(1), m.group(2)
             if key not in ("ks", "e", "d", "r"):
                 raise BadInput(f"{where}: unknown field {key!r} (known: ks, e, d, r)")
             if key in fields:
