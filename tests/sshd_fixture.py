@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -138,12 +139,10 @@ class SSHDBoard:
         return [p.pid for p in reversed(children)]
 
 
-@pytest.fixture(scope="session")
-def sshd_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHDBoard]:
-    """A private `/usr/sbin/sshd` on a free loopback port, stopped by PID at session end."""
-    if not os.path.exists(SSHD):
-        pytest.skip("openssh-server is not installed (apt-get install openssh-server)")
-    root = tmp_path_factory.mktemp("sshd")
+@contextmanager
+def loopback_sshd(root: Path) -> Iterator[SSHDBoard]:
+    """A private `/usr/sbin/sshd` on a free loopback port under ``root``, stopped by PID on exit."""
+    root.mkdir(parents=True, exist_ok=True)
     host_public = ed25519_pair(root / "host_ed25519")
     client_public = ed25519_pair(root / "client_ed25519")
     (root / "authorized_keys").write_text(client_public + "\n")
@@ -167,7 +166,7 @@ def sshd_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHDBoard]:
         _stop(proc)
         proc = None
     if proc is None:
-        pytest.fail(f"sshd did not start: {log_path.read_text()[-500:]}")
+        raise RuntimeError(f"sshd did not start: {log_path.read_text()[-500:]}")
     host_key_line = f"[127.0.0.1]:{port} {host_public}"
     (root / "known_hosts").write_text(host_key_line + "\n")
     board = SSHDBoard(
@@ -187,20 +186,13 @@ def sshd_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHDBoard]:
         _stop(proc)
 
 
-def leftover_processes(text: str, within_s: float = 10.0) -> list[str]:
-    """Command lines of processes mentioning `text` still alive after up to `within_s` seconds."""
-    import psutil
-
-    deadline = time.monotonic() + within_s
-    while True:
-        found = []
-        for proc in psutil.process_iter(["cmdline", "status"]):
-            cmdline = " ".join(proc.info["cmdline"] or [])
-            if text in cmdline and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                found.append(f"{proc.pid}: {cmdline[:200]}")
-        if not found or time.monotonic() >= deadline:
-            return found
-        time.sleep(0.05)
+@pytest.fixture(scope="session")
+def sshd_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHDBoard]:
+    """The loopback sshd board shared by the whole test session."""
+    if not os.path.exists(SSHD):
+        pytest.skip("openssh-server is not installed (apt-get install openssh-server)")
+    with loopback_sshd(tmp_path_factory.mktemp("sshd")) as board:
+        yield board
 
 
 def _tiny_net(channels: int, depth: int) -> Any:

@@ -71,12 +71,13 @@ def open_board(cfg: DeviceConfig) -> Any:
     return Board(cfg)
 
 
-def fingerprint_device(cfg: DeviceConfig, store: Store) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Connect, fingerprint the board and probe its runtimes and energy sensor."""
+def fingerprint_device(cfg: DeviceConfig, store: Store,
+                       runtimes: list[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Connect, fingerprint the board and probe its runtimes (default: all) and energy sensor."""
     with open_board(cfg) as board:
         board.prepare()
         fingerprint = board.fingerprint()
-        probe = board.probe(energy_dict(cfg))
+        probe = board.probe(energy_dict(cfg), runtimes=runtimes)
     store.upsert_device(cfg.name, cfg.model_dump(mode="json"))
     store.add_fingerprint(cfg.name, fingerprint)
     return fingerprint, probe

@@ -35,7 +35,7 @@ def onboard(cfg: DeviceConfig, store: Store, space: Space, extra: int = 0, seed:
     """Doctor, profile the references (and ``extra`` random architectures), embedding and calibration."""
     if extra < 0:
         raise BadInput(f"--extra must not be negative, got {extra}")
-    fingerprint, probe = fingerprint_device(cfg, store)
+    fingerprint, probe = fingerprint_device(cfg, store, runtimes=[cfg.runtime])
     runtime = cfg.runtime
     if not probe.get("runtimes", {}).get(runtime, {}).get("available", True):
         raise BoardError(f"board {cfg.name}: runtime {runtime} is not usable there: "
