@@ -151,7 +151,7 @@ def _flatten(value: Any) -> list[Any]:
 
 def tune_tvm(onnx_path: str | Path, target: dict[str, Any], out_dir: str | Path, *, trials: int,
              runner: str | dict[str, Any] = "local", work_dir: str | Path | None = None,
-             name: str | None = None) -> ExportResult:
+             name: str | None = None, builder_timeout_s: float = 120.0) -> ExportResult:
     """MetaSchedule-tuned build (slow: minutes per few dozen trials; never run in tests or CI).
 
     ``trials`` is the global trial budget. ``runner="local"`` measures candidates on this machine (only
@@ -159,6 +159,8 @@ def tune_tvm(onnx_path: str | Path, target: dict[str, Any], out_dir: str | Path,
     measures them on a board registered with a TVM RPC tracker (``python -m tvm.exec.rpc_server
     --tracker=h:p --key=k`` on the board), candidates linked with the cross compiler. Tuning logs go
     to ``work_dir`` (default ``out_dir/<name>-tuning``) and are reused by a later call.
+    ``builder_timeout_s`` bounds each candidate's build: MetaSchedule's 30 s default is too short on a
+    loaded 2-core host (every build worker imports TVM first), and timed-out candidates count as failed.
     """
     import onnx
     import tvm
@@ -174,7 +176,6 @@ def tune_tvm(onnx_path: str | Path, target: dict[str, Any], out_dir: str | Path,
     out.mkdir(parents=True, exist_ok=True)
     logs = Path(work_dir) if work_dir else out / f"{stem}-tuning"
     ms_runner: Any
-    builder: Any = "local"
     cc = cross_compiler(target)
     if runner == "local":
         if not runs_here(target):
@@ -184,12 +185,12 @@ def tune_tvm(onnx_path: str | Path, target: dict[str, Any], out_dir: str | Path,
         config = ms.runner.RPCConfig(tracker_host=str(runner["tracker_host"]), tracker_port=int(runner["tracker_port"]),
                                      tracker_key=str(runner["tracker_key"]), session_timeout_sec=int(runner.get("timeout_s", 60)))
         ms_runner = ms.runner.RPCRunner(rpc_config=config)
-        if not runs_here(target):
-            if not cc:
-                raise NotAvailable(f"tuning for {target_arch(target)} needs its cross compiler here")
-            builder = ms.builder.LocalBuilder(f_export=_exporter_with(cc))
+        if not runs_here(target) and not cc:
+            raise NotAvailable(f"tuning for {target_arch(target)} needs its cross compiler here")
     else:
         raise BadInput("runner: expected 'local' or {tracker_host, tracker_port, tracker_key}")
+    builder = ms.builder.LocalBuilder(timeout_sec=float(builder_timeout_s),
+                                      f_export=_exporter_with(cc) if cc else None)
     input_name, input_shape = onnx_input(onnx_path)
     mod = from_onnx(onnx.load(str(onnx_path)), shape_dict={input_name: input_shape}, dtype_dict="float32")
     tvm_target = tvm.target.Target(target)

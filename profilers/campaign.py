@@ -324,6 +324,15 @@ class Board:
         args = ["probe", "--energy", json.dumps(settings, sort_keys=True), *self._runtime_args(runtimes)]
         return self._agent_json(args, "probe failed")
 
+    def _check_link(self, cause: BaseException) -> None:
+        """After a command timed out: ConnectionLost unless a trivial command still answers promptly."""
+        try:
+            done = self.connection.run([self.python, "-c", "pass"], timeout=min(self.command_timeout, 15.0))
+        except BoardError as exc:
+            raise ConnectionLost(f"board {self.name}: connection lost: no answer after a timeout ({exc})") from None
+        if done.rc != 0:
+            raise ConnectionLost(f"board {self.name}: connection lost: {self.python} no longer runs after {cause}")
+
     def artifact_path(self, job: MeasureJob) -> str:
         return f"{self.workdir}/artifacts/{job.sha256}{job.suffix}"
 
@@ -348,6 +357,7 @@ class Board:
         except ConnectionLost:
             raise
         except BoardError as exc:
+            self._check_link(exc)  # a link that stopped answering is the board's failure, not this model's
             return failed("upload_failed", str(exc))
         payload = {
             "artifact": remote,
@@ -361,20 +371,30 @@ class Board:
             "meta": job.meta,
             "workdir": self.workdir,
         }
-        try:
-            done = self.connection.run(
-                [self.python, agent, "run", "-"],
-                timeout=job.timeout_s + _REPLY_GRACE_S,
-                stdin=json.dumps(payload).encode(),
-            )
-        except CommandTimeout as exc:
-            return failed("timeout", str(exc))
-        try:
-            reply = parse_reply(done.stdout, job)
-        except BadReply as exc:
-            tail = _last_line(done.stderr)
-            detail = f"{exc} (exit status {done.rc}{'; ' + tail if tail else ''})"
-            return failed("bad_reply", detail)
+        for attempt in (1, 2):
+            try:
+                done = self.connection.run(
+                    [self.python, agent, "run", "-"],
+                    timeout=job.timeout_s + _REPLY_GRACE_S,
+                    stdin=json.dumps(payload).encode(),
+                )
+            except CommandTimeout as exc:
+                self._check_link(exc)  # an agent that does not answer at all may mean the link is gone
+                return failed("timeout", str(exc))
+            try:
+                reply = parse_reply(done.stdout, job)
+            except BadReply as exc:
+                tail = _last_line(done.stderr)
+                detail = f"{exc} (exit status {done.rc}{'; ' + tail if tail else ''})"
+                return failed("bad_reply", detail)
+            if reply["ok"] or reply["error_code"] != "hash_mismatch" or attempt == 2:
+                break
+            try:  # the copy on the board was changed since it was uploaded: upload it again, once
+                self.connection.put(job.artifact, remote)
+            except ConnectionLost:
+                raise
+            except BoardError as exc:
+                return failed("upload_failed", f"re-upload after hash_mismatch: {exc}")
         if not reply["ok"]:
             return failed(reply["error_code"], reply["error"] or reply["error_code"], reply["agent_seconds"],
                           reply["runtime_version"])

@@ -275,7 +275,8 @@ class SSHConnection(_Base):
             raise BoardError(f"{self.label}: cannot connect: {exc}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle + delayed-ACK stalls per command
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # a board that vanishes is noticed mid-command
-        for option, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+        for option, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3),
+                              ("TCP_USER_TIMEOUT", 60_000)):  # unacked data (our 15 s keepalives) past 60 s: lost
             if hasattr(socket, option):
                 sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
         sock.settimeout(None)  # paramiko's transport thread does its own polling

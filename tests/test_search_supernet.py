@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from toolkit.search.costs import LinearCost

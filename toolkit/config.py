@@ -78,6 +78,7 @@ class DeviceConfig(Strict):
     key_file: str | None = None
     known_hosts: str = "~/.ssh/known_hosts"
     host_key_policy: Literal["strict", "accept-new"] = "strict"
+    connect_timeout: float = Field(10.0, gt=0, le=600)
     python: str = "python3"
     workdir: str = "/tmp/modnas"
     runtime: Literal["onnxruntime", "tvm", "tensorrt"] = "onnxruntime"

@@ -56,7 +56,7 @@ def _calibrated(values: np.ndarray, ref_idx: list[int], refs: np.ndarray) -> np.
 
 
 def evaluate(data_dir: str | Path, metric: str = "latency", space: str = "nb201", seed: int = 0,
-             folds: int | Sequence[Sequence[str]] = 6, config: Any = None,
+             folds: int | Sequence[Sequence[str]] = 4, config: Any = None,
              max_folds: int | None = None, log: Any = None, n_extra: int = 0,
              finetune_steps: int = 100) -> dict[str, Any]:
     """Per held-out device: scores of the calibrated predictor and of the baselines, plus means.

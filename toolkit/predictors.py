@@ -452,7 +452,7 @@ def _config(config: PredictorConfig | Mapping[str, Any] | None, metric: str) -> 
 
 
 def evaluate_predictor(data_dir: str | Path, metric: str = "latency", space: str = "nb201", seed: int = 0,
-                       folds: int | Sequence[Sequence[str]] = 6, **kwargs: Any) -> dict[str, Any]:
+                       folds: int | Sequence[Sequence[str]] = 4, **kwargs: Any) -> dict[str, Any]:
     """Leave-hardware-groups-out evaluation; see :func:`toolkit.predictor_eval.evaluate`."""
     from toolkit.predictor_eval import evaluate
 

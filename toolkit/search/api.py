@@ -13,7 +13,8 @@ import torch
 from toolkit.errors import BadInput
 from toolkit.search.costs import LinearCost, as_cost_model, linear_costs_from_table
 from toolkit.search.ddp import init_from_env
-from toolkit.search.run import SearchConfig, append_metrics, make_config, save_tensors, shipped_surrogate_dir
+from toolkit.search.run import (SearchConfig, append_metrics, image_source, make_config, save_tensors,
+                                shipped_surrogate_dir)
 
 
 def resolve_devices(names: list[str], data_dir: str | Path | None = None, store: Any = None,
@@ -112,7 +113,7 @@ def run_search(devices: list[Any], objectives: list[str] | tuple[str, ...] = ("e
     else:
         from toolkit.datasets import load_images
 
-        images = load_images(cfg.data_dir or "digits", max_images=cfg.max_images, seed=cfg.seed)
+        images = load_images(image_source(cfg), max_images=cfg.max_images, seed=cfg.seed)
     trainer = Trainer(cfg, sdevs, ctx, surrogate=surrogate, images=images)
     history = trainer.train(on_epoch=(lambda row: append_metrics(run_dir / "metrics.jsonl", row))
                             if ctx.is_main else None)
@@ -140,11 +141,14 @@ def run_search(devices: list[Any], objectives: list[str] | tuple[str, ...] = ("e
         (run_dir / "config.json").write_text(json.dumps(meta, indent=2))
         if plots:
             _plots(run_dir, history, lat, costs, cfg)
+    result = {"run": str(run_dir), "devices": names, "objectives": list(cfg.objectives), "epochs": cfg.epochs,
+              "seconds": seconds, "hypernet_sha256": params_digest(trainer.hypernet), "rank": ctx.rank,
+              "world_size": ctx.world}
+    if ctx.is_main:
+        (run_dir / "result.json").write_text(json.dumps(result, indent=2))
     ctx.barrier()
     ctx.close()
-    return {"run": str(run_dir), "devices": names, "objectives": list(cfg.objectives), "epochs": cfg.epochs,
-            "seconds": seconds, "hypernet_sha256": params_digest(trainer.hypernet), "rank": ctx.rank,
-            "world_size": ctx.world}
+    return result
 
 
 def params_digest(module: torch.nn.Module) -> str:

@@ -63,15 +63,55 @@ def candidates(run: Run, embedding: np.ndarray, preferences: int) -> tuple[list[
     return keys, prefs[[seen[a] for a in keys]]
 
 
-def pareto(run: Run, device_cost: Any, preferences: int = 24, energy_cost: Any = None) -> list[dict[str, Any]]:
-    """The non-dominated read-out for a device (seen in training or not), sorted by latency."""
+def neighbours(arch: str) -> list[str]:
+    """Every architecture one decision away (NB201: 6 edges x 4 other ops)."""
+    from toolkit.spaces import get_space
+
+    space = get_space("nb201")
+    idx = space.to_indices(arch)
+    out = []
+    for pos, cur in enumerate(idx):
+        for op in range(len(space.decisions[pos].choices)):
+            if op != cur:
+                out.append(space.from_indices(idx[:pos] + [op] + idx[pos + 1:]))
+    return out
+
+
+def refine(run: Run, costs: dict[str, Any], archs: list[str], rounds: int) -> list[str]:
+    """Local refinement of a read-out with the same predictors (no training): ``rounds`` times, add
+    the one-edit neighbours of the current predicted front and keep the predicted front."""
+    pool = list(dict.fromkeys(archs))
+    frontier = pool
+    for _ in range(rounds):
+        seen = set(pool)
+        new = list(dict.fromkeys(n for a in frontier for n in neighbours(a) if n not in seen))
+        if not new:
+            break
+        pool += new
+        terms = _devices_terms(run, costs, pool)
+        mask = nondominated_mask(np.stack(list(terms.values()), axis=1))
+        pool = [a for a, m in zip(pool, mask) if m]
+        fresh = set(new)
+        frontier = [a for a in pool if a in fresh]
+    return pool
+
+
+def pareto(run: Run, device_cost: Any, preferences: int = 24, energy_cost: Any = None,
+           refine_rounds: int = 0) -> list[dict[str, Any]]:
+    """The non-dominated read-out for a device (seen in training or not), sorted by latency.
+    ``refine_rounds`` > 0 adds a local refinement with the predictors (rows it adds carry
+    ``preference: null``)."""
     costs = _costs_for(run, device_cost, energy_cost)
     first = next(iter(costs.values()))
     archs, prefs = candidates(run, first.embedding, preferences)
+    if refine_rounds > 0:
+        pref_of = dict(zip(archs, prefs))
+        archs = refine(run, costs, archs, refine_rounds)
+        prefs = np.array([pref_of.get(a, np.full(len(run.objectives), np.nan)) for a in archs])
     terms = _devices_terms(run, costs, archs)
     keys = list(terms)
     mask = nondominated_mask(np.stack([terms[k] for k in keys], axis=1))
-    rows = [{"preference": [float(v) for v in prefs[i]], "arch": archs[i],
+    rows = [{"preference": None if np.isnan(prefs[i]).any() else [float(v) for v in prefs[i]], "arch": archs[i],
              "predicted": {k: float(terms[k][i]) for k in keys}} for i in np.flatnonzero(mask)]
     sort_key = keys[1] if len(keys) > 1 else keys[0]
     return sorted(rows, key=lambda row: row["predicted"][sort_key])
@@ -92,11 +132,13 @@ def resolve_margin(device_cost: Any, margin: float | None) -> float:
 
 def select(run: Run, device_cost: Any, budget_ms: float, margin: float | None = None,
            preferences: int = 24, dense: int = 201, margin_ms: float = 0.0,
-           energy_cost: Any = None) -> dict[str, Any]:
+           energy_cost: Any = None, refine_rounds: int | None = None) -> dict[str, Any]:
     """The architecture with the highest predicted accuracy whose predicted latency meets the budget
     with a safety margin: ``latency * (1 + margin) + margin_ms <= budget_ms``. Candidates: the run's
     read-out at ``preferences`` plus a denser grid of ``dense`` preferences. ``margin`` is relative
-    (default: the device's calibration margin, else 5 %); ``margin_ms`` an absolute extra."""
+    (default: the device's calibration margin, else 5 %); ``margin_ms`` an absolute extra.
+    ``refine_rounds`` (default 2 with an accuracy surrogate, 0 in supernet mode, where each error
+    costs a supernet evaluation) adds one-edit neighbours of the candidates' predicted front."""
     if not budget_ms > 0:
         raise BadInput(f"budget must be a positive number of ms, got {budget_ms}")
     if "latency" not in run.objectives:
@@ -110,6 +152,9 @@ def select(run: Run, device_cost: Any, budget_ms: float, margin: float | None = 
     for a, p in zip(archs_b, prefs_b):
         pool.setdefault(a, p)
     archs = list(pool)
+    rounds = refine_rounds if refine_rounds is not None else (2 if run.surrogate is not None else 0)
+    if rounds > 0:
+        archs = list(dict.fromkeys(archs + refine(run, costs, archs, rounds)))
     terms = _devices_terms(run, costs, archs)
     lat = terms["latency_ms"]
     ok = lat * (1.0 + m) + margin_ms <= budget_ms
@@ -120,7 +165,8 @@ def select(run: Run, device_cost: Any, budget_ms: float, margin: float | None = 
     best = idx[np.lexsort((lat[idx], terms["error"][idx]))[0]]
     return {"arch": archs[best], "predicted": {k: float(v[best]) for k, v in terms.items()}, "margin": m,
             "margin_ms": float(margin_ms), "budget_ms": float(budget_ms),
-            "preference": [float(v) for v in pool[archs[best]]]}
+            "preference": ([float(v) for v in pool[archs[best]]] if archs[best] in pool else None)}
 
 
-__all__ = ["DEFAULT_MARGIN", "candidates", "pareto", "preference_grid", "resolve_margin", "select"]
+__all__ = ["DEFAULT_MARGIN", "candidates", "neighbours", "pareto", "preference_grid", "refine", "resolve_margin",
+           "select"]

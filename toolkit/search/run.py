@@ -25,6 +25,7 @@ class SearchConfig(BaseModel):
     objectives: list[str] = Field(default_factory=lambda: ["error", "latency"])
     accuracy: Literal["benchmark", "supernet"] = "benchmark"
     data_dir: str | None = None          # tables (benchmark) or images / "digits" (supernet)
+    image_dir: str | None = None         # supernet mode: images when data_dir holds the tables
     accuracy_column: str = "cifar10_test_200ep"
     # benchmark mode: the error term is min-max scaled between the smallest predicted error and this
     # quantile of the predicted errors over the space (the maximum is chance level, 90 %, which would
@@ -66,6 +67,16 @@ class SearchConfig(BaseModel):
         if len(set(v)) != len(v):
             raise BadInput("objectives must not repeat")
         return v
+
+
+def image_source(cfg: SearchConfig) -> str:
+    """Where supernet mode reads images: ``image_dir``, else ``data_dir``, else the digits."""
+    if cfg.image_dir:
+        return cfg.image_dir
+    if cfg.data_dir and (Path(cfg.data_dir) / "combined" / "nb201_wide.csv.gz").exists():
+        raise BadInput("supernet mode needs images: data_dir holds the benchmark tables; set image_dir "
+                       "(an .npz, an ImageFolder, a CIFAR-10 folder or 'digits')")
+    return cfg.data_dir or "digits"
 
 
 def make_config(data: dict[str, Any]) -> SearchConfig:
@@ -168,7 +179,7 @@ class Run:
         if self._val is None:
             from toolkit.datasets import load_images, split_three
 
-            data = load_images(self.config.data_dir or "digits", max_images=self.config.max_images,
+            data = load_images(image_source(self.config), max_images=self.config.max_images,
                                seed=self.config.seed)
             self._val = split_three(data, self.config.seed)[2]
         out = []
@@ -228,4 +239,4 @@ def load_run(path: str | Path | None = None) -> Run:
 
 
 __all__ = ["COST_OBJECTIVES", "Run", "SearchConfig", "append_metrics", "default_run_path", "load_run",
-           "extract_subnet_weights", "make_config", "read_metrics", "save_tensors", "shipped_surrogate_dir"]
+           "extract_subnet_weights", "image_source", "make_config", "read_metrics", "save_tensors", "shipped_surrogate_dir"]
