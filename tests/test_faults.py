@@ -306,15 +306,15 @@ os.execv(real[0], real)
 def test_board_that_lies_about_its_samples(sshd_board, modnas_home, tmp_path, capsys) -> None:
     liar = _script(tmp_path / "liar-python", LIAR.format(python=sys.executable))
     dev = sshd_board.device_yaml(tmp_path, name="loop-liar", python=str(liar))
-    code, doc, err = run_cli(capsys, "profile", str(dev), "--archs", str(arch_file(tmp_path, ARCHS[:1])),
+    code, doc, err = run_cli(capsys, "profile", str(dev), "--archs", str(arch_file(tmp_path, ARCHS)),
                              "--json", "--quiet")
-    assert code == 0, err
-    assert doc["measured"] == []
-    (failure,) = doc["failed"]
-    assert failure["error"].startswith("bad_reply:") and "fewer than min_runs=5" in failure["error"]
+    line = one_line(err)
+    assert code == 3 and doc is None
+    assert "loop-liar" in line and "bad_reply" in line and "fewer than min_runs=5" in line
     store = Store(modnas_home / "modnas.db")
     assert store.values("loop-liar", "nb201") == {}  # nothing half-written
-    assert [x["error_code"] for x in store.failures("loop-liar")] == ["bad_reply"]
+    assert [x["error_code"] for x in store.failures("loop-liar")] == ["bad_reply"]  # stopped at the first lie
+    assert store.campaigns("loop-liar")[-1]["status"] == "lost"
 
 
 # -- 5. artifacts are checked by hash on the board -----------------------------------------------------
@@ -354,3 +354,127 @@ def test_local_artifact_changed_after_hashing_is_refused(sshd_board, tmp_path) -
         result = board.measure(job)
         assert not result.ok and result.error_code == "hash_mismatch"
         assert not Path(board.artifact_path(job)).exists()  # never uploaded, never run
+
+
+# -- 4. bad input everywhere: one line, exit 2, nothing half-written ---------------------------------------
+def _store_rows(home: Path) -> dict[str, int]:
+    import sqlite3
+
+    db = home / "modnas.db"
+    if not db.exists():
+        return {}
+    with sqlite3.connect(db) as conn:
+        return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                for t in ("devices", "measurements", "failures", "campaigns")}
+
+
+def test_bad_device_and_architecture_input(modnas_home, tmp_path, capsys) -> None:
+    good_arch = arch_file(tmp_path, ARCHS[:1], "good.txt")
+    cases = {
+        "malformed.yaml": ("name: [unclosed\n", "malformed YAML"),
+        "list.yaml": ("- a\n- b\n", "expected a mapping"),
+        "unknown.yaml": ("name: d\nhost: 127.0.0.1\ncolour: red\n", "'colour'"),
+        "noname.yaml": ("host: 127.0.0.1\n", "'name'"),
+        "port.yaml": ("name: d\nhost: 127.0.0.1\nport: 70000\n", "port"),
+        "binary.yaml": (None, "device file"),
+        "measure.yaml": ("name: d\nmeasurement: {repeats: 0}\n", "measurement.repeats"),
+    }
+    for name, (text, expect) in cases.items():
+        path = tmp_path / name
+        if text is None:
+            path.write_bytes(b"\xff\xfe\x00garbage")
+        else:
+            path.write_text(text)
+        code, doc, err = run_cli(capsys, "profile", str(path), "--archs", str(good_arch), "--json")
+        line = one_line(err)
+        assert code == 2 and doc is None and expect in line, (name, line)
+    code, _, err = run_cli(capsys, "profile", str(tmp_path / "missing.yaml"), "--json")
+    assert code == 2 and "no such device file" in one_line(err)
+    dev = tmp_path / "ok.yaml"
+    dev.write_text("name: ok\nhost: 127.0.0.1\nport: 1\n")
+    for spec, expect in (("random:0", "random:N"), ("random:x", "random:N"), (str(tmp_path / "nope.txt"), "nope.txt"),
+                         (str(arch_file(tmp_path, ["# only a comment"], "empty.txt")), "no architectures"),
+                         (str(arch_file(tmp_path, [ARCHS[0], "|bogus~0|+|"], "bad.txt")), "bad.txt:2")):
+        code, _, err = run_cli(capsys, "profile", str(dev), "--archs", spec, "--json")
+        assert code == 2 and expect in one_line(err), (spec, err)
+    binary = tmp_path / "bin.txt"
+    binary.write_bytes(b"\xff\xfe\xfa\x00")
+    code, _, err = run_cli(capsys, "profile", str(dev), "--archs", str(binary), "--json")
+    assert code == 2 and "bin.txt" in one_line(err)
+    code, _, err = run_cli(capsys, "export", "|nor_conv_3x3~0|+|", "--out", str(tmp_path / "ex"), "--json")
+    assert code == 2 and one_line(err)
+    code, _, err = run_cli(capsys, "export", "ks=3;e=3;d=2;r=9", "--space", "ofa_mbv3", "--out", str(tmp_path / "ex"))
+    assert code == 2 and one_line(err)
+    assert _store_rows(modnas_home).get("devices", 0) == 0 and _store_rows(modnas_home).get("measurements", 0) == 0
+
+
+def test_bad_csv_imports(modnas_home, tmp_path, capsys) -> None:
+    refs = get_space("nb201").reference_archs()
+    cases = {
+        "empty.csv": (b"", "empty file"),
+        "header.csv": (b"arch,latency\nx,1\n", "header"),
+        "binary.csv": (b"\xff\xfe\x00\x01\x02", "UTF-8"),
+        "allbad.csv": (b"arch,value\n|bogus|,1\n" + refs[0].encode() + b",-1\n" + refs[1].encode() + b",nan\n",
+                       "nothing to import"),
+    }
+    for name, (data, expect) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        code, doc, err = run_cli(capsys, "import", str(path), "--device", "imp", "--json")
+        assert code == 2 and doc is None and expect in one_line(err), (name, err)
+    code, _, err = run_cli(capsys, "import", str(tmp_path / "none.csv"), "--device", "imp", "--json")
+    assert code == 2 and "no such file" in one_line(err)
+    code, _, err = run_cli(capsys, "import", str(tmp_path / "empty.csv"), "--device", "bad name;x", "--json")
+    assert code == 2 and "device name" in one_line(err)
+    assert _store_rows(modnas_home).get("measurements", 0) == 0
+    # a mixed file keeps the good rows and names every bad line
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("arch,value\n" + "".join(f"{a},{1 + k}\n" for k, a in enumerate(refs)) + "|x|,3\n" +
+                     f"{refs[0]},0\n{refs[1]},1,2\n")
+    code, doc, err = run_cli(capsys, "import", str(mixed), "--device", "imp", "--json")
+    assert code == 0, err
+    assert doc["imported"] == len(refs) and [r["line"] for r in doc["rejected"]] == [12, 13, 14]
+    assert len(Store(modnas_home / "modnas.db").values("imp", "nb201")) == len(refs)
+
+
+def test_bad_data_and_run_directories(modnas_home, tmp_path, capsys) -> None:
+    from toolkit.search.run import default_run_path
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for argv in (["predictor", "eval", "--data", str(tmp_path / "missing")], ["predictor", "eval", "--data", str(afile)],
+                 ["predictor", "eval", "--data", str(empty)], ["predictor", "fit", "--data", str(empty)],
+                 ["search", "--data", str(empty), "--out", str(tmp_path / "r")]):
+        code, _, err = run_cli(capsys, *argv, "--json")
+        assert code == 2 and one_line(err), argv
+    # a device with an embedding, from imported reference measurements
+    refs = get_space("nb201").reference_archs()
+    csv_path = tmp_path / "refs.csv"
+    csv_path.write_text("arch,value\n" + "".join(f"{a},{1 + 0.1 * k}\n" for k, a in enumerate(refs)))
+    assert run_cli(capsys, "import", str(csv_path), "--device", "imp", "--json")[0] == 0
+    shipped = default_run_path()
+    bad_json = tmp_path / "run_json"
+    shutil.copytree(shipped, bad_json)
+    (bad_json / "config.json").write_text("{not json")
+    not_run = tmp_path / "run_list"
+    shutil.copytree(shipped, not_run)
+    (not_run / "config.json").write_text("[1, 2]")
+    truncated = tmp_path / "run_trunc"
+    shutil.copytree(shipped, truncated)
+    tensors = truncated / "hypernet.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:-100])
+    header = tmp_path / "run_header"
+    shutil.copytree(shipped, header)
+    (header / "hypernet.safetensors").write_bytes(b"\xff" * 8)
+    cases = [(tmp_path / "missing-run", "missing-run"), (afile, "afile"), (empty, "config.json"),
+             (bad_json, "not JSON"), (not_run, "config.json"), (truncated, "hypernet.safetensors"),
+             (header, "hypernet.safetensors")]
+    for run_dir, expect in cases:
+        for argv in (["pareto", "--device", "imp"], ["select", "--device", "imp", "--budget-ms", "5"],
+                     ["export", ARCHS[0], "--out", str(tmp_path / "ex")]):
+            code, doc, err = run_cli(capsys, *argv, "--run", str(run_dir), "--json")
+            assert code == 2 and doc is None and expect in one_line(err), (argv, run_dir, err)
+    code, doc, err = run_cli(capsys, "pareto", "--device", "imp", "--run", str(shipped), "--preferences", "2", "--json")
+    assert code == 0 and len(doc) >= 1, err

@@ -109,7 +109,7 @@ def _split(df: pd.DataFrame, by: list[str], value_col: str, key: Callable[[tuple
         names = names if isinstance(names, tuple) else (names,)
         out[key(tuple(str(n) for n in names))] = (part["arch_index"].to_numpy(np.int64),
                                                    part[value_col].to_numpy(np.float64))
-    return out
+    return dict(sorted(out.items()))  # device order by key: training samples devices in this order
 
 
 _CAT = "category"

@@ -140,6 +140,7 @@ def cmd_export(args: argparse.Namespace) -> tuple[Any, str]:
     from toolkit.exporting import export_arch
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    check_run_dir(args.run)
     with open_store(args) as store:
         cfg = load_device_ref(args.device, store) if args.device else None
         doc = export_arch(args.arch, space_name=args.space, formats=formats, out=Path(args.out), device=cfg,
@@ -217,7 +218,7 @@ def cmd_predictor_eval(args: argparse.Namespace) -> tuple[Any, str]:
 
 def cmd_search(args: argparse.Namespace) -> tuple[Any, str]:
     from toolkit.search.api import search
-    from toolkit.search.run import SearchConfig
+    from toolkit.search.run import make_config
 
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
@@ -225,21 +226,48 @@ def cmd_search(args: argparse.Namespace) -> tuple[Any, str]:
         data = str(_data_dir(args.data))
     else:
         data = args.data
-    if not devices:  # every latency device of the tables
-        from toolkit.benchdata import load_table
+    if not devices:  # every table device that has its reference measurements
+        from toolkit.search.default_run import usable_keys
 
-        devices = list(load_table(data, "latency").keys)
+        devices = usable_keys(data)
     config: dict[str, Any] = {"space": args.space, "objectives": objectives, "accuracy": args.accuracy,
                               "data_dir": data, "seed": args.seed, "devices": devices}
+    if args.images:
+        config["image_dir"] = args.images
     if args.epochs is not None:
         if args.epochs < 1:
             raise BadInput("--epochs must be at least 1")
         config["epochs"] = args.epochs
     with open_store(args) as store:
-        run = search(SearchConfig.model_validate(config), Path(args.out), store=store)
+        run = search(make_config(config), Path(args.out), store=store)
     doc = json.loads((Path(run) / "result.json").read_text()) if (Path(run) / "result.json").exists() else {
         "run": str(run), "devices": devices, "objectives": objectives, "epochs": config.get("epochs")}
     return doc, f"run written to {doc['run']} ({len(doc['devices'])} devices, {doc.get('seconds', 0):.0f} s)"
+
+
+def check_run_dir(run: str | None) -> None:
+    """A ``--run`` directory whose config.json or tensors are damaged is bad input (exit 2), named in one line."""
+    if run is None:
+        return
+    path = Path(os.path.expanduser(run))
+    if not path.is_dir():
+        raise BadInput(f"--run {run!r}: not a directory")
+    cfg = path / "config.json"
+    if cfg.is_file():
+        try:
+            meta = json.loads(cfg.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise BadInput(f"run config {cfg} is not JSON: {str(err).splitlines()[0]}") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict) or "hypernet_args" not in meta:
+            raise BadInput(f"run config {cfg}: not a search run's configuration (needs 'config' and 'hypernet_args')")
+    from safetensors import safe_open
+
+    for tensors in sorted(path.rglob("*.safetensors")):
+        try:
+            with safe_open(str(tensors), framework="numpy") as fh:  # checks the header against the file size
+                list(fh.keys())
+        except Exception as err:  # SafetensorError has no importable base class
+            raise BadInput(f"{tensors}: damaged or truncated safetensors file: {str(err).splitlines()[0]}") from None
 
 
 def _device_cost(store: Any, name: str, space: str) -> Any:
@@ -254,6 +282,7 @@ def cmd_pareto(args: argparse.Namespace) -> tuple[Any, str]:
 
     if args.preferences < 1:
         raise BadInput("--preferences must be at least 1")
+    check_run_dir(args.run)
     run = load_run(args.run)
     with open_store(args) as store:
         cost = _device_cost(store, args.device, args.space)
@@ -271,6 +300,7 @@ def cmd_select(args: argparse.Namespace) -> tuple[Any, str]:
     from toolkit.search.readout import select
     from toolkit.search.run import load_run
 
+    check_run_dir(args.run)
     run = load_run(args.run)
     with open_store(args) as store:
         cost = _device_cost(store, args.device, args.space)
@@ -306,6 +336,7 @@ def cmd_validate(args: argparse.Namespace) -> tuple[Any, str]:
     from toolkit.spaces import get_space
     from toolkit.workflow import validate
 
+    check_run_dir(args.run)
     with open_store(args) as store:
         cfg = load_device_ref(args.device, store)
         doc = validate(cfg, store, get_space(args.space), args.run, args.archs,
@@ -415,7 +446,9 @@ def build_parser(handlers: dict[str, Handler]) -> argparse.ArgumentParser:
     p.add_argument("--devices", default=None, help="D1,D2,... (store devices or table devices); default: the tables")
     p.add_argument("--objectives", default="error,latency")
     p.add_argument("--accuracy", choices=["supernet", "benchmark"], default="benchmark")
-    p.add_argument("--data", default=os.environ.get("MODNAS_DATA"))
+    p.add_argument("--data", default=os.environ.get("MODNAS_DATA"), help="the measured tables")
+    p.add_argument("--images", default=None,
+                   help="supernet mode: images (CIFAR-10 python layout, ImageFolder, .npz, or 'digits')")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)

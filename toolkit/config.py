@@ -152,9 +152,11 @@ def parse_device(data: Any, source: str = "device file") -> DeviceConfig:
 
 def read_device_file(path: Path) -> DeviceConfig:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise BadInput(f"{path}: cannot read device file: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"{path}: device file is not UTF-8 text") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

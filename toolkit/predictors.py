@@ -223,6 +223,8 @@ ExtraSource = Mapping[str, Mapping[str, float]] | Callable[[], Mapping[str, Mapp
 def _impute_refs(onehot: np.ndarray, logv: np.ndarray, ref_onehot: np.ndarray) -> np.ndarray:
     """Log reference values from a ridge fit (one-hot + pairwise products) on the device's own data."""
     def feats(x: np.ndarray) -> np.ndarray:
+        if x.shape[1] > 64:  # large spaces: linear terms only
+            return np.hstack([x, np.ones((len(x), 1))])
         iu = np.triu_indices(x.shape[1], 1)
         return np.hstack([x, (x[:, :, None] * x[:, None, :])[:, iu[0], iu[1]], np.ones((len(x), 1))])
 
@@ -421,6 +423,8 @@ def fit_predictor(data_dir: str | Path | None, out_path: str | Path | None = Non
                   config: PredictorConfig | Mapping[str, Any] | None = None,
                   tables: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train on every table device (minus ``held_out`` keys or hardware groups) plus ``extra``.
+
+    A held-out key takes its whole hardware group with it (``toolkit.benchdata.hardware_group``).
 
     ``extra`` is ``{device name: {arch: value}}`` (or a callable returning it), e.g. store
     measurements. Saves to ``out_path`` when given. Returns ``{"path", "devices", "metrics",

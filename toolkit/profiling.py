@@ -132,6 +132,8 @@ def profile_device(cfg: DeviceConfig, store: Store, space: Space, archs: list[st
                 if not result.ok:
                     msg = f"{result.error_code}: {result.error}"
                     store.add_failure(campaign, cfg.name, space.name, arch, result.error_code or "error", msg)
+                    if result.error_code == "bad_reply":  # the board broke the protocol: trust none of its replies
+                        raise BoardError(f"board {cfg.name}: the agent's reply broke the protocol: {msg}")
                     failed.append({"arch": arch, "error": msg})
                     progress.step("failed")
                     continue

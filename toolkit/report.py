@@ -40,6 +40,9 @@ def plot_predicted_vs_measured(predicted: np.ndarray, measured: np.ndarray, path
     ax.scatter(measured, predicted, s=18, color="tab:blue", zorder=3, label="architectures")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
+    if hi / max(lo, 1e-9) > 20:  # latencies spanning decades read better on log axes
+        ax.set_xscale("log")
+        ax.set_yscale("log")
     ax.set_xlabel("measured latency (ms)")
     ax.set_ylabel("predicted latency (ms)")
     ax.set_title(title, fontsize=10)
@@ -59,6 +62,8 @@ def plot_fronts(error: np.ndarray, predicted: np.ndarray, measured: np.ndarray, 
         ax.plot(np.asarray(lat)[order], np.asarray(error)[order], style, ms=4, label=label)
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("predicted error (%)")
+    if max(np.max(predicted), np.max(measured)) / max(min(np.min(predicted), np.min(measured)), 1e-9) > 20:
+        ax.set_xscale("log")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -17,6 +17,8 @@ from toolkit.spaces import Space, get_space
 from toolkit.store import Store
 
 BUDGET_PERCENTILES = (25, 50, 75)
+READOUT_PREFERENCES = 24
+QUICKSTART_EXTRA = 10  # random architectures measured beside the references, for the calibration
 
 
 def _stored_rows(store: Store, cfg: DeviceConfig, space: Space, archs: list[str], runtime: str) -> dict[str, dict]:
@@ -85,14 +87,13 @@ def validate(cfg: DeviceConfig, store: Store, space: Space, run: str | None = No
              out: Path | None = None, quiet: bool = False) -> dict[str, Any]:
     """Measure the chosen architectures on the board and compare them with the predictions."""
     from toolkit.report import agreement, markdown_report, plot_fronts, plot_predicted_vs_measured
-    from toolkit.search.readout import pareto
+    from toolkit.search.readout import candidates
     from toolkit.search.run import load_run
 
     run_obj = load_run(run)
-    if archs == "pareto":
+    if archs == "pareto":  # every distinct architecture of the 24-preference read-out
         cost = _cost_without(store, cfg.name, space, set())
-        front = pareto(run_obj, cost)
-        chosen = [r["arch"] for r in front]
+        chosen = candidates(run_obj, cost.emb, READOUT_PREFERENCES)[0]
     else:
         chosen = resolve_archs(space, archs)
     cost = _cost_without(store, cfg.name, space, set(chosen))
@@ -151,8 +152,8 @@ def quickstart(store: Store, out: Path, quiet: bool = False) -> dict[str, Any]:
     cfg = local_device(out)
     say = (lambda msg: None) if quiet else (lambda msg: print(f"[{time.monotonic() - start:5.1f}s] {msg}",
                                                               file=sys.stderr))
-    say(f"onboarding this machine as board {cfg.name!r} (10 reference architectures)")
-    onboarded = onboard(cfg, store, space, quiet=quiet)
+    say(f"onboarding this machine as board {cfg.name!r} (10 reference and {QUICKSTART_EXTRA} random architectures)")
+    onboarded = onboard(cfg, store, space, extra=QUICKSTART_EXTRA, quiet=quiet)
     say("reading out its front from the shipped search run")
     front = pareto(load_run(None), device_from_store(store, cfg.name, space.name, "latency"))
     picks = pick_across(front)
@@ -162,7 +163,7 @@ def quickstart(store: Store, out: Path, quiet: bool = False) -> dict[str, Any]:
         doc = export_arch(pick["arch"], space_name=space.name, formats=["onnx", "tvm"], out=out / "exports",
                           device=cfg)
         exported.append({"arch": pick["arch"], "predicted": pick["predicted"], **doc})
-    say(f"validating the {len(front)}-architecture front on this machine")
+    say("validating the read-out front on this machine")
     validation = validate(cfg, store, space, None, "pareto", out / "validation", quiet=quiet)
     say("done")
     return {"device": cfg.name, "fingerprint": onboarded["fingerprint"], "front": front, "exported": exported,
