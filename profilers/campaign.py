@@ -29,6 +29,8 @@ MIN_PYTHON = (3, 8)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SUFFIX = re.compile(r"^(\.[A-Za-z0-9_]{1,16})?$")
+_FREE = ("import os, sys\ntry:\n    s = os.statvfs(sys.argv[1])\n    print(s.f_bavail * s.f_frsize)\n"
+         "except OSError:\n    print(-1)")  # bytes free in the work directory; also proves the board still answers
 _REPLY_GRACE_S = 30.0  # interpreter start, hashing and clean-up on a slow board, beyond the job's timeout
 
 # Runs on the board with its own Python: make the work directory (0700), check the interpreter and
@@ -324,14 +326,19 @@ class Board:
         args = ["probe", "--energy", json.dumps(settings, sort_keys=True), *self._runtime_args(runtimes)]
         return self._agent_json(args, "probe failed")
 
-    def _check_link(self, cause: BaseException) -> None:
-        """After a command timed out: ConnectionLost unless a trivial command still answers promptly."""
+    def _check_link(self, cause: BaseException) -> int:
+        """After a command timed out or an upload failed: ConnectionLost unless a trivial command still answers
+        promptly. Returns the bytes free in the work directory (-1 when unknown)."""
         try:
-            done = self.connection.run([self.python, "-c", "pass"], timeout=min(self.command_timeout, 15.0))
+            done = self.connection.run([self.python, "-c", _FREE, self.workdir], timeout=min(self.command_timeout, 15.0))
         except BoardError as exc:
             raise ConnectionLost(f"board {self.name}: connection lost: no answer after a timeout ({exc})") from None
         if done.rc != 0:
             raise ConnectionLost(f"board {self.name}: connection lost: {self.python} no longer runs after {cause}")
+        try:
+            return int(done.stdout.decode("utf-8", "replace").split()[-1])
+        except (ValueError, IndexError):
+            return -1
 
     def artifact_path(self, job: MeasureJob) -> str:
         return f"{self.workdir}/artifacts/{job.sha256}{job.suffix}"
@@ -357,7 +364,11 @@ class Board:
         except ConnectionLost:
             raise
         except BoardError as exc:
-            self._check_link(exc)  # a link that stopped answering is the board's failure, not this model's
+            free = self._check_link(exc)  # a link that stopped answering is the board's failure, not this model's
+            size = job.artifact.stat().st_size
+            if 0 <= free < size + (1 << 16):
+                return failed("upload_failed", f"{exc} (disk full? the board's work directory has {free // 1024} KiB "
+                                               f"free, the artifact needs {-(-size // 1024)} KiB)")
             return failed("upload_failed", str(exc))
         payload = {
             "artifact": remote,

@@ -204,7 +204,10 @@ def cmd_predictor_fit(args: argparse.Namespace) -> tuple[Any, str]:
 def cmd_predictor_eval(args: argparse.Namespace) -> tuple[Any, str]:
     from toolkit.predictors import evaluate_predictor
 
-    res = evaluate_predictor(_data_dir(args.data), metric=args.metric, space=args.space, seed=args.seed)
+    if args.folds < 2 or args.extra < 0:
+        raise BadInput("--folds must be at least 2 and --extra not negative")
+    res = evaluate_predictor(_data_dir(args.data), metric=args.metric, space=args.space, seed=args.seed,
+                             folds=args.folds, n_extra=args.extra)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -440,6 +443,8 @@ def build_parser(handlers: dict[str, Handler]) -> argparse.ArgumentParser:
             q.add_argument("--out", default=None, help="where to write the predictor (.safetensors)")
         else:
             q.add_argument("--out", default=None, help="directory for the JSON and Markdown results")
+            q.add_argument("--folds", type=int, default=4, help="hardware-group folds")
+            q.add_argument("--extra", type=int, default=0, help="also calibrate on N random measurements")
         q.set_defaults(handler=handlers.get(f"predictor {what}") or not_yet(f"predictor {what}"))
     p = add("search", "one MODNAS search for all the given devices")
     space_arg(p)
