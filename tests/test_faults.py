@@ -356,6 +356,34 @@ def test_local_artifact_changed_after_hashing_is_refused(sshd_board, tmp_path) -
         assert not Path(board.artifact_path(job)).exists()  # never uploaded, never run
 
 
+
+def test_full_disk_on_the_board_fails_the_upload_clearly(sshd_board, tmp_path) -> None:
+    from profilers.campaign import Board, MeasureJob, sha256_file
+
+    work = tmp_path / "small-disk"
+    work.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k,mode=0700", "tmpfs", str(work)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"mount -t tmpfs is not permitted here (needs CAP_SYS_ADMIN): {done.stderr.strip()[:100]}")
+    try:
+        small, small_shape = tiny_onnx(tmp_path / "small.onnx", channels=4)
+        big, big_shape = tiny_onnx(tmp_path / "big.onnx", channels=64, depth=3)
+        assert small.stat().st_size < 16 * 1024 < 200 * 1024 < big.stat().st_size
+        jobs = [MeasureJob(artifact=path, sha256=sha256_file(path), runtime="onnxruntime", threads=1,
+                           input_shape=shape, measurement=QUICK_MEASUREMENT, timeout_s=60)
+                for path, shape in ((big, big_shape), (small, small_shape))]
+        with Board(sshd_board.config(work, name="loop-full")) as board:
+            full = board.measure(jobs[0])
+            assert not full.ok and full.error_code == "upload_failed"
+            assert "disk full?" in full.error and "KiB free" in full.error and "\n" not in full.error
+            assert [p.name for p in (work / "artifacts").iterdir()] == []  # no partial upload left behind
+            fits = board.measure(jobs[1])  # the board goes on with what fits; a worker that cannot write says why
+            assert fits.ok or (fits.error_code == "worker_failed" and "disk full?" in fits.error), fits.error
+    finally:
+        subprocess.run(["umount", str(work)], capture_output=True)
+
+
 # -- 4. bad input everywhere: one line, exit 2, nothing half-written ---------------------------------------
 def _store_rows(home: Path) -> dict[str, int]:
     import sqlite3

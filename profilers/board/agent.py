@@ -216,6 +216,13 @@ def _run_worker(worker_job: str, timeout_s: float, tmp: str) -> dict:
         else:
             why = "the worker exited with status %d" % proc.returncode
         last = _tail(log_path)
+        try:
+            stat = os.statvfs(tmp)
+            free_kib = stat.f_bavail * stat.f_frsize // 1024
+        except OSError:
+            free_kib = -1
+        if 0 <= free_kib < 1024:  # a full disk makes the worker die without a word (it cannot write its log)
+            why += " (disk full? the work directory has %d KiB free)" % free_kib
         raise JobError("worker_failed", why + (": " + last if last else ""))
     keep = ("ok", "error_code", "error", "blocks", "runtime_version", "energy")
     return {key: result.get(key) for key in keep}
