@@ -5,7 +5,7 @@
 
 Part 1. For every GPU of ``help_ofa`` (all its batch sizes held out together) the predictor
 (``toolkit.predictors``: MLP over the one-hot + hardware branch, trained on the other GPUs' settings
-through the same ``training_devices``/``train`` path as any store device) is onboarded from the
+through ``training_devices(data_dir, "ofa_mbv3", ...)``/``train``, the path of ``modnas predictor fit``) is onboarded from the
 held-out setting's 10 reference latencies only and predicts the other 4,990 architectures.
 Baselines get the same 10 values: MACs (w1.2) calibrated on them, and the predictor without
 calibration. The Note10 lookup table (defined only at r in 160/176/192/208/224, 1,013 archs) is
@@ -47,10 +47,12 @@ def _data_dir(arg: str | None) -> Path:
     return Path(env) if env else ROOT.parent / "shared" / "data"
 
 
-def _train(extra: dict[str, dict[str, float]], cfg: Any, seed: int) -> Any:
+def _train(data_dir: Path, held: list[str], cfg: Any, seed: int, table: Any = None) -> Any:
+    """The predictor trained on the data directory's OFA table minus ``held`` (keys or GPU groups)."""
     from toolkit import predictors
 
-    pool, devices, _ = predictors.training_devices(None, SPACE, "latency", cfg, extra=extra)
+    pool, devices, _ = predictors.training_devices(data_dir, SPACE, "latency", cfg, held_out=held,
+                                                   tables={"latency": table} if table is not None else None)
     pred, _ = predictors.train(pool, devices, SPACE, "latency", cfg, seed)
     return pred
 
@@ -98,8 +100,7 @@ def leave_gpus_out(data_dir: Path, epochs: int | None, seed: int, log: Any) -> d
     rows: list[dict[str, Any]] = []
     for gpu, held in groups.items():
         started = time.perf_counter()
-        extra = {k: table.values_by_arch(k) for k in table.keys if k not in held}
-        pred = _train(extra, cfg, seed)
+        pred = _train(data_dir, held, cfg, seed, table)
         train_s = time.perf_counter() - started
         for key in held:
             row = table.row(key)
@@ -193,7 +194,7 @@ def this_machine(data_dir: Path | None, n_random: int, threads: int, seed: int, 
         from toolkit.predictor_eval import scores
 
         table = bd.load_latency(data_dir)
-        pred = _train({k: table.values_by_arch(k) for k in table.keys}, _config(epochs), seed)
+        pred = _train(data_dir, [], _config(epochs), seed, table)
         ref_ms = ms[:len(refs)]
         raw = pred.predict(refs + randoms, minmax(ref_ms).astype(np.float32))
         cal = calibration.fit(raw[:len(refs)], ref_ms)

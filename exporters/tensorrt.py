@@ -119,7 +119,7 @@ def build_on_board(conn: BoardLink, onnx_local: str | Path, precision: str = "fp
     out.mkdir(parents=True, exist_ok=True)
     base = f"{workdir.rstrip('/')}/{stem}-{onnx_sha[:12]}"
     onnx_remote, engine_remote = f"{base}.onnx", f"{base}-{config.precision}.engine"
-    made = conn.run(["mkdir", "-p", workdir], 60)
+    made = conn.run(["mkdir", "-p", "-m", "700", workdir], 60)
     if made.rc != 0:
         raise BoardError(f"cannot create {workdir} on the board: {_text(made.stderr) or made.rc}")
     tool = trtexec or locate_trtexec(conn)

@@ -195,6 +195,22 @@ def sshd_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHDBoard]:
         yield board
 
 
+def leftover_processes(text: str, within_s: float = 10.0) -> list[str]:
+    """Command lines of processes mentioning `text` still alive after up to `within_s` seconds."""
+    import psutil
+
+    deadline = time.monotonic() + within_s
+    while True:
+        found = []
+        for proc in psutil.process_iter(["cmdline", "status"]):
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if text in cmdline and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(f"{proc.pid}: {cmdline[:200]}")
+        if not found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.05)
+
+
 def _tiny_net(channels: int, depth: int) -> Any:
     import torch
 

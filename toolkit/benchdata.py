@@ -241,7 +241,7 @@ def hardware_group(key: str) -> str:
     if source == "oneproxy":
         name = re.sub(r"^(hwnasbench|nnmeter|eagle)_", "", name)
         name = re.sub(r"_(tflite|openvino)[0-9a-z]*$", "", name)
-    if source == "help":
+    if source in ("help", "help_ofa"):
         name = re.sub(r"_\d{1,3}$", "", name)  # batch sizes (model numbers have 4 digits)
     name = re.sub(r"-(int8|fp32|fp16)$", "", name)
     return name

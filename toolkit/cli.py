@@ -144,7 +144,7 @@ def cmd_export(args: argparse.Namespace) -> tuple[Any, str]:
     with open_store(args) as store:
         cfg = load_device_ref(args.device, store) if args.device else None
         doc = export_arch(args.arch, space_name=args.space, formats=formats, out=Path(args.out), device=cfg,
-                          run=args.run)
+                          run=args.run, tensorrt_precision=args.precision, target_preset=args.target_preset)
     lines = [f"{k}: {v}" for k, v in doc.items() if k != "max_abs_diff"]
     lines += [f"max |diff| vs PyTorch ({k}): {v:.3g}" for k, v in doc.get("max_abs_diff", {}).items()
               if v is not None]
@@ -472,6 +472,9 @@ def build_parser(handlers: dict[str, Handler]) -> argparse.ArgumentParser:
     space_arg(p)
     p.add_argument("--run", default=None)
     p.add_argument("--format", default="onnx", help="onnx[,tvm][,tensorrt]")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="TensorRT precision")
+    p.add_argument("--target-preset", default=None, help="TVM target when the device file has none: "
+                   "x86 | cortex-a72 | cortex-a76 | cortex-a78ae")
     p.add_argument("--device", default=None)
     p.add_argument("--out", required=True)
     p = add("validate", "measure chosen architectures on the board and compare with predictions")

@@ -30,7 +30,8 @@ def arch_stem(space: Any, arch: str) -> str:
 
 
 def export_arch(arch: str, *, space_name: str, formats: list[str], out: Path, device: DeviceConfig | None = None,
-                run: str | None = None, tensorrt_precision: str = "fp32") -> dict[str, Any]:
+                run: str | None = None, tensorrt_precision: str = "fp32",
+                target_preset: str | None = None) -> dict[str, Any]:
     """Export one architecture; the reply names each artifact and its difference to PyTorch."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
@@ -57,14 +58,17 @@ def export_arch(arch: str, *, space_name: str, formats: list[str], out: Path, de
         from exporters.targets import resolve_target
         from exporters.tvm import compile_tvm
 
-        target = resolve_target(device.target if device else None)
+        target = resolve_target(device.target if device else None, target_preset)
         tvm_res = compile_tvm(onnx_res.path, target, out, name=f"{stem}-tvm")
         doc["tvm"] = str(tvm_res.path)
         doc["max_abs_diff"]["tvm"] = tvm_res.max_abs_diff
     if "tensorrt" in formats:
-        from exporters.tensorrt import build_engine_for_device
+        from exporters.tensorrt import build_on_board
+        from profilers.connection import open_connection
 
-        trt = build_engine_for_device(device, onnx_res.path, out, precision=tensorrt_precision)
+        with open_connection(device) as conn:
+            trt = build_on_board(conn, onnx_res.path, tensorrt_precision, out_dir=out,
+                                 workdir=f"{device.workdir.rstrip('/')}/engines", name=f"{stem}-trt")
         doc["tensorrt"] = str(trt.path)
         doc["max_abs_diff"]["tensorrt"] = trt.max_abs_diff
     if "onnx" not in formats:

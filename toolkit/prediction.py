@@ -126,23 +126,39 @@ def device_from_store(store: Any, name: str, space: Any = "nb201", metric: str =
 def device_from_table(data_dir: str | Path, key: str, space: Any = "nb201", metric: str = "latency",
                       n_extra: int = 0, seed: int = 0, predictor: Any = None, table: Any = None,
                       finetune: bool = False) -> DeviceCost:
-    """A benchmark-table device onboarded from its reference values (plus ``n_extra`` random ones)."""
+    """A benchmark-table device onboarded from its reference values (plus ``n_extra`` random ones).
+
+    NB201: the combined tables of :mod:`toolkit.benchdata`; ofa_mbv3: HELP's OFA GPU latency
+    (:mod:`toolkit.benchdata_ofa`, keys ``help_ofa:<setting>``).
+    """
     from toolkit import benchdata
 
     sp = _space(space)
-    if sp.name != "nb201":
-        raise BadInput(f"benchmark tables hold nb201 devices only, not {sp.name}")
+    if sp.name not in ("nb201", "ofa_mbv3"):
+        raise BadInput(f"benchmark tables hold nb201 and ofa_mbv3 devices only, not {sp.name}")
     if n_extra < 0:
         raise BadInput(f"n_extra must not be negative, got {n_extra}")
-    tab = table if table is not None else benchdata.load_table(data_dir, metric)
-    row = tab.row(key)
     pred = _check_predictor(predictor, sp, metric)
-    ref_idx = [sp.index(r) for r in pred.references]
-    values = {sp.arch_at(i): float(row[i]) for i in ref_idx if np.isfinite(row[i])}
+    if sp.name == "nb201":
+        tab = table if table is not None else benchdata.load_table(data_dir, metric)
+        archs = sp.all_archs()
+        usable = benchdata.connected_mask()
+    else:
+        from toolkit import benchdata_ofa
+
+        if metric != "latency":
+            raise BadInput(f"no {metric} table for ofa_mbv3 (HELP's OFA data has latency only)")
+        tab = table if table is not None else benchdata_ofa.load_latency(data_dir)
+        archs = list(tab.archs)
+        usable = np.ones(len(archs), bool)
+    row = tab.row(key)
+    pos = {a: i for i, a in enumerate(archs)}
+    ref_idx = [pos[sp.canonical(r)] for r in pred.references if sp.canonical(r) in pos]
+    values = {archs[i]: float(row[i]) for i in ref_idx if np.isfinite(row[i])}
     if n_extra:
-        ok = np.isfinite(row) & benchdata.connected_mask()
+        ok = np.isfinite(row) & usable
         ok[ref_idx] = False
         cand = np.flatnonzero(ok)
         pick = np.random.default_rng(seed).choice(cand, size=min(n_extra, len(cand)), replace=False)
-        values.update({sp.arch_at(int(i)): float(row[i]) for i in pick})
+        values.update({archs[int(i)]: float(row[i]) for i in pick})
     return device_cost(key, values, sp, metric, pred, finetune=finetune)

@@ -69,14 +69,23 @@ def evaluate(data_dir: str | Path, metric: str = "latency", space: str = "nb201"
     from toolkit.embedding import minmax
     from toolkit.spaces import get_space
 
-    if space != "nb201":
+    if space not in predictors.TABLE_SPACES:
         raise BadInput(f"leave-devices-out evaluation needs benchmark tables; none for space {space!r}")
     sp = get_space(space)
     refs = sp.reference_archs()
-    ref_idx = [sp.index(r) for r in refs]
-    raw_tables = {m: benchdata.load_table(data_dir, m) for m in {metric, *predictors._config(config, metric).donor_metrics}}
-    conn = {m: t.connected_only() for m, t in raw_tables.items()}
+    cfg = predictors._config(config, metric)
+    if space == "nb201":
+        raw_tables = {m: benchdata.load_table(data_dir, m) for m in {metric, *cfg.donor_metrics}}
+    else:
+        from toolkit import benchdata_ofa
+
+        if metric != "latency":
+            raise BadInput(f"no {metric} table for {space} (HELP's OFA data has latency only)")
+        raw_tables = {"latency": benchdata_ofa.load_latency(data_dir)}
+    st = predictors.space_tables(data_dir, space, list(raw_tables), raw_tables)
+    conn = st.tables
     table = conn[metric]
+    ref_idx = st.ref_idx
     gmap = benchdata.groups(table.keys)
     evaluable = {g for g, ks in gmap.items()
                  if any(np.all(np.isfinite(table.row(k)[ref_idx])) for k in ks)}
@@ -85,11 +94,11 @@ def evaluate(data_dir: str | Path, metric: str = "latency", space: str = "nb201"
     fold_groups = make_folds(sorted(evaluable), folds, seed, group_emb)
     if max_folds is not None:
         fold_groups = fold_groups[:max_folds]
-    onehot = benchdata.nb201_onehot()
-    flops = np.array([sp.flops(a) for a in sp.all_archs()])
-    cfg = predictors._config(config, metric)
+    onehot = st.onehot
+    flops = np.array([sp.flops(a) for a in st.archs])
     not_ref = np.ones(len(onehot), bool)
     not_ref[ref_idx] = False
+    n_cols = int(np.max(np.sum(np.isfinite(table.values), axis=1)))  # NB201: 15,284 connected cells
     rows: list[dict[str, Any]] = []
     for f, held in enumerate(fold_groups):
         held_keys = [k for g in held for k in gmap[g]]
@@ -97,7 +106,7 @@ def evaluate(data_dir: str | Path, metric: str = "latency", space: str = "nb201"
                                                             tables=raw_tables)
         pred, _ = predictors.train(pool, devices, space, metric, cfg, seed)
         # candidate neighbours: training devices (donor metrics too) measured on most of the space
-        nb_keys = [d.key for d in devices if len(d.rows) > 0.9 * 15284 and not d.imputed]
+        nb_keys = [d.key for d in devices if len(d.rows) > 0.9 * n_cols and not d.imputed]
         nb_rows = {d.key: conn[d.metric].row(d.key if d.metric == metric else d.key.split(":", 1)[1])
                    for d in devices if d.key in nb_keys}
         nb_emb = np.vstack([minmax(nb_rows[k][ref_idx]) for k in nb_keys]) if nb_keys else np.zeros((0, len(refs)))
@@ -120,7 +129,7 @@ def evaluate(data_dir: str | Path, metric: str = "latency", space: str = "nb201"
                 entry["nearest"] = scores(_calibrated(filled, ref_idx, r), truth)
                 entry["nearest_device"] = nb_keys[j]
             if n_extra > 0:
-                _few_shot(entry, pred, sp, onehot, row, truth, ref_idx, n_extra, finetune_steps, seed)
+                _few_shot(entry, pred, st.archs, onehot, row, truth, ref_idx, n_extra, finetune_steps, seed)
             rows.append(entry)
             if log is not None:
                 log(f"fold {f} {key}: spearman {entry['predictor']['spearman']:.3f} "
@@ -157,7 +166,7 @@ def _methods(n_extra: int) -> list[tuple[str, str]]:
     return out
 
 
-def _few_shot(entry: dict[str, Any], pred: Any, sp: Any, onehot: np.ndarray, row: np.ndarray, truth: np.ndarray,
+def _few_shot(entry: dict[str, Any], pred: Any, archs: list[str], onehot: np.ndarray, row: np.ndarray, truth: np.ndarray,
               ref_idx: list[int], n_extra: int, steps: int, seed: int) -> None:
     """Scores with ``n_extra`` more measured architectures: re-calibrated, and fine-tuned too."""
     from toolkit.embedding import minmax
@@ -171,7 +180,7 @@ def _few_shot(entry: dict[str, Any], pred: Any, sp: Any, onehot: np.ndarray, row
     n = len(fit_idx)
     raw = np.exp(pred.predict_log_onehot(onehot, emb))
     entry[f"calibrated_{n}"] = scores(_calibrated(raw, fit_idx, row[fit_idx]), rest)
-    tuned = pred.finetuned([sp.arch_at(i) for i in fit_idx], row[fit_idx], emb, steps=steps, seed=seed)
+    tuned = pred.finetuned([archs[i] for i in fit_idx], row[fit_idx], emb, steps=steps, seed=seed)
     raw = np.exp(tuned.predict_log_onehot(onehot, emb))
     entry[f"finetuned_{n}"] = scores(_calibrated(raw, fit_idx, row[fit_idx]), rest)
 

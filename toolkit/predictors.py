@@ -217,6 +217,61 @@ def load_default(space: str = "nb201", metric: str = "latency") -> Predictor:
 
 
 # -- training data -----------------------------------------------------------------------------
+TABLE_SPACES = ("nb201", "ofa_mbv3")  # spaces with measured tables in a data directory
+
+
+@dataclass
+class SpaceTables:
+    """The measured tables of one space: column ``j`` of every table is ``archs[j]`` / ``onehot[j]``.
+
+    ``tables`` maps metric -> table (NB201: connected cells only) with ``keys``, ``values``,
+    ``row(key)`` and ``digest``; metrics without a table for the space are absent.
+    """
+
+    space: str
+    archs: list[str]
+    onehot: np.ndarray  # [n_archs, onehot_dim] float32
+    ref_idx: list[int]  # column of each reference architecture
+    tables: dict[str, Any]
+
+
+def space_tables(data_dir: str | Path, space_name: str, metrics: Sequence[str],
+                 tables: Mapping[str, Any] | None = None) -> SpaceTables:
+    """NB201: every source's table per metric (``toolkit.benchdata``); ofa_mbv3: HELP's OFA GPU
+    latency (``toolkit.benchdata_ofa``, latency only). ``tables`` are already loaded raw tables."""
+    from toolkit.spaces import get_space
+
+    space = get_space(space_name)
+    refs = space.reference_archs()
+    given = dict(tables or {})
+    if space_name == "nb201":
+        from toolkit import benchdata
+
+        out = {}
+        for m in metrics:
+            loaded = given.get(m)
+            out[m] = (loaded if loaded is not None else benchdata.load_table(data_dir, m)).connected_only()
+        return SpaceTables(space_name, space.all_archs(), benchdata.nb201_onehot(),
+                           [space.index(r) for r in refs], out)
+    if space_name == "ofa_mbv3":
+        from toolkit import benchdata_ofa
+
+        out = {}
+        for m in metrics:
+            if m == "latency":
+                loaded = given.get(m)
+                out[m] = loaded if loaded is not None else benchdata_ofa.load_latency(data_dir)
+        if not out:
+            raise BadInput(f"no {'/'.join(metrics)} table for ofa_mbv3 (HELP's OFA data has latency only)")
+        archs = list(next(iter(out.values())).archs)
+        pos = {a: i for i, a in enumerate(archs)}
+        missing = [r for r in refs if r not in pos]
+        if missing:
+            raise BadInput(f"the OFA table lacks {len(missing)} of the {len(refs)} reference architectures")
+        return SpaceTables(space_name, archs, space.encode(archs), [pos[r] for r in refs], out)
+    raise BadInput(f"no measured tables for space {space_name!r} (known: {', '.join(TABLE_SPACES)})")
+
+
 ExtraSource = Mapping[str, Mapping[str, float]] | Callable[[], Mapping[str, Mapping[str, float]]]
 
 
@@ -270,13 +325,16 @@ def training_devices(data_dir: str | Path | None, space_name: str, metric: str, 
     held = set(held_out)
     held_groups = {benchdata.hardware_group(h) for h in held} | held
     n_pool = 0
-    if data_dir is not None and space_name == "nb201":
-        pools.append(benchdata.nb201_onehot())
-        n_pool = len(pools[0])
-        ref_idx = [space.index(r) for r in refs]
-        for m in [metric] + [d for d in cfg.donor_metrics if d != metric]:
-            loaded = (tables or {}).get(m)
-            table = (loaded if loaded is not None else benchdata.load_table(data_dir, m)).connected_only()
+    if data_dir is not None and space_name in TABLE_SPACES:
+        wanted = [metric] + [d for d in cfg.donor_metrics if d != metric]
+        st = space_tables(data_dir, space_name, wanted, tables)
+        pools.append(st.onehot)
+        n_pool = len(st.onehot)
+        for m in wanted:
+            if m not in st.tables:
+                skipped[f"{space_name}:{m}"] = f"no {m} table for {space_name}"
+                continue
+            table = st.tables[m]
             digests.append(table.digest)
             for key, row in zip(table.keys, table.values):
                 grp = benchdata.hardware_group(key)
@@ -286,7 +344,7 @@ def training_devices(data_dir: str | Path | None, space_name: str, metric: str, 
                 if len(rows) < cfg.min_points:
                     skipped[key] = f"only {len(rows)} measurements"
                     continue
-                rv = [None if not np.isfinite(row[i]) else float(row[i]) for i in ref_idx]
+                rv = [None if not np.isfinite(row[i]) else float(row[i]) for i in st.ref_idx]
                 dev = _make_device(key if m == metric else f"{m}:{key}", grp, m, rows, row[rows], pools[0],
                                    rv, ref_onehot)
                 if dev is None:
