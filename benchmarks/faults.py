@@ -100,11 +100,17 @@ def _lost(sc: Scenario, device: str, kept: dict[str, float]) -> int:
     return vanished + len(set(ARCHS) - set(after)) + (sc.rows(device) - len(after))
 
 
+def shorten(text: str, limit: int) -> str:
+    """Head and tail of a long message: the cause usually sits at the end."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else f"{text[:limit * 2 // 3 - 2]} … {text[-(limit // 3 - 1):]}"
+
+
 def _row(name: str, handled: bool, code: int | None, gave_up_s: float | None, lost: int | None, message: str,
          expected: str, **extra: Any) -> dict[str, Any]:
     return {"fault": name, "handled": handled, "exit_code": code,
             "gave_up_s": None if gave_up_s is None else round(gave_up_s, 1), "lost": lost,
-            "expected": expected, "message": message[:240], **extra}
+            "expected": expected, "message": shorten(message, 400), **extra}
 
 
 def _one_line(err: str) -> bool:
@@ -296,10 +302,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
            "|---|---|---|---|---|---|"]
     for r in rows:
         handled = "skipped" if r.get("skipped") else ("yes" if r["handled"] else "**no**")
-        msg = r["message"].replace("|", "\\|").replace("\n", " ")
+        msg = shorten(r["message"], 200).replace("|", "\\|")
         out.append(f"| {r['fault']} | {handled} | {'-' if r['exit_code'] is None else r['exit_code']} | "
                    f"{'-' if r['gave_up_s'] is None else r['gave_up_s']} | "
-                   f"{'-' if r['lost'] is None else r['lost']} | {msg[:160]} |")
+                   f"{'-' if r['lost'] is None else r['lost']} | {msg} |")
     return "\n".join(out) + "\n"
 
 
@@ -321,6 +327,7 @@ def main() -> None:
                 row = SCENARIOS[name](Path(tmp))
             except Exception as exc:  # a scenario that breaks is a result, not a crash of the benchmark
                 row = _row(name, False, None, None, None, f"scenario error: {type(exc).__name__}: {exc}", "")
+            row["message"] = row["message"].replace(tmp, "$TMP")
             row["scenario_s"] = round(time.monotonic() - start, 1)
             rows.append(row)
             print(f"{name}: handled={row['handled']} exit={row['exit_code']} gave_up_s={row['gave_up_s']} "

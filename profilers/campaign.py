@@ -330,7 +330,8 @@ class Board:
         """After a command timed out or an upload failed: ConnectionLost unless a trivial command still answers
         promptly. Returns the bytes free in the work directory (-1 when unknown)."""
         try:
-            done = self.connection.run([self.python, "-c", _FREE, self.workdir], timeout=min(self.command_timeout, 15.0))
+            done = self.connection.run([self.python, "-c", _FREE, self.workdir],
+                                       timeout=min(self.command_timeout, 15.0))
         except BoardError as exc:
             raise ConnectionLost(f"board {self.name}: connection lost: no answer after a timeout ({exc})") from None
         if done.rc != 0:

@@ -472,7 +472,8 @@ def test_bad_data_and_run_directories(modnas_home, tmp_path, capsys) -> None:
     afile.write_text("x")
     empty = tmp_path / "empty"
     empty.mkdir()
-    for argv in (["predictor", "eval", "--data", str(tmp_path / "missing")], ["predictor", "eval", "--data", str(afile)],
+    for argv in (["predictor", "eval", "--data", str(tmp_path / "missing")],
+                 ["predictor", "eval", "--data", str(afile)],
                  ["predictor", "eval", "--data", str(empty)], ["predictor", "fit", "--data", str(empty)],
                  ["search", "--data", str(empty), "--out", str(tmp_path / "r")]):
         code, _, err = run_cli(capsys, *argv, "--json")

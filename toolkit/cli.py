@@ -167,7 +167,7 @@ def cmd_predict(args: argparse.Namespace) -> tuple[Any, str]:
     from toolkit.spaces import get_space
 
     space = get_space(args.space)
-    archs = space.all_archs() if args.archs == "all" else resolve_archs(space, args.archs)
+    archs = resolve_archs(space, args.archs)
     pred = predictors.load(args.predictor) if args.predictor else None
     with open_store(args) as store:
         cost = device_from_store(store, device_name(args.device), space.name, args.metric, predictor=pred)

@@ -5,6 +5,11 @@ board leaves together). Every held-out device whose 10 reference architectures a
 then onboarded from those 10 values only, and all its other (connected) architectures are
 predicted. Baselines get the same 10 values: FLOPs (calibrated), the nearest training device by
 embedding (calibrated), and the predictor without calibration.
+
+Spaces with tables (``toolkit.predictors.TABLE_SPACES``): nb201 (every source of
+``toolkit.benchdata``) and ofa_mbv3 (HELP's OFA GPU latency, ``toolkit.benchdata_ofa``; its
+hardware groups are the GPUs, so each fold holds out all batch sizes of one GPU; FLOPs are the
+width-1.2 MACs).
 """
 from __future__ import annotations
 

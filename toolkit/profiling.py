@@ -20,7 +20,9 @@ def resolve_archs(space: Space, spec: str, seed: int = 0) -> list[str]:
     """``refs``, ``random:N`` (same N for the same seed) or a file with one architecture a line."""
     if spec == "refs":
         return space.reference_archs()
-    if spec == "all" and hasattr(space, "all_archs"):
+    if spec == "all":
+        if not hasattr(space, "all_archs"):
+            raise BadInput(f"--archs all: the {space.name} space is too large to list; use random:N or a file")
         return space.all_archs()
     if spec.startswith("random:"):
         count = spec.split(":", 1)[1]
