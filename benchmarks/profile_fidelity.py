@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+ROUNDS = 3
 sys.path.insert(0, str(ROOT / "tests"))
 
 
@@ -31,7 +32,7 @@ def main() -> None:
 
     from profilers.board.runtimes import get_runtime
     from profilers.board.timing import measure
-    from profilers.campaign import Board
+    from profilers.campaign import Board, MeasureJob
     from profilers.stats import summarize
     from toolkit.artifacts import build_artifact
     from toolkit.config import DeviceConfig, modnas_home
@@ -64,15 +65,25 @@ def main() -> None:
         rows = {r["arch"]: r for r in store.measurement_rows("loopback", "nb201")}
         agent_s = sum(r["summary"]["agent_seconds"] for r in rows.values())
 
+        # fidelity: board and in-process timings of the same file, interleaved so that drifts of a
+        # shared machine hit both alike; ROUNDS pairs per architecture, medians of the block medians
         ort = get_runtime("onnxruntime")
         table = []
-        for arch, art in zip(refs, arts):
-            run_once = ort.load(str(art.path), args.threads, list(art.input_shape), {})
-            local = summarize(measure(run_once, settings))
-            remote = rows[arch]["summary"]
-            table.append({"arch": arch, "index": space.index(arch), "board_median_ms": remote["median"],
-                          "inprocess_median_ms": local["median"], "ratio": remote["median"] / local["median"],
-                          "board_blocks_disagree": remote.get("blocks_disagree")})
+        with Board(cfg) as b:
+            b.prepare()
+            for arch, art in zip(refs, arts):
+                run_once = ort.load(str(art.path), args.threads, list(art.input_shape), {})
+                board_meds, local_meds = [], []
+                for _ in range(ROUNDS):
+                    res = b.measure(MeasureJob(artifact=art.path, sha256=art.sha256, runtime="onnxruntime",
+                                               threads=args.threads, input_shape=list(art.input_shape),
+                                               measurement=settings, timeout_s=300, meta=art.meta))
+                    board_meds.append(res.summary["median"])
+                    local_meds.append(summarize(measure(run_once, settings))["median"])
+                board_ms, local_ms = statistics.median(board_meds), statistics.median(local_meds)
+                table.append({"arch": arch, "index": space.index(arch), "board_median_ms": board_ms,
+                              "inprocess_median_ms": local_ms, "ratio": board_ms / local_ms,
+                              "board_rounds": board_meds, "inprocess_rounds": local_meds})
     ratios = [r["ratio"] for r in table]
     doc = {"threads": args.threads, "settings": settings, "connection_setup_s": setup_s,
            "campaign_wall_s": campaign_s, "agent_measure_s": agent_s,

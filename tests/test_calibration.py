@@ -79,3 +79,26 @@ def test_bad_json_and_quantile() -> None:
         Calibration.from_dict({"slope": 1.0})
     with pytest.raises(BadInput):
         Calibration().margin(0.0)
+
+
+def test_fixed_cost_offset_only_when_the_points_show_it() -> None:
+    """A per-inference fixed cost (dispatch overhead) is found with enough points, never invented."""
+    import numpy as np
+
+    from toolkit.calibration import MIN_POINTS_FOR_OFFSET, fit
+
+    rng = np.random.default_rng(3)
+    pred = np.exp(rng.uniform(-1.5, 3.0, 30))
+    with_cost = 0.6 + 0.9 * pred * np.exp(rng.normal(0, 0.02, 30))
+    cal = fit(pred, with_cost)
+    assert 0.3 < cal.offset < 0.9
+    assert np.max(np.abs(cal.apply(pred) / with_cost - 1)) < 0.08
+    plain = fit(pred, 0.9 * pred * np.exp(rng.normal(0, 0.02, 30)))
+    assert plain.offset < 0.05 * plain.apply(pred).min()
+    few = fit(pred[: MIN_POINTS_FOR_OFFSET - 1], with_cost[: MIN_POINTS_FOR_OFFSET - 1])
+    assert few.offset == 0.0
+    # apply_log agrees with apply, and the JSON round trip keeps the offset
+    assert np.allclose(np.exp(cal.apply_log(np.log(pred))), cal.apply(pred))
+    from toolkit.calibration import Calibration
+
+    assert Calibration.from_json(cal.to_json()).offset == cal.offset

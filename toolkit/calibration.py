@@ -1,8 +1,10 @@
 """Per-device calibration: an affine fit, in log space, of predictions to measurements.
 
-``log(measured) ~ slope * log(predicted) + intercept``. With few points (the 10 reference
-measurements) or a degenerate spread, the slope falls back to 1 and only the offset is fitted.
-The residuals (log ratios) give a safety margin for budgets.
+``log(measured - offset) ~ slope * log(predicted) + intercept``. With few points (the 10 reference
+measurements) or a degenerate spread, the slope falls back to 1 and only the intercept is fitted.
+``offset`` (a fixed per-inference cost, e.g. runtime dispatch on a CPU, in the measured unit) is
+0 unless the device has at least ``MIN_POINTS_FOR_OFFSET`` measurements and a leave-one-out check
+shows that it predicts better. The residuals (log ratios) give a safety margin for budgets.
 """
 from __future__ import annotations
 
@@ -16,25 +18,35 @@ import numpy as np
 from toolkit.errors import BadInput
 
 MIN_POINTS_FOR_SLOPE = 4
+MIN_POINTS_FOR_OFFSET = 15
+OFFSET_GRID = 16  # candidate offsets between 0 and 90 % of the smallest measurement
 SLOPE_RANGE = (0.2, 5.0)
 
 
 @dataclass
 class Calibration:
-    """``measured = exp(intercept) * predicted ** slope``; residuals in log space."""
+    """``measured = offset + exp(intercept) * predicted ** slope``; residuals in log space."""
 
     slope: float = 1.0
     intercept: float = 0.0
     residuals: list[float] = field(default_factory=list)
     n: int = 0
+    offset: float = 0.0
 
     def apply(self, x: Any) -> np.ndarray:
         arr = np.asarray(x, dtype=np.float64)
-        return np.exp(self.slope * np.log(np.maximum(arr, 1e-12)) + self.intercept)
+        return self.offset + np.exp(self.slope * np.log(np.maximum(arr, 1e-12)) + self.intercept)
 
     def apply_log(self, logx: Any) -> Any:
         """The calibrated log value from a log prediction (works on numpy arrays and torch tensors)."""
-        return logx * self.slope + self.intercept
+        y = logx * self.slope + self.intercept
+        if self.offset <= 0:
+            return y
+        if isinstance(y, np.ndarray) or np.isscalar(y):
+            return np.logaddexp(math.log(self.offset), y)
+        import torch
+
+        return torch.logaddexp(torch.full_like(y, math.log(self.offset)), y)
 
     def margin(self, quantile: float = 0.9) -> float:
         """Relative margin (e.g. 0.04 = 4 %) covering ``quantile`` of the under-predictions seen."""
@@ -56,7 +68,8 @@ class Calibration:
     def from_dict(cls, d: dict[str, Any]) -> "Calibration":
         try:
             return cls(slope=float(d["slope"]), intercept=float(d["intercept"]),
-                       residuals=[float(r) for r in d.get("residuals", [])], n=int(d.get("n", 0)))
+                       residuals=[float(r) for r in d.get("residuals", [])], n=int(d.get("n", 0)),
+                       offset=float(d.get("offset", 0.0)))
         except (KeyError, TypeError, ValueError) as exc:
             raise BadInput(f"bad calibration record: {exc}") from None
 
@@ -75,24 +88,48 @@ def _positive(name: str, values: Sequence[float] | np.ndarray) -> np.ndarray:
     return arr
 
 
+def _line(lp: np.ndarray, lm: np.ndarray, min_points_for_slope: int) -> tuple[float, float]:
+    """Slope and intercept of log(measured) on log(predicted); slope 1 when few or degenerate."""
+    slope = 1.0
+    if lp.size >= min_points_for_slope and np.std(lp) > 1e-6:
+        s = float(np.cov(lp, lm, bias=True)[0, 1] / np.var(lp))
+        if SLOPE_RANGE[0] <= s <= SLOPE_RANGE[1]:
+            slope = s
+    return slope, float(np.mean(lm - slope * lp))
+
+
+def _loo_error(p: np.ndarray, m: np.ndarray, offset: float, min_points_for_slope: int) -> float:
+    """Mean squared log error of each point predicted from a fit without it."""
+    errs = []
+    for i in range(p.size):
+        keep = np.arange(p.size) != i
+        slope, icpt = _line(np.log(p[keep]), np.log(m[keep] - offset), min_points_for_slope)
+        errs.append((math.log(offset + math.exp(slope * math.log(p[i]) + icpt)) - math.log(m[i])) ** 2)
+    return float(np.mean(errs))
+
+
 def fit(pred: Sequence[float] | np.ndarray, measured: Sequence[float] | np.ndarray,
-        min_points_for_slope: int = MIN_POINTS_FOR_SLOPE) -> Calibration:
-    """Least-squares line in log space; slope 1 when points are few or the fit is degenerate."""
+        min_points_for_slope: int = MIN_POINTS_FOR_SLOPE,
+        min_points_for_offset: int = MIN_POINTS_FOR_OFFSET) -> Calibration:
+    """Least-squares line in log space (slope 1 when points are few or the fit is degenerate),
+    with a fixed offset only where enough points show, leave-one-out, that it predicts better."""
     p = _positive("predicted", pred)
     m = _positive("measured", measured)
     if p.size != m.size:
         raise BadInput(f"calibration needs as many predictions as measurements ({p.size} vs {m.size})")
     if p.size == 0:
         raise BadInput("calibration needs at least one measurement")
-    lp, lm = np.log(p), np.log(m)
-    slope = 1.0
-    if p.size >= min_points_for_slope and np.std(lp) > 1e-6:
-        s = float(np.cov(lp, lm, bias=True)[0, 1] / np.var(lp))
-        if SLOPE_RANGE[0] <= s <= SLOPE_RANGE[1]:
-            slope = s
-    intercept = float(np.mean(lm - slope * lp))
-    resid = lm - (slope * lp + intercept)
-    return Calibration(slope=slope, intercept=intercept, residuals=[float(r) for r in resid], n=int(p.size))
+    offset = 0.0
+    if p.size >= min_points_for_offset:
+        grid = np.linspace(0.0, 0.9 * float(m.min()), OFFSET_GRID)
+        scores = [_loo_error(p, m, float(c), min_points_for_slope) for c in grid]
+        offset = float(grid[int(np.argmin(scores))])
+    lp, lm = np.log(p), np.log(m - offset)
+    slope, intercept = _line(lp, lm, min_points_for_slope)
+    calibrated = offset + np.exp(slope * lp + intercept)
+    resid = np.log(m) - np.log(calibrated)
+    return Calibration(slope=slope, intercept=intercept, residuals=[float(r) for r in resid], n=int(p.size),
+                       offset=offset)
 
 
 def finetune(predictor: Any, archs: list[str], measured: Sequence[float] | np.ndarray, emb: np.ndarray,
