@@ -1,7 +1,6 @@
 """A board session: one connection and the agent on it; measuring an artifact gives a typed result."""
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -21,6 +20,7 @@ from profilers.connection import (
     check_remote_path,
     open_connection,
 )
+from profilers.board.agent import sha256_file
 from profilers.pack import build_agent
 from toolkit.errors import BadInput, BoardError
 
@@ -148,14 +148,6 @@ class MeasureResult:
 
 class BadReply(Exception):
     """The agent's reply broke the protocol."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _is_number(value: Any) -> bool:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from toolkit.spaces.nb201 import EDGES, OPS
-from toolkit.spaces.nb201_net import NB201Network, ResidualReduction, make_op
+from toolkit.spaces.nb201_net import NB201Network, build_macro, make_op
 
 
 class SuperCell(nn.Module):
@@ -47,16 +47,7 @@ class NB201Supernet(nn.Module):
     def __init__(self, num_classes: int = 10, channels: int = 16, cells: int = 5, in_channels: int = 3) -> None:
         super().__init__()
         self.num_classes, self.channels, self.cells, self.in_channels = num_classes, channels, cells, in_channels
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
-        layers: list[nn.Module] = []
-        c = channels
-        for stage in range(3):
-            if stage > 0:
-                layers.append(ResidualReduction(c, 2 * c))
-                c *= 2
-            layers.extend(SuperCell(c) for _ in range(cells))
-        self.layers = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=False))
+        c = build_macro(self, SuperCell, channels, cells, in_channels)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c, num_classes)
 

@@ -1,6 +1,8 @@
 """The standalone NB201 network (C=16, N=5): stem, 3 stages of cells, residual reductions."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -60,20 +62,27 @@ class ResidualReduction(nn.Module):
         return self.conv_b(self.conv_a(x)) + self.shortcut(x)
 
 
+def build_macro(module: nn.Module, make_cell: Callable[[int], nn.Module], channels: int, cells: int,
+                in_channels: int) -> int:
+    """Give ``module`` the NB201 macro skeleton (stem, 3 stages of cells, reductions, head); the width at the end."""
+    module.stem = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
+    layers: list[nn.Module] = []
+    c = channels
+    for stage in range(3):
+        if stage > 0:
+            layers.append(ResidualReduction(c, 2 * c))
+            c *= 2
+        layers.extend(make_cell(c) for _ in range(cells))
+    module.layers = nn.Sequential(*layers)
+    module.head = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=False))
+    return c
+
+
 class NB201Network(nn.Module):
     def __init__(self, indices: list[int], num_classes: int = 10, channels: int = 16, cells: int = 5,
                  in_channels: int = 3) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
-        layers: list[nn.Module] = []
-        c = channels
-        for stage in range(3):
-            if stage > 0:
-                layers.append(ResidualReduction(c, 2 * c))
-                c *= 2
-            layers.extend(Cell(indices, c) for _ in range(cells))
-        self.layers = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=False))
+        c = build_macro(self, lambda width: Cell(indices, width), channels, cells, in_channels)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c, num_classes)
 

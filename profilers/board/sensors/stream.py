@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import subprocess
 import threading
-from typing import Callable, Deque, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from .base import SensorError
 
