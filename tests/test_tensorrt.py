@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -172,6 +173,12 @@ if "onnx" in args:
     print((fixtures / "trtexec_8.4_xavier_agx.txt").read_text())
 else:
     Path(args["loadEngine"]).with_suffix(".runs").open("a").write(" ".join(sys.argv[1:]) + "\\n")
+    if "exportTimes" in args:  # trtexec's per-inference records, as it writes them
+        import json
+        n = max(int(args.get("iterations", 1)), 3)
+        recs = [{{"count": n}}] + [{{"startComputeMs": i * 2.0, "computeMs": 1.5, "latencyMs": 2.0 + 0.01 * i}}
+                                  for i in range(n)]
+        Path(args["exportTimes"]).write_text(json.dumps(recs))
     print((fixtures / "trtexec_10.x_summary.txt").read_text())
 """
 
@@ -302,3 +309,31 @@ def test_build_and_time_a_real_engine(tmp_path: Path, onnx_file: Path, precision
     for _ in range(20):
         run_once()
     assert 0 < (time.perf_counter() - start) / 20 < 0.5
+
+
+def test_agent_times_trtexec_blocks_from_its_own_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the bindings, each block is timed by trtexec on the board and its per-inference records
+    come back as the block's samples (never the start-up of one process per inference)."""
+    try:
+        import tensorrt  # noqa: F401
+
+        pytest.skip("TensorRT bindings are installed here: the bindings path is used")
+    except ImportError:
+        pass
+    from profilers.board.agent import time_blocks
+
+    tool = _replay_tool(tmp_path)
+    monkeypatch.setenv("PATH", f"{tool.parent}{os.pathsep}{os.environ['PATH']}")
+    engine = tmp_path / "net.engine"
+    engine.write_bytes(b"engine")
+    run_once = get_runtime("tensorrt").load(str(engine), 1, [1, 3, 32, 32], {"input_name": "input"})
+    settings = {"warmup_s": 0.2, "min_runs": 7, "min_time_s": 0.5, "repeats": 2, "cooldown_s": 0.0}
+    blocks = time_blocks(run_once, settings)
+    assert len(blocks) == 2 and all(len(b) == 7 for b in blocks)
+    assert blocks[0] == pytest.approx([2.0 + 0.01 * i for i in range(7)])
+    runs = engine.with_suffix(".runs").read_text().splitlines()[-2:]
+    for line in runs:
+        argv = line.split()
+        assert "--warmUp=200" in argv and "--iterations=7" in argv and "--duration=0.5" in argv
+        assert any(a.startswith("--exportTimes=") for a in argv)
+    assert not list(Path(tempfile.gettempdir()).glob("trtexec-times-*.json"))

@@ -233,6 +233,21 @@ def _energy_cfg(cfg: dict) -> dict:
     return {key: value for key, value in cfg.items() if value is not None}
 
 
+def time_blocks(run_once: Callable[[], None], measurement: dict) -> List[List[float]]:
+    """The timing protocol in this process, or, for a runtime that times itself (trtexec without
+    TensorRT's Python bindings), the same protocol run by that tool block by block."""
+    sampler = getattr(run_once, "trtexec_samples", None)
+    if sampler is None:
+        return timing.measure(run_once, measurement)
+    m = timing.check_settings(measurement)
+    blocks = []
+    for index in range(m["repeats"]):
+        if index and m["cooldown_s"] > 0:
+            time.sleep(m["cooldown_s"])
+        blocks.append(sampler(int(m["warmup_s"] * 1000), m["min_time_s"], m["min_runs"]))
+    return blocks
+
+
 def measure_energy_for(job: dict, run_once: Callable[[], None]) -> dict:
     """The energy sensor's reading for this model, or {'sensor', 'error'}; loaded only when asked for."""
     cfg = _energy_cfg(job["energy"])
@@ -301,12 +316,17 @@ def work(job_path: str, out_path: str) -> int:
         except Exception as exc:
             raise JobError("load_failed", _one_line(exc))
         try:
-            blocks = timing.measure(run_once, job["measurement"])
+            blocks = time_blocks(run_once, job["measurement"])
         except Exception as exc:
             raise JobError("run_failed", _one_line(exc))
         result.update(ok=True, blocks=blocks)
         if job["energy"].get("sensor", "none") != "none":
-            result["energy"] = measure_energy_for(job, run_once)
+            if getattr(run_once, "per_call_process", False):
+                result["energy"] = {"sensor": job["energy"]["sensor"],
+                                    "error": "energy per inference needs an in-process runtime (for TensorRT: "
+                                             "its Python bindings), not one process per call"}
+            else:
+                result["energy"] = measure_energy_for(job, run_once)
     except JobError as exc:
         result.update(ok=False, error_code=exc.code, error=str(exc))
     except Exception as exc:

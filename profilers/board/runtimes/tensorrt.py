@@ -11,9 +11,11 @@ Two ways to run, best first:
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import tempfile
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 NAME = "tensorrt"
@@ -294,8 +296,29 @@ def _load_trtexec(tool: str, path: str, input_shape: List[int], meta: dict) -> C
     def trtexec_timing(warmup_ms: int = 1000, duration_s: float = 1.0, iterations: int = 50, timeout: float = 600) -> dict:
         return _run(warmup_ms, duration_s, iterations, timeout)
 
+    def trtexec_samples(warmup_ms: int, min_time_s: float, min_runs: int, timeout: float = 600) -> List[float]:
+        """One block timed by trtexec itself: per-inference latencies (ms) from ``--exportTimes``."""
+        fd, times = tempfile.mkstemp(prefix="trtexec-times-", suffix=".json")
+        os.close(fd)
+        try:
+            argv = loadengine_command(tool, path, input_shape if dynamic else None, name, warmup_ms, min_time_s,
+                                      min_runs) + ["--exportTimes=%s" % times]
+            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+            if proc.returncode != 0:
+                text = proc.stdout.decode("utf-8", "replace")
+                raise RuntimeError("trtexec --loadEngine failed (exit %d): %s" % (proc.returncode, last_error(text)))
+            with open(times) as fh:
+                records = json.load(fh)
+        finally:
+            os.unlink(times)
+        samples = [float(r["latencyMs"]) for r in records if isinstance(r, dict) and "latencyMs" in r]
+        if len(samples) < min_runs:
+            raise RuntimeError("trtexec reported %d timed inferences, fewer than min_runs=%d" % (len(samples), min_runs))
+        return samples
+
     trtexec_timing(0, 0, 1, 300)  # fail at load, not in the timing loop
     run_once.trtexec_timing = trtexec_timing  # type: ignore[attr-defined]
+    run_once.trtexec_samples = trtexec_samples  # type: ignore[attr-defined]
     run_once.per_call_process = True  # type: ignore[attr-defined]
     return run_once
 
