@@ -266,7 +266,9 @@ def test_board_runtime_without_tensorrt_says_what_is_missing() -> None:
         build_local(Path("/nonexistent.onnx"))
 
 
-def test_board_runtime_trtexec_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture()
+def replayed_trtexec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The trtexec fallback, with trtexec replaying recorded output (skipped where the bindings exist)."""
     try:
         import tensorrt  # noqa: F401
 
@@ -275,6 +277,10 @@ def test_board_runtime_trtexec_fallback(tmp_path: Path, monkeypatch: pytest.Monk
         pass
     tool = _replay_tool(tmp_path)
     monkeypatch.setenv("PATH", f"{tool.parent}{os.pathsep}{os.environ['PATH']}")
+    return tool
+
+
+def test_board_runtime_trtexec_fallback(tmp_path: Path, replayed_trtexec: Path) -> None:
     runtime = get_runtime("tensorrt")
     assert runtime.available() == (True, "trtexec 10.2.0")
     engine = tmp_path / "net.engine"
@@ -311,19 +317,11 @@ def test_build_and_time_a_real_engine(tmp_path: Path, onnx_file: Path, precision
     assert 0 < (time.perf_counter() - start) / 20 < 0.5
 
 
-def test_agent_times_trtexec_blocks_from_its_own_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_agent_times_trtexec_blocks_from_its_own_records(tmp_path: Path, replayed_trtexec: Path) -> None:
     """Without the bindings, each block is timed by trtexec on the board and its per-inference records
     come back as the block's samples (never the start-up of one process per inference)."""
-    try:
-        import tensorrt  # noqa: F401
-
-        pytest.skip("TensorRT bindings are installed here: the bindings path is used")
-    except ImportError:
-        pass
     from profilers.board.agent import time_blocks
 
-    tool = _replay_tool(tmp_path)
-    monkeypatch.setenv("PATH", f"{tool.parent}{os.pathsep}{os.environ['PATH']}")
     engine = tmp_path / "net.engine"
     engine.write_bytes(b"engine")
     run_once = get_runtime("tensorrt").load(str(engine), 1, [1, 3, 32, 32], {"input_name": "input"})
