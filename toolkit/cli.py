@@ -14,6 +14,13 @@ Handler = Callable[[argparse.Namespace], tuple[Any, str]]
 
 
 # -- shared helpers ------------------------------------------------------------------------------
+def check_run_dir(run: str | None) -> None:
+    """One-line refusal of a damaged ``--run`` directory (see ``toolkit.search.run.check_run_dir``)."""
+    from toolkit.search.run import check_run_dir as check
+
+    check(run)
+
+
 def open_store(args: argparse.Namespace) -> Any:
     from toolkit.config import default_db
     from toolkit.store import Store
@@ -246,31 +253,6 @@ def cmd_search(args: argparse.Namespace) -> tuple[Any, str]:
     doc = json.loads((Path(run) / "result.json").read_text()) if (Path(run) / "result.json").exists() else {
         "run": str(run), "devices": devices, "objectives": objectives, "epochs": config.get("epochs")}
     return doc, f"run written to {doc['run']} ({len(doc['devices'])} devices, {doc.get('seconds', 0):.0f} s)"
-
-
-def check_run_dir(run: str | None) -> None:
-    """A ``--run`` directory whose config.json or tensors are damaged is bad input (exit 2), named in one line."""
-    if run is None:
-        return
-    path = Path(os.path.expanduser(run))
-    if not path.is_dir():
-        raise BadInput(f"--run {run!r}: not a directory")
-    cfg = path / "config.json"
-    if cfg.is_file():
-        try:
-            meta = json.loads(cfg.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            raise BadInput(f"run config {cfg} is not JSON: {str(err).splitlines()[0]}") from None
-        if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict) or "hypernet_args" not in meta:
-            raise BadInput(f"run config {cfg}: not a search run's configuration (needs 'config' and 'hypernet_args')")
-    from safetensors import safe_open
-
-    for tensors in sorted(path.rglob("*.safetensors")):
-        try:
-            with safe_open(str(tensors), framework="numpy") as fh:  # checks the header against the file size
-                list(fh.keys())
-        except Exception as err:  # SafetensorError has no importable base class
-            raise BadInput(f"{tensors}: damaged or truncated safetensors file: {str(err).splitlines()[0]}") from None
 
 
 def _device_cost(store: Any, name: str, space: str) -> Any:

@@ -3,6 +3,7 @@ supernet.safetensors (supernet mode), the accuracy surrogate (benchmark mode), m
 from __future__ import annotations
 
 import json
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -240,3 +241,28 @@ def load_run(path: str | Path | None = None) -> Run:
 
 __all__ = ["COST_OBJECTIVES", "Run", "SearchConfig", "append_metrics", "default_run_path", "load_run",
            "extract_subnet_weights", "image_source", "make_config", "read_metrics", "save_tensors", "shipped_surrogate_dir"]
+
+
+def check_run_dir(run: str | None) -> None:
+    """A ``--run`` directory whose config.json or tensors are damaged is bad input (exit 2), named in one line."""
+    if run is None:
+        return
+    path = Path(os.path.expanduser(run))
+    if not path.is_dir():
+        raise BadInput(f"--run {run!r}: not a directory")
+    cfg = path / "config.json"
+    if cfg.is_file():
+        try:
+            meta = json.loads(cfg.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise BadInput(f"run config {cfg} is not JSON: {str(err).splitlines()[0]}") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict) or "hypernet_args" not in meta:
+            raise BadInput(f"run config {cfg}: not a search run's configuration (needs 'config' and 'hypernet_args')")
+    from safetensors import safe_open
+
+    for tensors in sorted(path.rglob("*.safetensors")):
+        try:
+            with safe_open(str(tensors), framework="numpy") as fh:  # checks the header against the file size
+                list(fh.keys())
+        except Exception as err:  # SafetensorError has no importable base class
+            raise BadInput(f"{tensors}: damaged or truncated safetensors file: {str(err).splitlines()[0]}") from None
