@@ -30,14 +30,18 @@ def weights_seed(space: str, arch: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{space}:{arch}".encode()).digest()[:4], "big")
 
 
-def build_model(space: Space, arch: str, weights: dict[str, Any] | None = None) -> Any:
-    """The standalone network, with given weights or seeded untrained ones."""
+def build_model(space: Space, arch: str, run: str | None = None) -> Any:
+    """The standalone network: a run's inherited supernet weights when it has them, else seeded untrained ones."""
     import torch
 
     torch.manual_seed(weights_seed(space.name, arch))
     model = space.build(arch)
-    if weights is not None:
-        model.load_state_dict(weights, strict=True)
+    if run is not None:
+        from toolkit.search.run import extract_subnet_weights
+
+        weights = extract_subnet_weights(Path(run), space.name, arch)
+        if weights is not None:
+            model.load_state_dict(weights, strict=True)
     return model.eval()
 
 
@@ -61,10 +65,8 @@ def build_artifact(space: Space, arch: str, runtime: str, cache_dir: Path,
     onnx_path = cache_dir / f"{cache_key(space.name, arch, 'onnx', None, weights)}.onnx"
     with _BUILD_LOCK:
         if not onnx_path.exists():
-            from toolkit.exporting import subnet_weights
-
-            model = build_model(space, arch, subnet_weights(run, space.name, arch) if run else None)
-            export_onnx(model, shape, onnx_path, meta={"space": space.name, "arch": arch, "weights": weights})
+            export_onnx(build_model(space, arch, run), shape, onnx_path,
+                        meta={"space": space.name, "arch": arch, "weights": weights})
         if runtime != "tvm":
             return Artifact(onnx_path, sha256_file(onnx_path), "onnx", shape, read_sidecar(onnx_path))
         from exporters.targets import resolve_target

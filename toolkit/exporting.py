@@ -13,15 +13,6 @@ from toolkit.spaces import get_space
 FORMATS = ("onnx", "tvm", "tensorrt")
 
 
-def subnet_weights(run: str | None, space_name: str, arch: str) -> dict[str, Any] | None:
-    """The inherited weights of ``arch`` from a run's supernet, or None for untrained weights."""
-    if run is None:
-        return None
-    from toolkit.search.run import extract_subnet_weights
-
-    return extract_subnet_weights(Path(run), space_name, arch)
-
-
 def arch_stem(space: Any, arch: str) -> str:
     """A short, file-safe name: the benchmark index where the space has one, else a content hash."""
     if hasattr(space, "index"):
@@ -46,7 +37,7 @@ def export_arch(arch: str, *, space_name: str, formats: list[str], out: Path, de
     stem = arch_stem(space, arch)
     if device is not None:
         stem = f"{device.name}-{stem}"
-    model = build_model(space, arch, subnet_weights(run, space.name, arch))
+    model = build_model(space, arch, run)
     shape = tuple(space.input_shape(arch))
     onnx_res = export_onnx(model, shape, out / f"{stem}.onnx", meta={"space": space.name, "arch": arch,
                                                                      "weights": run or "untrained"})
