@@ -34,15 +34,14 @@ def build_model(space: Space, arch: str, run: str | None = None) -> Any:
     """The standalone network: a run's inherited supernet weights when it has them, else seeded untrained ones."""
     import torch
 
-    torch.manual_seed(weights_seed(space.name, arch))
-    model = space.build(arch)
     if run is not None:
-        from toolkit.search.run import extract_subnet_weights
+        from toolkit.search.run import run_subnet
 
-        weights = extract_subnet_weights(Path(run), space.name, arch)
-        if weights is not None:
-            model.load_state_dict(weights, strict=True)
-    return model.eval()
+        inherited = run_subnet(Path(run), space.name, arch)
+        if inherited is not None:
+            return inherited.eval()
+    torch.manual_seed(weights_seed(space.name, arch))
+    return space.build(arch).eval()
 
 
 def cache_key(space: str, arch: str, kind: str, target: dict[str, Any] | None, weights: str = "untrained") -> str:

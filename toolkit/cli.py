@@ -143,14 +143,34 @@ def cmd_space_refs(args: argparse.Namespace) -> tuple[Any, str]:
     return refs, "\n".join(refs)
 
 
+def _space_of(args: argparse.Namespace) -> str:
+    """``--space`` when given, else the space the ``--run`` searched, else nb201."""
+    check_run_dir(args.run)
+    if args.space:
+        return str(args.space)
+    if args.run:
+        from toolkit.search.run import load_run
+
+        return load_run(args.run).config.space
+    return "nb201"
+
+
+def _load_run(args: argparse.Namespace) -> Any:
+    """``--run`` (or the run shipped for ``--space``), checked to have searched ``--space``."""
+    from toolkit.search.run import load_run
+
+    check_run_dir(args.run)
+    return load_run(args.run, args.space)
+
+
 def cmd_export(args: argparse.Namespace) -> tuple[Any, str]:
     from toolkit.exporting import export_arch
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    check_run_dir(args.run)
+    space = _space_of(args)
     with open_store(args) as store:
         cfg = load_device_ref(args.device, store) if args.device else None
-        doc = export_arch(args.arch, space_name=args.space, formats=formats, out=Path(args.out), device=cfg,
+        doc = export_arch(args.arch, space_name=space, formats=formats, out=Path(args.out), device=cfg,
                           run=args.run, tensorrt_precision=args.precision, target_preset=args.target_preset)
     lines = [f"{k}: {v}" for k, v in doc.items() if k != "max_abs_diff"]
     lines += [f"max |diff| vs PyTorch ({k}): {v:.3g}" for k, v in doc.get("max_abs_diff", {}).items()
@@ -229,18 +249,21 @@ def cmd_predictor_eval(args: argparse.Namespace) -> tuple[Any, str]:
 def cmd_search(args: argparse.Namespace) -> tuple[Any, str]:
     from toolkit.search.api import search
     from toolkit.search.run import make_config
+    from toolkit.search.supernets import search_space
 
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
-    if args.accuracy == "benchmark" or not devices or any(":" in d for d in devices):
+    accuracy = args.accuracy or ("benchmark" if search_space(args.space).benchmark_accuracy else "supernet")
+    make_config({"space": args.space, "objectives": objectives, "accuracy": accuracy})  # bad pairs before --data
+    if accuracy == "benchmark" or not devices or any(":" in d for d in devices):
         data = str(_data_dir(args.data))
     else:
         data = args.data
     if not devices:  # every table device that has its reference measurements
         from toolkit.search.default_run import usable_keys
 
-        devices = usable_keys(data)
-    config: dict[str, Any] = {"space": args.space, "objectives": objectives, "accuracy": args.accuracy,
+        devices = usable_keys(data, space=args.space)
+    config: dict[str, Any] = {"space": args.space, "objectives": objectives, "accuracy": accuracy,
                               "data_dir": data, "seed": args.seed, "devices": devices}
     if args.images:
         config["image_dir"] = args.images
@@ -263,19 +286,17 @@ def _device_cost(store: Any, name: str, space: str) -> Any:
 
 def cmd_pareto(args: argparse.Namespace) -> tuple[Any, str]:
     from toolkit.search.readout import pareto
-    from toolkit.search.run import load_run
 
     if args.preferences < 1:
         raise BadInput("--preferences must be at least 1")
-    check_run_dir(args.run)
-    run = load_run(args.run)
+    run = _load_run(args)
     with open_store(args) as store:
-        cost = _device_cost(store, args.device, args.space)
+        cost = _device_cost(store, args.device, run.config.space)
         energy = None
         if "energy" in run.objectives:
             from toolkit.prediction import device_from_store
 
-            energy = device_from_store(store, args.device, args.space, "energy")
+            energy = device_from_store(store, args.device, run.config.space, "energy")
     front = pareto(run, cost, args.preferences, energy_cost=energy)
     rows = [[_fmt(r["predicted"].get("error"), 2), _fmt(r["predicted"].get("latency_ms")), r["arch"]] for r in front]
     return front, table(rows, ["error %", "latency ms", "arch"])
@@ -283,12 +304,10 @@ def cmd_pareto(args: argparse.Namespace) -> tuple[Any, str]:
 
 def cmd_select(args: argparse.Namespace) -> tuple[Any, str]:
     from toolkit.search.readout import select
-    from toolkit.search.run import load_run
 
-    check_run_dir(args.run)
-    run = load_run(args.run)
+    run = _load_run(args)
     with open_store(args) as store:
-        cost = _device_cost(store, args.device, args.space)
+        cost = _device_cost(store, args.device, run.config.space)
     doc = select(run, cost, args.budget_ms)
     p = doc["predicted"]
     return doc, (f"{doc['arch']}\n  predicted error {p.get('error', float('nan')):.2f} %, latency "
@@ -321,10 +340,10 @@ def cmd_validate(args: argparse.Namespace) -> tuple[Any, str]:
     from toolkit.spaces import get_space
     from toolkit.workflow import validate
 
-    check_run_dir(args.run)
+    space = get_space(_space_of(args))
     with open_store(args) as store:
         cfg = load_device_ref(args.device, store)
-        doc = validate(cfg, store, get_space(args.space), args.run, args.archs,
+        doc = validate(cfg, store, space, args.run, args.archs,
                        Path(args.out) if args.out else None, quiet=args.quiet)
     return doc, (f"{doc['device']}: {len(doc['rows'])} architectures, Spearman {doc['spearman']:.3f}, "
                  f"Kendall {doc['kendall']:.3f}, MAPE {doc['mape']:.1f} %, within +-10 % "
@@ -382,8 +401,12 @@ def build_parser(handlers: dict[str, Handler]) -> argparse.ArgumentParser:
         p.set_defaults(handler=handlers.get(name) or not_yet(name))
         return p
 
-    def space_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--space", default="nb201", help="search space (default nb201)")
+    def space_arg(p: argparse.ArgumentParser, from_run: bool = False) -> None:
+        if from_run:
+            p.add_argument("--space", default=None,
+                           help="search space (default: the --run's; without --run, nb201's shipped run)")
+        else:
+            p.add_argument("--space", default="nb201", help="search space (default nb201)")
 
     p = add("doctor", "connect, fingerprint the board, check its runtimes and energy sensor")
     p.add_argument("device", help="device YAML, stored device name, or a name in device_configs/")
@@ -432,7 +455,8 @@ def build_parser(handlers: dict[str, Handler]) -> argparse.ArgumentParser:
     space_arg(p)
     p.add_argument("--devices", default=None, help="D1,D2,... (store devices or table devices); default: the tables")
     p.add_argument("--objectives", default="error,latency")
-    p.add_argument("--accuracy", choices=["supernet", "benchmark"], default="benchmark")
+    p.add_argument("--accuracy", choices=["supernet", "benchmark"], default=None,
+                   help="default: benchmark for nb201 (its accuracy table), supernet for ofa_mbv3")
     p.add_argument("--data", default=os.environ.get("MODNAS_DATA"), help="the measured tables")
     p.add_argument("--images", default=None,
                    help="supernet mode: images (CIFAR-10 python layout, ImageFolder, .npz, or 'digits')")
@@ -441,17 +465,17 @@ def build_parser(handlers: dict[str, Handler]) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p = add("pareto", "the front of a search run read out for a device, seen or unseen")
     p.add_argument("--device", required=True)
-    space_arg(p)
+    space_arg(p, from_run=True)
     p.add_argument("--run", default=None)
     p.add_argument("--preferences", type=int, default=24)
     p = add("select", "the most accurate architecture predicted to meet a latency budget")
     p.add_argument("--device", required=True)
-    space_arg(p)
+    space_arg(p, from_run=True)
     p.add_argument("--budget-ms", type=float, required=True)
     p.add_argument("--run", default=None)
     p = add("export", "build a subnet and export it (ONNX, TVM, TensorRT) for a device")
     p.add_argument("arch")
-    space_arg(p)
+    space_arg(p, from_run=True)
     p.add_argument("--run", default=None)
     p.add_argument("--format", default="onnx", help="onnx[,tvm][,tensorrt]")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="TensorRT precision")
@@ -461,7 +485,7 @@ def build_parser(handlers: dict[str, Handler]) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p = add("validate", "measure chosen architectures on the board and compare with predictions")
     p.add_argument("device")
-    space_arg(p)
+    space_arg(p, from_run=True)
     p.add_argument("--run", default=None)
     p.add_argument("--archs", default="pareto", help="pareto | FILE")
     p.add_argument("--out", default=None)

@@ -90,7 +90,7 @@ def validate(cfg: DeviceConfig, store: Store, space: Space, run: str | None = No
     from toolkit.search.readout import candidates
     from toolkit.search.run import load_run
 
-    run_obj = load_run(run)
+    run_obj = load_run(run, space.name)
     if archs == "pareto":  # every distinct architecture of the 24-preference read-out
         cost = _cost_without(store, cfg.name, space, set())
         chosen = candidates(run_obj, cost.emb, READOUT_PREFERENCES)[0]

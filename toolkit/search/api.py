@@ -18,14 +18,15 @@ from toolkit.search.run import (SearchConfig, append_metrics, image_source, make
 
 
 def resolve_devices(names: list[str], data_dir: str | Path | None = None, store: Any = None,
-                    metric: str = "latency", allow_standin: bool = True, table: Any = None) -> tuple[list[Any], str]:
+                    metric: str = "latency", allow_standin: bool = True, table: Any = None,
+                    space: str = "nb201") -> tuple[list[Any], str]:
     """Cost models for device names: ``source:device`` keys of the benchmark tables or store names,
     through ``toolkit.prediction`` (shipped predictor + calibration). When no predictor is shipped,
     table devices fall back to the log-linear stand-in fitted to their column (said in the result).
     Returns the models and a word for where they came from."""
     try:
         from toolkit import predictors, prediction
-        predictors.load_default("nb201", metric)
+        predictors.load_default(space, metric)
         have_predictor = True
     except (ImportError, BadInput):
         have_predictor = False
@@ -33,16 +34,23 @@ def resolve_devices(names: list[str], data_dir: str | Path | None = None, store:
         out: list[Any] = []
         for name in names:
             if ":" in name and data_dir is not None:
-                if table is None:
+                if table is None and space == "nb201":
                     from toolkit.benchdata import load_table
 
                     table = load_table(data_dir, metric)
-                out.append(prediction.device_from_table(data_dir, name, "nb201", metric, table=table))
+                elif table is None and space == "ofa_mbv3" and metric == "latency":
+                    from toolkit.benchdata_ofa import load_latency
+
+                    table = load_latency(data_dir)
+                out.append(prediction.device_from_table(data_dir, name, space, metric, table=table))
             elif store is not None:
-                out.append(prediction.device_from_store(store, name, "nb201", metric))
+                out.append(prediction.device_from_store(store, name, space, metric))
             else:
                 raise BadInput(f"device {name!r}: give --data for table devices or a store for measured ones")
         return out, "DeviceCost (shipped predictor, calibrated on the reference measurements)"
+    if space != "nb201":
+        raise BadInput(f"no {space} {metric} predictor: fit one with `modnas predictor fit --space {space} "
+                       f"--metric {metric} --data DIR`")
     if not allow_standin or data_dir is None or not all(":" in n for n in names):
         raise BadInput(f"no shipped {metric} predictor: only benchmark-table devices (with --data) can be searched")
     return (linear_costs_from_table(data_dir, names, metric, table=table),
@@ -182,10 +190,10 @@ def search(config: SearchConfig | dict[str, Any], out: str | Path = "modnas-run"
     cfg = config if isinstance(config, SearchConfig) else make_config(dict(config))
     if not cfg.devices:
         raise BadInput("the search config names no devices")
-    lat, source = resolve_devices(cfg.devices, cfg.data_dir, store, "latency")
+    lat, source = resolve_devices(cfg.devices, cfg.data_dir, store, "latency", space=cfg.space)
     energy = None
     if "energy" in cfg.objectives:
-        energy, _ = resolve_devices(cfg.devices, cfg.data_dir, store, "energy")
+        energy, _ = resolve_devices(cfg.devices, cfg.data_dir, store, "energy", space=cfg.space)
     fields = cfg.model_dump(exclude={"objectives", "accuracy", "data_dir", "epochs", "seed", "devices", "cost_source"})
     result = run_search(lat, cfg.objectives, cfg.accuracy, cfg.data_dir, cfg.epochs, out, cfg.seed,
                         energy_devices=energy, cost_source=source, **fields)

@@ -1,7 +1,12 @@
-"""Rebuild the run shipped in ``toolkit/assets/runs/default``: a benchmark-mode search on the
-table devices minus held-out hardware groups (drawn with the seed, so evaluations can use them).
+"""Rebuild the runs shipped in ``toolkit/assets/runs``.
+
+``default`` (nb201): a benchmark-mode search on the table devices minus held-out hardware groups
+(drawn with the seed, so evaluations can use them).
+``ofa_mbv3``: a supernet-mode search on the digits for HELP's OFA GPU settings (batch 1 and 64) minus
+one held-out GPU; its supernet (37 MB) is not shipped: an accuracy surrogate distilled from it is.
 
     python -m toolkit.search.default_run --data ../shared/data --out toolkit/assets/runs/default
+    python -m toolkit.search.default_run --space ofa_mbv3 --data ../shared/data --out toolkit/assets/runs/ofa_mbv3
 """
 from __future__ import annotations
 
@@ -25,14 +30,26 @@ def split_devices(keys: list[str], seed: int = 0, share: float = 0.25) -> tuple[
     return [k for k in keys if k not in held], held, held_groups
 
 
-def usable_keys(data_dir: str | Path, table: Any = None) -> list[str]:
+def usable_keys(data_dir: str | Path, table: Any = None, space: str = "nb201") -> list[str]:
     """Table devices with (nearly) every architecture and all reference measurements."""
     from toolkit.benchdata import load_table
     from toolkit.spaces import get_space
 
-    space = get_space("nb201")
+    if space == "ofa_mbv3":
+        from toolkit.benchdata_ofa import load_latency
+
+        ofa = get_space(space)
+        tab = load_latency(data_dir) if table is None else table
+        pos = {a: i for i, a in enumerate(tab.archs)}
+        refs = [pos[a] for a in ofa.reference_archs() if a in pos]
+        return [k for k in tab.keys if len(refs) == len(ofa.reference_archs()) and np.all(np.isfinite(tab.row(k)[refs]))]
+    if space != "nb201":
+        from toolkit.errors import BadInput
+
+        raise BadInput(f"no benchmark tables for the {space} space: name the devices with --devices")
+    nb = get_space("nb201")
     table = load_table(data_dir, "latency") if table is None else table
-    refs = [space.index(a) for a in space.reference_archs()]
+    refs = [nb.index(a) for a in nb.reference_archs()]
     out = []
     for key in table.keys:
         row = table.row(key)
@@ -66,19 +83,65 @@ def build_default_run(data_dir: str | Path, out: str | Path, epochs: int = 20, s
     return res
 
 
+OFA_HELD_OUT = "titan_xp"
+
+
+OFA_BATCHES = (1, 64)  # the settings searched for: batch 1 and 64 of each GPU kept (32 sits between them)
+
+
+def build_ofa_run(data_dir: str | Path, out: str | Path, epochs: int = 10, seed: int = 0,
+                  held_out: str = OFA_HELD_OUT, distil: int = 600, keep_supernet: bool = False,
+                  warmup: int = 3, h_lr: float = 3e-3, prefs: int = 4, random_subnets: int = 1) -> dict[str, Any]:
+    """The shipped ofa_mbv3 run: HELP's OFA settings at batch 1 and 64 except the ``held_out`` GPU's,
+    supernet mode on the digits (``warmup`` epochs on random subnets, then ``prefs`` preferences per
+    device per step and ``random_subnets`` extra random subnets per weight step), then the accuracy
+    surrogate distilled from the supernet."""
+    from toolkit.benchdata_ofa import batch_size
+    from toolkit.benchdata_ofa import gpu_group, load_latency
+    from toolkit.search.api import resolve_devices, run_search
+    from toolkit.search.run import load_run
+    from toolkit.search.surrogate import distil_surrogate
+
+    table = load_latency(data_dir)
+    train = [k for k in table.keys if gpu_group(k) != held_out and batch_size(k) in OFA_BATCHES]
+    held = [k for k in table.keys if gpu_group(k) == held_out]
+    models, source = resolve_devices(train, data_dir, table=table, space="ofa_mbv3")
+    note = (f"shipped ofa_mbv3 run: supernet mode on the digits for {len(train)} HELP OFA settings; the "
+            f"{held_out} GPU ({len(held)} settings) is held out. Rebuild: python -m toolkit.search.default_run "
+            f"--space ofa_mbv3 --data DATA --out OUT --epochs {epochs} --seed {seed} (warm-up {warmup} epochs, "
+            f"h_lr {h_lr}, {prefs} preferences per step, {random_subnets} random subnet(s) per weight step)")
+    res = run_search(models, accuracy="supernet", data_dir="digits", epochs=epochs, out=out, seed=seed,
+                     space="ofa_mbv3", cost_source=source, note=note, warmup_epochs=warmup, h_lr=h_lr,
+                     supernet_prefs=prefs, random_subnets=random_subnets)
+    stats = distil_surrogate(load_run(out), distil, seed=seed)
+    meta_path = Path(out) / "config.json"
+    meta = json.loads(meta_path.read_text())
+    meta["held_out"] = {"groups": [held_out], "devices": held, "seed": seed}
+    meta["distilled_surrogate"] = stats
+    meta_path.write_text(json.dumps(meta, indent=2))
+    if not keep_supernet:
+        (Path(out) / "supernet.safetensors").unlink()
+    return {**res, "distilled": stats}
+
+
 def main() -> None:
     import torch
 
     torch.set_num_threads(1)
     p = argparse.ArgumentParser(description="rebuild the shipped default search run")
+    p.add_argument("--space", choices=["nb201", "ofa_mbv3"], default="nb201")
+    p.add_argument("--keep-supernet", action="store_true", help="ofa_mbv3: keep supernet.safetensors in OUT")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=None, help="default: 20 (nb201), 10 (ofa_mbv3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--share", type=float, default=0.25)
     p.add_argument("--cost", choices=["auto", "standin", "predictor"], default="auto")
     a = p.parse_args()
-    print(json.dumps(build_default_run(a.data, a.out, a.epochs, a.seed, a.share, a.cost)))
+    if a.space == "ofa_mbv3":
+        print(json.dumps(build_ofa_run(a.data, a.out, a.epochs or 10, a.seed, keep_supernet=a.keep_supernet)))
+    else:
+        print(json.dumps(build_default_run(a.data, a.out, a.epochs or 20, a.seed, a.share, a.cost)))
 
 
 if __name__ == "__main__":

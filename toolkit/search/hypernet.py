@@ -4,15 +4,19 @@ Registered by name:
 * ``mlp``: an MLP on the concatenation ``[r, d]``.
 * ``experts``: learned device keys; the softmax similarity of ``d`` to the keys mixes the
   outputs of per-expert MLPs on ``r`` (an M-objective form of the paper's expert tables).
-Both start with a near-zero last layer, so the first logits are almost uniform.
+Both start with a near-zero last layer, so the first logits are almost uniform. With
+``choice_counts`` (decisions with different numbers of choices) the logits are padded to
+``n_choices`` and the choices a decision lacks are held at ``MASKED`` (probability 0).
 """
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
+
+MASKED = -1e4  # a logit whose softmax probability is exactly 0 in float32
 
 
 def _small_last(layer: nn.Linear, std: float) -> None:
@@ -20,16 +24,39 @@ def _small_last(layer: nn.Linear, std: float) -> None:
     nn.init.zeros_(layer.bias)
 
 
-class MLPHypernet(nn.Module):
+class _Masked(nn.Module):
+    """The padded-logit layout shared by the hypernetworks."""
+
+    def _layout(self, n_decisions: int, n_choices: int, choice_counts: list[int] | None) -> None:
+        from toolkit.search.supernets import choice_mask
+
+        self.n_decisions, self.n_choices = n_decisions, n_choices
+        self.choice_counts = list(choice_counts) if choice_counts is not None else None
+        valid = choice_mask(n_decisions, n_choices, self.choice_counts)
+        self.valid: torch.Tensor | None
+        self.register_buffer("valid", valid, persistent=False)
+
+    def _mask(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits if self.valid is None else logits.masked_fill(~self.valid, MASKED)
+
+    def flatten(self, onehot: torch.Tensor) -> torch.Tensor:
+        """A padded (straight-through) one-hot ``[..., n, k]`` in the space's flat encoding."""
+        from toolkit.search.supernets import flatten
+
+        return flatten(onehot, self.valid)
+
+
+class MLPHypernet(_Masked):
     """``[r, d] -> hidden -> ... -> logits [n_decisions, n_choices]``."""
 
     kind = "mlp"
 
     def __init__(self, n_objectives: int, emb_dim: int = 10, n_decisions: int = 6, n_choices: int = 5,
-                 hidden: int = 64, depth: int = 2, init_std: float = 1e-3) -> None:
+                 hidden: int = 64, depth: int = 2, init_std: float = 1e-3,
+                 choice_counts: list[int] | None = None) -> None:
         super().__init__()
         self.n_objectives, self.emb_dim = n_objectives, emb_dim
-        self.n_decisions, self.n_choices = n_decisions, n_choices
+        self._layout(n_decisions, n_choices, choice_counts)
         layers: list[nn.Module] = []
         width = n_objectives + emb_dim
         for _ in range(depth):
@@ -41,19 +68,20 @@ class MLPHypernet(nn.Module):
 
     def forward(self, r: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         h = self.body(torch.cat([r, d], dim=-1))
-        return self.out(h).reshape(*r.shape[:-1], self.n_decisions, self.n_choices)
+        return self._mask(self.out(h).reshape(*r.shape[:-1], self.n_decisions, self.n_choices))
 
 
-class ExpertHypernet(nn.Module):
+class ExpertHypernet(_Masked):
     """Mixture of per-expert MLPs on ``r``, weighted by ``softmax(d K^T / sqrt(E))``."""
 
     kind = "experts"
 
     def __init__(self, n_objectives: int, emb_dim: int = 10, n_decisions: int = 6, n_choices: int = 5,
-                 hidden: int = 32, experts: int = 8, init_std: float = 1e-3) -> None:
+                 hidden: int = 32, experts: int = 8, init_std: float = 1e-3,
+                 choice_counts: list[int] | None = None) -> None:
         super().__init__()
         self.n_objectives, self.emb_dim = n_objectives, emb_dim
-        self.n_decisions, self.n_choices = n_decisions, n_choices
+        self._layout(n_decisions, n_choices, choice_counts)
         out = n_decisions * n_choices
         self.keys = nn.Parameter(torch.randn(experts, emb_dim) * 0.5)
         self.w1 = nn.Parameter(torch.randn(experts, n_objectives, hidden) / math.sqrt(n_objectives))
@@ -68,13 +96,13 @@ class ExpertHypernet(nn.Module):
         h = torch.tanh(torch.einsum("bm,xmh->bxh", r2, self.w1) + self.b1)        # [B, X, H]
         y = torch.einsum("bxh,xho->bxo", h, self.w2) + self.b2                    # [B, X, O]
         mixed = torch.einsum("bx,bxo->bo", sim, y)
-        return mixed.reshape(*lead, self.n_decisions, self.n_choices)
+        return self._mask(mixed.reshape(*lead, self.n_decisions, self.n_choices))
 
 
 HYPERNETS: dict[str, Callable[..., nn.Module]] = {"mlp": MLPHypernet, "experts": ExpertHypernet}
 
 
-def build_hypernet(kind: str, **kwargs: int | float) -> nn.Module:
+def build_hypernet(kind: str, **kwargs: Any) -> nn.Module:
     """A hypernetwork by registry name."""
     from toolkit.errors import BadInput
 

@@ -24,6 +24,7 @@ from toolkit.search.hypernet import build_hypernet
 from toolkit.search.mgd import mgd_combine
 from toolkit.search.run import SearchConfig
 from toolkit.search.samplers import get_sampler
+from toolkit.search.supernets import hypernet_layout, search_space
 
 
 @dataclass
@@ -114,8 +115,9 @@ class Trainer:
         self.cost_objectives = self.objectives[1:]
         torch.manual_seed(cfg.seed)
         emb_dim = len(devices[0].embedding)
+        self.search = search_space(cfg.space)
         self.hypernet_args: dict[str, Any] = {"n_objectives": len(self.objectives), "emb_dim": emb_dim,
-                                              **cfg.hypernet_kwargs}
+                                              **hypernet_layout(self.search.space), **cfg.hypernet_kwargs}
         self.hypernet = build_hypernet(cfg.hypernet, **self.hypernet_args)
         self.params = [p for p in self.hypernet.parameters() if p.requires_grad]
         self.h_opt = torch.optim.Adam(self.params, lr=cfg.h_lr, betas=(0.5, 0.999), weight_decay=cfg.h_weight_decay)
@@ -129,9 +131,7 @@ class Trainer:
         self.supernet: Any = None
         self.tracker = RangeTracker()
         if cfg.accuracy == "supernet":
-            from toolkit.search.supernet import NB201Supernet
-
-            self.supernet = NB201Supernet(num_classes=images.num_classes, channels=cfg.channels, cells=cfg.cells)
+            self.supernet = self.search.build_supernet(images.num_classes, cfg)
             self.w_opt = torch.optim.SGD(self.supernet.parameters(), lr=cfg.w_lr, momentum=cfg.w_momentum,
                                          weight_decay=cfg.w_weight_decay, nesterov=False)
 
@@ -180,7 +180,7 @@ class Trainer:
         # gradient w.r.t. the logits in one backward (each row belongs to one device) ...
         leaf = logits.detach().requires_grad_(True)
         per_dev = leaf.reshape(len(local), p, *self.logit_shape)
-        onehot = torch.cat([self.sampler(per_dev[k], _gen(g)).reshape(p, -1) for k, g in enumerate(rngs)])
+        onehot = torch.cat([self.hypernet.flatten(self.sampler(per_dev[k], _gen(g))) for k, g in enumerate(rngs)])
         lo, hi = self.err_range
         err = ((self.surrogate.error(onehot) - lo) / (hi - lo)).reshape(len(local), p)
         terms = [err]
@@ -206,31 +206,51 @@ class Trainer:
         x, y = batch
 
         def fn(t: int, rng: np.random.Generator) -> tuple[torch.Tensor, list[float]]:
-            r = torch.tensor(rng.dirichlet(np.ones(len(self.objectives)), size=1), dtype=torch.float32)
-            logits = self.hypernet(r, self.emb[t].reshape(1, -1))[0]
-            a = self.sampler(logits, _gen(rng))
-            ce = F.cross_entropy(self.supernet(x, a), y)
-            terms = [self.tracker.normalise(ce)] + self.devices[t].cost_terms(a.reshape(1, -1), self.cost_objectives)
-            objs = torch.stack([v.reshape(()) for v in terms])
-            loss = (r[0] * objs).sum()
-            return loss, [float(ce.detach())] + [float(v) for v in objs.detach()[1:]]
+            """Mean over ``supernet_prefs`` preferences of the scalarised objectives of the subnet
+            the hypernetwork samples for each (one supernet forward per preference)."""
+            n_pref = self.cfg.supernet_prefs
+            r = torch.tensor(rng.dirichlet(np.ones(len(self.objectives)), size=n_pref), dtype=torch.float32)
+            logits = self.hypernet(r, self.emb[t].reshape(1, -1).expand(n_pref, -1))
+            losses, stats = [], []
+            for p in range(n_pref):
+                a = self.hypernet.flatten(self.sampler(logits[p], _gen(rng)))
+                ce = F.cross_entropy(self.search.forward(self.supernet, x, a), y)
+                terms = [self.tracker.normalise(ce)] + self.devices[t].cost_terms(a.reshape(1, -1), self.cost_objectives)
+                objs = torch.stack([v.reshape(()) for v in terms])
+                losses.append((r[p] * objs).sum())
+                stats.append([float(ce.detach())] + [float(v) for v in objs.detach()[1:]])
+            return torch.stack(losses).mean(), [float(v) for v in np.mean(stats, axis=0)]
 
         return fn
 
-    def _w_step(self, batch: tuple[torch.Tensor, torch.Tensor], epoch: int, step: int) -> float:
+    def _random_onehot(self, rng: np.random.Generator) -> torch.Tensor:
+        """A uniformly random architecture as a flat one-hot (the warm-up's subnets)."""
+        space = self.search.space
+        arch = space.from_indices([int(rng.integers(len(d.choices))) for d in space.decisions])
+        return torch.as_tensor(space.encode([arch])[0])
+
+    def _w_step(self, batch: tuple[torch.Tensor, torch.Tensor], epoch: int, step: int, warmup: bool = False) -> float:
+        """One SGD step of the supernet on the devices' sampled subnets (uniformly random ones in warm-up)."""
         x, y = batch
         n = len(self.devices)
         self.w_opt.zero_grad(set_to_none=False)
         total = torch.zeros(1)
         for t in self.ctx.shard(n):
             rng = _rng(self.cfg.seed, epoch, step, t, 2)
-            r = torch.tensor(rng.dirichlet(np.ones(len(self.objectives)), size=1), dtype=torch.float32)
-            with torch.no_grad():
-                logits = self.hypernet(r, self.emb[t].reshape(1, -1))[0]
-            a = self.sampler(logits, _gen(rng)).detach()
-            loss = F.cross_entropy(self.supernet(x, a), y) / n
+            if warmup:
+                a = self._random_onehot(rng)
+            else:
+                r = torch.tensor(rng.dirichlet(np.ones(len(self.objectives)), size=1), dtype=torch.float32)
+                with torch.no_grad():
+                    logits = self.hypernet(r, self.emb[t].reshape(1, -1))[0]
+                a = self.hypernet.flatten(self.sampler(logits, _gen(rng))).detach()
+            loss = F.cross_entropy(self.search.forward(self.supernet, x, a), y) / n
             loss.backward()
             total += float(loss.detach())
+            if not warmup:
+                for _ in range(self.cfg.random_subnets):  # keep every subnet trained, not only the chosen
+                    extra = F.cross_entropy(self.search.forward(self.supernet, x, self._random_onehot(rng)), y) / n
+                    extra.backward()
         if self.ctx.world > 1:
             for prm in self.supernet.parameters():
                 if prm.grad is not None:
@@ -268,26 +288,31 @@ class Trainer:
                 self.supernet.train()
                 self.tracker.new_epoch()
                 (xw, yw), (xa, ya), _ = self.images_split
+                warmup = epoch < cfg.warmup_epochs
                 for step, (wb, ab) in enumerate(zip(self._batches(xw, yw, epoch, 3), self._batches(xa, ya, epoch, 4))):
-                    loss, term, gamma = self._h_step(self._supernet_loss(ab), epoch, step)
-                    losses.append(loss), terms.append(term), gammas.append(gamma.max())
-                    w_losses.append(self._w_step(wb, epoch, step))
+                    if not warmup:
+                        loss, term, gamma = self._h_step(self._supernet_loss(ab), epoch, step)
+                        losses.append(loss), terms.append(term), gammas.append(gamma.max())
+                    w_losses.append(self._w_step(wb, epoch, step, warmup=warmup))
                     assert sched is not None
                     sched.step()
                 for buf in self.supernet.buffers():
                     self.ctx.broadcast_(buf)
-            loss_arr, term_arr = np.stack(losses), np.stack(terms)
-            row: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "loss": float(loss_arr.mean()),
-                "loss_per_device": {d.name: float(v) for d, v in zip(self.devices, loss_arr.mean(axis=0))},
-                "terms": {o if (o != "error" or self.supernet is None) else "ce_arch": float(v)
-                          for o, v in zip(self.objectives, term_arr.mean(axis=(0, 1)))},
-                "gamma_max": float(np.mean(gammas)),
-                "h_lr": cfg.h_lr,
-                "tau": float(getattr(self.sampler, "tau", 1.0)),
-                "seconds": time.perf_counter() - t0,
-            }
+            row: dict[str, Any] = {"epoch": epoch + 1, "loss": None, "loss_per_device": {}, "terms": {},
+                                   "gamma_max": None, "h_lr": cfg.h_lr,
+                                   "tau": float(getattr(self.sampler, "tau", 1.0))}
+            if losses:
+                loss_arr, term_arr = np.stack(losses), np.stack(terms)
+                row.update({
+                    "loss": float(loss_arr.mean()),
+                    "loss_per_device": {d.name: float(v) for d, v in zip(self.devices, loss_arr.mean(axis=0))},
+                    "terms": {o if (o != "error" or self.supernet is None) else "ce_arch": float(v)
+                              for o, v in zip(self.objectives, term_arr.mean(axis=(0, 1)))},
+                    "gamma_max": float(np.mean(gammas)),
+                })
+            else:
+                row["warmup"] = True
+            row["seconds"] = time.perf_counter() - t0
             if self.supernet is not None:
                 row["ce_train"] = float(np.mean(w_losses))
                 row["w_lr"] = float(self.w_opt.param_groups[0]["lr"])

@@ -20,13 +20,16 @@ def plot_losses(history: list[dict[str, Any]], path: Path) -> Path:
     plt = _pyplot()
     epochs = [h["epoch"] for h in history]
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax[0].plot(epochs, [h["loss"] for h in history], label="hypernetwork loss (mean over devices)")
+    nan = float("nan")  # warm-up epochs have no hypernetwork steps
+    ax[0].plot(epochs, [nan if h["loss"] is None else h["loss"] for h in history],
+               label="hypernetwork loss (mean over devices)")
     if "ce_train" in history[0]:
         ax[0].plot(epochs, [h["ce_train"] for h in history], label="supernet CE (weight half)")
     ax[0].set_xlabel("epoch")
     ax[0].legend(fontsize=7)
-    for name in history[0]["terms"]:
-        ax[1].plot(epochs, [h["terms"][name] for h in history], label=name)
+    names = list(dict.fromkeys(k for h in history for k in h["terms"]))
+    for name in names:
+        ax[1].plot(epochs, [h["terms"].get(name, nan) for h in history], label=name)
     ax[1].set_xlabel("epoch")
     ax[1].set_title("objective terms (normalised)", fontsize=8)
     ax[1].legend(fontsize=7)

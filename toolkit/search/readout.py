@@ -63,18 +63,18 @@ def candidates(run: Run, embedding: np.ndarray, preferences: int) -> tuple[list[
     return keys, prefs[[seen[a] for a in keys]]
 
 
-def neighbours(arch: str) -> list[str]:
-    """Every architecture one decision away (NB201: 6 edges x 4 other ops)."""
+def neighbours(arch: str, space: Any = None) -> list[str]:
+    """Every architecture one decision away (NB201: 6 edges x 4 other ops), distinct and canonical."""
     from toolkit.spaces import get_space
 
-    space = get_space("nb201")
+    space = space if space is not None else get_space("nb201")
     idx = space.to_indices(arch)
     out = []
     for pos, cur in enumerate(idx):
         for op in range(len(space.decisions[pos].choices)):
             if op != cur:
                 out.append(space.from_indices(idx[:pos] + [op] + idx[pos + 1:]))
-    return out
+    return [a for a in dict.fromkeys(out) if a != arch]
 
 
 def refine(run: Run, costs: dict[str, Any], archs: list[str], rounds: int) -> list[str]:
@@ -84,7 +84,7 @@ def refine(run: Run, costs: dict[str, Any], archs: list[str], rounds: int) -> li
     frontier = pool
     for _ in range(rounds):
         seen = set(pool)
-        new = list(dict.fromkeys(n for a in frontier for n in neighbours(a) if n not in seen))
+        new = list(dict.fromkeys(n for a in frontier for n in neighbours(a, run.space) if n not in seen))
         if not new:
             break
         pool += new

@@ -1,5 +1,6 @@
 """Run configuration (pydantic) and the run directory: config.json, hypernet.safetensors,
-supernet.safetensors (supernet mode), the accuracy surrogate (benchmark mode), metrics.jsonl, plots."""
+supernet.safetensors (supernet mode), the accuracy surrogate (benchmark mode; in supernet mode, one
+distilled from the supernet's errors when the run ships without its supernet), metrics.jsonl, plots."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from toolkit.errors import BadInput
 
@@ -22,7 +23,7 @@ class SearchConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    space: Literal["nb201"] = "nb201"
+    space: Literal["nb201", "ofa_mbv3"] = "nb201"
     objectives: list[str] = Field(default_factory=lambda: ["error", "latency"])
     accuracy: Literal["benchmark", "supernet"] = "benchmark"
     data_dir: str | None = None          # tables (benchmark) or images / "digits" (supernet)
@@ -34,6 +35,11 @@ class SearchConfig(BaseModel):
     error_quantile: float = Field(0.9, gt=0.0, le=1.0)
     surrogate_dir: str | None = None     # a fitted accuracy surrogate; default: the shipped one
     epochs: int = Field(20, ge=1)
+    # supernet mode: the first epochs train the supernet's weights on uniformly random subnets only
+    # (no hypernetwork steps), so the hypernetwork later compares subnets that all had training
+    warmup_epochs: int = Field(0, ge=0)
+    supernet_prefs: int = Field(1, ge=1)        # supernet mode: preferences per device per hypernetwork step
+    random_subnets: int = Field(0, ge=0)        # supernet mode: extra uniformly random subnets per weight step
     steps_per_epoch: int = Field(50, ge=1)      # benchmark mode
     prefs_per_step: int = Field(16, ge=1)       # preferences per device per step (benchmark mode)
     batch_size: int = Field(64, ge=2)
@@ -49,8 +55,8 @@ class SearchConfig(BaseModel):
     w_momentum: float = 0.9
     w_weight_decay: float = 3e-4
     grad_clip: float = 5.0
-    channels: int = 16
-    cells: int = 5
+    channels: int = 16                   # nb201 supernet
+    cells: int = 5                       # nb201 supernet
     mgd_max_iter: int = 250
     mgd_tol: float = 1e-5
     devices: list[str] = Field(default_factory=list)
@@ -68,6 +74,16 @@ class SearchConfig(BaseModel):
         if len(set(v)) != len(v):
             raise BadInput("objectives must not repeat")
         return v
+
+
+    @model_validator(mode="after")
+    def _accuracy_source(self) -> "SearchConfig":
+        from toolkit.search.supernets import search_space
+
+        if self.accuracy == "benchmark" and not search_space(self.space).benchmark_accuracy:
+            raise BadInput(f"no accuracy table for the {self.space} space: search it with --accuracy supernet "
+                           "on your images (--images DIR, or 'digits')")
+        return self
 
 
 def image_source(cfg: SearchConfig) -> str:
@@ -93,9 +109,14 @@ def make_config(data: dict[str, Any]) -> SearchConfig:
         raise BadInput(f"search config {where}: {msg}") from None
 
 
-def default_run_path() -> Path:
-    """The run shipped with the package (used when no ``--run`` is given)."""
-    return Path(str(resources.files("toolkit") / "assets" / "runs" / "default"))
+SHIPPED_RUNS = {"nb201": "default", "ofa_mbv3": "ofa_mbv3"}
+
+
+def default_run_path(space: str = "nb201") -> Path:
+    """The run shipped with the package for a space (used when no ``--run`` is given)."""
+    if space not in SHIPPED_RUNS:
+        raise BadInput(f"no search run is shipped for the {space} space; give --run RUN")
+    return Path(str(resources.files("toolkit") / "assets" / "runs" / SHIPPED_RUNS[space]))
 
 
 def shipped_surrogate_dir() -> Path:
@@ -130,6 +151,7 @@ class Run:
         self._surrogate: Any = None
         self._supernet: Any = None
         self._val: Any = None
+        self._bn_images: Any = None
         self._error_cache: dict[str, float] = {}
 
     # -- architectures ---------------------------------------------------------------------
@@ -149,53 +171,81 @@ class Run:
     # -- accuracy --------------------------------------------------------------------------
     @property
     def surrogate(self) -> Any:
-        if self._surrogate is None and self.config.accuracy == "benchmark":
-            from toolkit.search.surrogate import load_surrogate
+        """The accuracy surrogate the read-out uses: always in benchmark mode; in supernet mode only
+        when the supernet weights are absent and a surrogate was distilled from them."""
+        if self._surrogate is None:
+            distilled = self.config.accuracy == "supernet" and not (self.path / "supernet.safetensors").exists() \
+                and (self.path / "surrogate").is_dir()
+            if self.config.accuracy == "benchmark" or distilled:
+                from toolkit.search.surrogate import load_surrogate
 
-            self._surrogate = load_surrogate(self.path / "surrogate")
+                self._surrogate = load_surrogate(self.path / "surrogate")
         return self._surrogate
+
+    @property
+    def space(self) -> Any:
+        from toolkit.spaces import get_space
+
+        return get_space(self.config.space)
 
     @property
     def supernet(self) -> Any:
         if self._supernet is None and (self.path / "supernet.safetensors").exists():
-            from toolkit.search.supernet import NB201Supernet
+            from toolkit.search.supernets import search_space
 
-            self._supernet = NB201Supernet(**self.meta["supernet_args"])
+            self._supernet = search_space(self.config.space).load_supernet(self.meta["supernet_args"])
             self._supernet.load_state_dict(_load_tensors(self.path / "supernet.safetensors"), strict=True)
             self._supernet.eval()
         return self._supernet
 
     def predict_error(self, archs: list[str]) -> np.ndarray:
         """Predicted test error in percent: the surrogate (benchmark mode) or the supernet's error
-        on the run's held-back images (supernet mode)."""
-        from toolkit.spaces import get_space
-
-        space = get_space(self.config.space)
+        on the run's held-back images (supernet mode; the space may first recompute the subnet's
+        batch-norm statistics on training images, restored afterwards)."""
+        space = self.space
         if self.surrogate is not None:
             with torch.no_grad():
                 x = torch.as_tensor(space.encode(archs))
                 return self.surrogate.error(x).numpy().astype(np.float64)
         if self.supernet is None:
             raise BadInput(f"run {self.path} has neither an accuracy surrogate nor supernet weights")
+        from toolkit.search.supernets import bn_state, encode_one, restore_buffers, search_space
+
         if self._val is None:
             from toolkit.datasets import load_images, split_three
 
             data = load_images(image_source(self.config), max_images=self.config.max_images,
                                seed=self.config.seed)
-            self._val = split_three(data, self.config.seed)[2]
+            train, _, self._val = split_three(data, self.config.seed)
+            self._bn_images = train[0][:256]
+        support = search_space(self.config.space)
+        saved = bn_state(self.supernet)
         out = []
         x_val, y_val = self._val
-        for arch in archs:
-            if arch not in self._error_cache:
-                onehot = torch.as_tensor(space.encode([arch])[0]).reshape(6, 5)
-                with torch.no_grad():
-                    wrong = 0
-                    for s in range(0, len(x_val), 256):
-                        pred = self.supernet(x_val[s:s + 256], onehot).argmax(dim=1)
-                        wrong += int((pred != y_val[s:s + 256]).sum())
-                self._error_cache[arch] = 100.0 * wrong / max(len(x_val), 1)
-            out.append(self._error_cache[arch])
+        try:
+            for arch in archs:
+                if arch not in self._error_cache:
+                    onehot = encode_one(space, arch)
+                    with torch.no_grad():
+                        support.prepare_eval(self.supernet, self._bn_images, onehot)
+                        wrong = 0
+                        for s in range(0, len(x_val), 256):
+                            pred = support.forward(self.supernet, x_val[s:s + 256], onehot).argmax(dim=1)
+                            wrong += int((pred != y_val[s:s + 256]).sum())
+                    self._error_cache[arch] = 100.0 * wrong / max(len(x_val), 1)
+                out.append(self._error_cache[arch])
+        finally:
+            restore_buffers(self.supernet, saved)
+            self.supernet.eval()
         return np.asarray(out, dtype=np.float64)
+
+    def subnet(self, arch: str) -> torch.nn.Module | None:
+        """The standalone network of ``arch`` with the supernet's weights; None without a supernet."""
+        if self.supernet is None:
+            return None
+        from toolkit.search.supernets import search_space
+
+        return search_space(self.config.space).subnet(self.supernet, self.space.canonical(arch))
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -210,23 +260,22 @@ def save_tensors(module: torch.nn.Module, path: Path, meta: dict[str, str] | Non
     save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(path), metadata=meta)
 
 
+def run_subnet(run_dir: str | Path | None, space_name: str, arch: str) -> torch.nn.Module | None:
+    """The standalone network of ``arch`` with the inherited weights of a run's supernet; None when
+    the run has no trained supernet (benchmark mode), so the exporter builds untrained weights."""
+    return load_run(run_dir, space_name).subnet(arch)
+
+
 def extract_subnet_weights(run_dir: str | Path | None, space_name: str, arch: str) -> dict[str, torch.Tensor] | None:
-    """The inherited ``NB201Network`` state dict of ``arch`` from a run's supernet; None when the run
-    has no trained supernet (benchmark mode), so the exporter builds untrained weights."""
-    if space_name != "nb201":
-        raise BadInput(f"runs hold nb201 supernets only, not {space_name}")
-    run = load_run(run_dir)
-    if run.supernet is None:
-        return None
-    from toolkit.search.supernet import extract_state
-    from toolkit.spaces import get_space
-
-    return extract_state(run.supernet.state_dict(), get_space("nb201").to_indices(arch))
+    """The state dict of :func:`run_subnet` (None without a supernet)."""
+    net = run_subnet(run_dir, space_name, arch)
+    return None if net is None else {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
-def load_run(path: str | Path | None = None) -> Run:
-    """Load a run directory (default: the shipped run)."""
-    p = Path(path) if path is not None else default_run_path()
+def load_run(path: str | Path | None = None, space: str | None = None) -> Run:
+    """Load a run directory (default: the run shipped for ``space``, NB201's when not given); with
+    ``space``, a run that searched another space is bad input."""
+    p = Path(path) if path is not None else default_run_path(space or "nb201")
     cfg = p / "config.json"
     if not cfg.exists():
         raise BadInput(f"not a search run: {p} has no config.json")
@@ -236,11 +285,14 @@ def load_run(path: str | Path | None = None) -> Run:
         meta = json.loads(cfg.read_text())
     except json.JSONDecodeError as exc:
         raise BadInput(f"run config {cfg} is not JSON: {exc.msg}") from None
-    return Run(p, meta)
+    run = Run(p, meta)
+    if space is not None and run.config.space != space:
+        raise BadInput(f"run {p} searched the {run.config.space} space, not {space}")
+    return run
 
 
 __all__ = ["COST_OBJECTIVES", "Run", "SearchConfig", "append_metrics", "default_run_path", "load_run",
-           "extract_subnet_weights", "image_source", "make_config", "read_metrics", "save_tensors", "shipped_surrogate_dir"]
+           "extract_subnet_weights", "run_subnet", "image_source", "make_config", "read_metrics", "save_tensors", "shipped_surrogate_dir"]
 
 
 def check_run_dir(run: str | None) -> None:

@@ -116,4 +116,47 @@ def build_surrogate(data_dir: str | Path, out_dir: str | Path, column: str = "ci
     return stats
 
 
-__all__ = ["AccuracySurrogate", "build_surrogate", "fit_surrogate", "load_surrogate", "save_surrogate"]
+def distil_surrogate(run: Any, n_archs: int = 600, seed: int = 0, epochs: int = 300,
+                     holdout: float = 0.2) -> dict[str, Any]:
+    """Fit an accuracy surrogate to a supernet-mode run's own supernet errors, so the run can be read
+    out without its (large) supernet weights. Architectures: ``n_archs`` random ones plus the run's
+    arg-max read-out for its training devices. A ``holdout`` share scores the fit, then the surrogate
+    is refitted on everything and written to ``<run>/surrogate``. Returns the fit statistics."""
+    from scipy.stats import spearmanr
+
+    from toolkit.errors import BadInput
+    from toolkit.search.readout import preference_grid
+
+    if run.supernet is None:
+        raise BadInput(f"run {run.path} has no supernet weights to distil")
+    if n_archs < 20:
+        raise BadInput("distilling needs at least 20 architectures")
+    space = run.space
+    archs = space.sample(n_archs, seed=seed)
+    prefs = preference_grid(len(run.objectives), 24)
+    for dev in run.meta.get("devices", []):
+        archs += run.archs(prefs, np.asarray(dev["embedding"], dtype=np.float32))
+    archs = list(dict.fromkeys(space.canonical(a) for a in archs))
+    acc = 100.0 - run.predict_error(archs)
+    x = space.encode(archs)
+    order = np.random.default_rng(seed).permutation(len(archs))
+    n_test = int(round(holdout * len(archs)))
+    test, train = order[:n_test], order[n_test:]
+    hidden = 128
+    stats: dict[str, Any] = {"archs": len(archs), "source": "supernet errors on the run's held-back images"}
+    if n_test >= 10:
+        probe, _ = fit_surrogate(x[train], acc[train], seed=seed, epochs=epochs, hidden=hidden, depth=2)
+        with torch.no_grad():
+            pred = probe(torch.as_tensor(x[test])).numpy()
+        stats["holdout"] = {"rows": int(n_test), "spearman": float(spearmanr(pred, acc[test]).statistic),
+                            "rmse": float(np.sqrt(np.mean((pred - acc[test]) ** 2)))}
+    model, fit = fit_surrogate(x, acc, seed=seed, epochs=epochs, hidden=hidden, depth=2)
+    stats["fit"] = fit
+    save_surrogate(model, Path(run.path) / "surrogate",
+                   {"column": "supernet", "distilled": stats,
+                    "rebuild": f"toolkit.search.surrogate.distil_surrogate(load_run(RUN), {n_archs}, seed={seed}, "
+                               f"epochs={epochs}) on the run with its supernet.safetensors"})
+    return stats
+
+
+__all__ = ["AccuracySurrogate", "build_surrogate", "distil_surrogate", "fit_surrogate", "load_surrogate", "save_surrogate"]
