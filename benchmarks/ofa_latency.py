@@ -1,7 +1,7 @@
 """Latency prediction in the ofa_mbv3 space: leave-GPUs-out on HELP's OFA table, plus this machine.
 
     python benchmarks/ofa_latency.py [--data DIR] [--epochs N] [--seed S] [--random N] [--threads T]
-                                     [--skip-predictor] [--skip-onnx] [--json PATH]
+                                     [--skip-predictor] [--skip-onnx] [--skip-tvm] [--json PATH]
 
 Part 1. For every GPU of ``help_ofa`` (all its batch sizes held out together) the predictor
 (``toolkit.predictors``: MLP over the one-hot + hardware branch, trained on the other GPUs' settings
@@ -14,6 +14,10 @@ Part 2. ONNX Runtime latency on this machine (``--threads``, default 1) of the 1
 architectures and ``--random`` random subnets (compared by each one's best block median, as other
 processes may share the cores), with the predictor (trained on every GPU setting)
 onboarded from the 10 references and compared on the random subnets beside MACs.
+Unless ``--skip-tvm``, every one of these ONNX files is also compiled with TVM as ``modnas export
+--format tvm`` does on this host (``exporters.tvm.compile_tvm`` for the ``x86`` target preset: untuned,
+the toolkit's default ``parallel`` schedule, checked against ONNX Runtime), loaded with the board's
+``tvm`` runtime and timed the same way with the same thread count. A failed build is recorded in its row.
 
 Prints one JSON document, then Markdown tables on stderr.
 """
@@ -150,8 +154,63 @@ def leave_gpus_out(data_dir: Path, epochs: int | None, seed: int, log: Any) -> d
             "rows": rows, "summary": summary}
 
 
+def _error_text(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line; for a TVM traceback the message is its last line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = lines[-1] if lines[0].startswith("Traceback") else lines[0]
+    return f"{type(exc).__name__}: {text}"[:limit]
+
+
+def _timed(blocks: list[list[float]]) -> dict[str, Any]:
+    """Median of all samples, each block's median and the least disturbed block's, and the sample count."""
+    samples = [s for b in blocks for s in b]
+    medians = [statistics.median(b) for b in blocks]
+    return {"median_ms": statistics.median(samples), "block_medians_ms": medians,
+            "best_block_ms": min(medians), "n": len(samples)}
+
+
+def _tvm_row(onnx_path: Path, shape: list[int], target: dict[str, Any], out_dir: Path, name: str,
+             threads: int, tvm_rt: Any) -> dict[str, Any]:
+    """Compile ``onnx_path`` as ``modnas export --format tvm`` does, load it with the board's runtime and time
+    it; the ``tvm_*`` fields of a row. Any failure is kept as ``tvm_error`` instead of being raised."""
+    from exporters.tvm import compile_tvm
+    from profilers.board.timing import measure
+
+    row: dict[str, Any] = {"tvm_median_ms": None, "tvm_block_medians_ms": None, "tvm_best_block_ms": None,
+                           "tvm_n": None, "tvm_compile_s": None, "tvm_max_abs_diff": None, "tvm_error": None}
+    started = time.perf_counter()
+    try:
+        built = compile_tvm(onnx_path, target, out_dir, name=name)
+    except Exception as exc:
+        row["tvm_error"] = _error_text(exc)
+        row["tvm_failed_after_s"] = round(time.perf_counter() - started, 1)
+        return row
+    # the exporter's own figure: ONNX import, Relax build and export_library, not the ORT check
+    row["tvm_compile_s"] = built.meta.get("compile_seconds")
+    row["tvm_max_abs_diff"] = built.max_abs_diff
+    try:
+        timed = _timed(measure(tvm_rt.load(str(built.path), threads, shape, built.meta), TIMING))
+    except Exception as exc:
+        row["tvm_error"] = _error_text(exc)
+        return row
+    row.update({f"tvm_{k}": v for k, v in timed.items()})
+    return row
+
+
+def _geomean(values: np.ndarray) -> float:
+    return float(np.exp(np.mean(np.log(values)))) if len(values) else float("nan")
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b)[0]) if len(a) >= 3 else None
+
+
 def this_machine(data_dir: Path | None, n_random: int, threads: int, seed: int, epochs: int | None,
-                 log: Any) -> dict[str, Any]:
+                 log: Any, tvm: bool = True) -> dict[str, Any]:
     from exporters.onnx import export_onnx
     from profilers.board.runtimes import get_runtime
     from profilers.board.timing import measure
@@ -159,6 +218,15 @@ def this_machine(data_dir: Path | None, n_random: int, threads: int, seed: int, 
 
     space = get_space(SPACE)
     ort_rt = get_runtime("onnxruntime")
+    tvm_rt = target = None
+    if tvm:
+        # TVM sizes its thread pool once per process from TVM_NUM_THREADS, at the first parallel kernel:
+        # here that is compile_tvm's check, before the runtime's load() would set it
+        os.environ["TVM_NUM_THREADS"] = str(int(threads))
+        from exporters.targets import resolve_target
+
+        tvm_rt = get_runtime("tvm")
+        target = resolve_target(None, None)  # what ``modnas export --format tvm`` uses without --device/--target
     refs = space.reference_archs()
     randoms = [a for a in space.sample(n_random + 10, seed=seed + 1) if a not in refs][:n_random]
     out: list[dict[str, Any]] = []
@@ -170,23 +238,43 @@ def this_machine(data_dir: Path | None, n_random: int, threads: int, seed: int, 
             torch.manual_seed(i)
             shape = list(space.input_shape(arch))
             res = export_onnx(space.build(arch).eval(), shape, Path(tmp) / f"net{i}.onnx")
-            blocks = measure(ort_rt.load(str(res.path), threads, shape, {}), TIMING)
-            samples = [s for b in blocks for s in b]
+            timed = _timed(measure(ort_rt.load(str(res.path), threads, shape, {}), TIMING))
             out.append({"arch": arch, "kind": "reference" if i < len(refs) else "random", "r": shape[-1],
-                        "macs_m": round(space.flops(arch), 2), "median_ms": statistics.median(samples),
-                        "block_medians_ms": [statistics.median(b) for b in blocks],
-                        "best_block_ms": min(statistics.median(b) for b in blocks), "n": len(samples),
-                        "max_abs_diff": res.max_abs_diff})
-            log(f"onnxruntime {out[-1]['kind']} {i}: r={shape[-1]} {out[-1]['macs_m']:.0f} MMACs "
-                f"{out[-1]['median_ms']:.2f} ms")
+                        "macs_m": round(space.flops(arch), 2), **timed, "max_abs_diff": res.max_abs_diff})
+            msg = (f"{out[-1]['kind']} {i}: r={shape[-1]} {out[-1]['macs_m']:.0f} MMACs "
+                   f"onnxruntime {timed['median_ms']:.2f} ms")
+            if tvm:
+                row = _tvm_row(res.path, shape, target, Path(tmp), f"net{i}-tvm", threads, tvm_rt)
+                out[-1].update(row)
+                msg += (f" | TVM failed: {row['tvm_error']}" if row["tvm_error"] else
+                        f" | TVM {row['tvm_median_ms']:.2f} ms (compile {row['tvm_compile_s']:.1f} s)")
+                for suffix in (".so", ".so.json", ".tar", ".tar.json"):
+                    (Path(tmp) / f"net{i}-tvm{suffix}").unlink(missing_ok=True)
+            log(msg)
     result: dict[str, Any] = {"threads": threads, "runtime": ort_rt.version(), "machine": platform.machine(),
                               "processor": platform.processor() or platform.machine(), "rows": out}
-    from scipy.stats import spearmanr
-
     # the least disturbed block: other processes share this machine's cores
     ms = np.array([r["best_block_ms"] for r in out])
     mac = np.array([r["macs_m"] for r in out])
-    result["spearman_macs_all"] = float(spearmanr(ms, mac)[0])
+    result["spearman_macs_all"] = _spearman(ms, mac)
+    if tvm:
+        from exporters.tvm_schedule import DEFAULT_SCHEDULE
+
+        ok = [i for i, r in enumerate(out) if r["tvm_error"] is None]
+        tvm_ms = np.array([out[i]["tvm_best_block_ms"] for i in ok])
+        compile_s = [r["tvm_compile_s"] for r in out if r["tvm_compile_s"] is not None]
+        result["tvm"] = {
+            "runtime": tvm_rt.version(), "target": target, "schedule": DEFAULT_SCHEDULE, "tuned": False,
+            "n_ok": len(ok), "n_failed": len(out) - len(ok),
+            "errors": {str(i): r["tvm_error"] for i, r in enumerate(out) if r["tvm_error"] is not None},
+            # ratios and ranks over the architectures both runtimes ran, on each one's best block
+            "geomean_ort_over_tvm": _geomean(ms[ok] / tvm_ms) if ok else None,
+            "spearman_macs_all": _spearman(tvm_ms, mac[ok]),
+            "spearman_ort_tvm": _spearman(ms[ok], tvm_ms),
+            "spearman_macs_ort_same_archs": _spearman(ms[ok], mac[ok]),
+            "compile_s_total": round(float(sum(compile_s)), 1),
+            "compile_s_median": round(float(statistics.median(compile_s)), 1) if compile_s else None,
+        }
     if data_dir is not None and randoms:
         from toolkit import benchdata_ofa as bd
         from toolkit import calibration
@@ -205,6 +293,10 @@ def this_machine(data_dir: Path | None, n_random: int, threads: int, seed: int, 
             "macs": scores(mac_cal.apply(mac[len(refs):]), truth),
         }
     return result
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
 
 
 def _markdown(res: dict[str, Any]) -> str:
@@ -230,11 +322,34 @@ def _markdown(res: dict[str, Any]) -> str:
                          f"{s['lut_subset.note10_lut']['mdape']:.1f} |")
     if "this_machine" in res:
         t = res["this_machine"]
-        lines += ["", f"ONNX Runtime {t['runtime']}, {t['threads']} thread(s), {t['processor']}:", "",
-                  "| kind | r | MMACs | median ms | best block median ms |", "|---|---|---|---|---|"]
-        lines += [f"| {r['kind']} | {r['r']} | {r['macs_m']:.0f} | {r['median_ms']:.2f} | {r['best_block_ms']:.2f} |"
-                  for r in t["rows"]]
-        lines.append(f"\nSpearman(ms, MACs) over all {len(t['rows'])}: {t['spearman_macs_all']:.3f}")
+        tv = t.get("tvm")
+        if tv is None:
+            lines += ["", f"ONNX Runtime {t['runtime']}, {t['threads']} thread(s), {t['processor']}:", "",
+                      "| kind | r | MMACs | median ms | best block median ms |", "|---|---|---|---|---|"]
+            lines += [f"| {r['kind']} | {r['r']} | {r['macs_m']:.0f} | {r['median_ms']:.2f} "
+                      f"| {r['best_block_ms']:.2f} |" for r in t["rows"]]
+        else:
+            lines += ["", f"ONNX Runtime {t['runtime']} and TVM {tv['runtime']} (untuned, `{tv['schedule']}` schedule, "
+                      f"target {json.dumps(tv['target'])}), {t['threads']} thread(s), {t['processor']}:", "",
+                      "| # | kind | r | MMACs | ORT median ms | ORT best block ms | TVM median ms | TVM best block ms "
+                      "| ORT/TVM | TVM compile s |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            for i, r in enumerate(t["rows"]):
+                if r["tvm_error"] is None:
+                    cells = (f"{r['tvm_median_ms']:.2f} | {r['tvm_best_block_ms']:.2f} "
+                             f"| {r['best_block_ms'] / r['tvm_best_block_ms']:.2f} | {r['tvm_compile_s']:.1f}")
+                else:
+                    cells = f"failed | – | – | {_num(r['tvm_compile_s'], '.1f')}"
+                lines.append(f"| {i} | {r['kind']} | {r['r']} | {r['macs_m']:.0f} | {r['median_ms']:.2f} "
+                             f"| {r['best_block_ms']:.2f} | {cells} |")
+        lines.append(f"\nSpearman(ms, MACs) over all {len(t['rows'])}: {_num(t['spearman_macs_all'], '.3f')} (ONNX Runtime)")
+        if tv is not None:
+            lines.append(f"TVM: {tv['n_ok']} of {len(t['rows'])} built and timed; geometric mean ORT/TVM (best blocks) "
+                         f"{_num(tv['geomean_ort_over_tvm'], '.3f')}; Spearman(TVM ms, MACs) "
+                         f"{_num(tv['spearman_macs_all'], '.3f')}; Spearman(ORT ms, TVM ms) "
+                         f"{_num(tv['spearman_ort_tvm'], '.3f')}; compile {tv['compile_s_total']:.0f} s in all "
+                         f"(median {_num(tv['compile_s_median'], '.1f')} s per architecture)")
+            for i, err in tv["errors"].items():
+                lines.append(f"TVM failed on #{i}: {err}")
         if "random_subnets" in t:
             p, m = t["random_subnets"]["predictor_from_gpus"], t["random_subnets"]["macs"]
             lines.append(f"Random subnets, onboarded from the 10 references: predictor spearman {p['spearman']:.3f} "
@@ -250,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--random", type=int, default=10, help="random subnets timed on this machine")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-predictor", action="store_true")
-    ap.add_argument("--skip-onnx", action="store_true")
+    ap.add_argument("--skip-onnx", action="store_true", help="skip part 2 (this machine: ONNX Runtime and TVM)")
+    ap.add_argument("--skip-tvm", action="store_true", help="time part 2 with ONNX Runtime only")
     ap.add_argument("--json", default=None, help="also write the JSON document here")
     args = ap.parse_args(argv)
 
@@ -269,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
             res["leave_gpus_out"] = leave_gpus_out(data, args.epochs, args.seed, log)
     if not args.skip_onnx:
         res["this_machine"] = this_machine(data if have_data and not args.skip_predictor else None, args.random,
-                                           args.threads, args.seed, args.epochs, log)
+                                           args.threads, args.seed, args.epochs, log, tvm=not args.skip_tvm)
     res["seconds"] = round(time.perf_counter() - started, 1)
     text = json.dumps(res, indent=1)
     print(text)

@@ -33,16 +33,17 @@ def _data_dir(arg: str | None) -> Path:
     return Path(env) if env else ROOT.parent / "shared" / "data"
 
 
-def _readout(run: Any, data_dir: Path, keys: list[str], table: Any) -> list[dict[str, Any]]:
+def _readout(run: Any, data_dir: Path, keys: list[str], table: Any, refine: int = 0) -> list[dict[str, Any]]:
     from toolkit.search.api import resolve_devices
+    from toolkit.search.costs import as_cost_model
     from toolkit.search.readout import candidates, pareto
 
     models, _ = resolve_devices(keys, data_dir, table=table, space="ofa_mbv3")
     rows = []
     for key, model in zip(keys, models):
         t0 = time.perf_counter()
-        front = pareto(run, model, preferences=24)
-        distinct = len(candidates(run, model.embedding, 24)[0])
+        front = pareto(run, model, preferences=24, refine_rounds=refine)
+        distinct = len(candidates(run, as_cost_model(model).embedding, 24)[0])
         lat = [r["predicted"]["latency_ms"] for r in front]
         err = [r["predicted"]["error"] for r in front]
         rows.append({"device": key, "distinct_archs": distinct, "front": len(front),
@@ -94,8 +95,25 @@ def main(argv: list[str] | None = None) -> int:
         "total_seconds": run.meta.get("seconds"),
         "readout_seen": _readout(run, data, run.config.devices[:3], table),
         "readout_held_out": _readout(run, data, held, table),
+        # the shipped run (supernet replaced by the distilled surrogate), with one refinement round
+        "shipped_refined_held_out": _readout(load_run(None, "ofa_mbv3"), data, held, table, refine=1),
         "distilled_surrogate": run.meta.get("distilled_surrogate"),
     }
+    if run.supernet is not None:  # is the read-out's pick better than other subnets on these images?
+        from toolkit.search.ofa_supernet import largest_arch
+        from toolkit.search.readout import candidates
+
+        emb = np.asarray(run.meta["devices"][0]["embedding"], dtype=np.float32)
+        chosen = candidates(run, emb, 24)[0]
+        randoms = run.space.sample(16, seed=11)
+        res["supernet_error_pct"] = {
+            "readout": [float(v) for v in run.predict_error(chosen)],
+            "largest": float(run.predict_error([largest_arch(run.space)])[0]),
+            "random_16": {"median": float(np.median(run.predict_error(randoms))),
+                          "min": float(np.min(run.predict_error(randoms))),
+                          "max": float(np.max(run.predict_error(randoms)))},
+            "validation_images": int(len(run._val[1])) if run._val is not None else None,
+        }
     if tmp is not None:
         tmp.cleanup()
     text = json.dumps(res, indent=1)
@@ -108,11 +126,17 @@ def main(argv: list[str] | None = None) -> int:
              f"({e['search_per_device'] or float('nan'):.1f} s per device)", "",
              "| device | seen | distinct archs (24 prefs) | front | latency ms | error % | resolutions |",
              "|---|---|---|---|---|---|---|"]
-    for seen, rows in (("yes", res["readout_seen"]), ("no", res["readout_held_out"])):
+    for seen, rows in (("yes", res["readout_seen"]), ("no", res["readout_held_out"]),
+                       ("no, shipped + refine 1", res["shipped_refined_held_out"])):
         for r in rows:
             lines.append(f"| {r['device']} | {seen} | {r['distinct_archs']} | {r['front']} | "
                          f"{r['latency_ms'][0]:.2f}–{r['latency_ms'][1]:.2f} | {r['error_pct'][0]:.1f}–{r['error_pct'][1]:.1f} "
                          f"| {', '.join(map(str, r['resolutions']))} |")
+    if "supernet_error_pct" in res:
+        se = res["supernet_error_pct"]
+        lines.append(f"\nSupernet error on the held-back digits: read-out {', '.join(f'{v:.1f}' for v in se['readout'])} %, "
+                     f"largest subnet {se['largest']:.1f} %, 16 random subnets {se['random_16']['min']:.1f}–"
+                     f"{se['random_16']['max']:.1f} % (median {se['random_16']['median']:.1f} %)")
     d = res["distilled_surrogate"] or {}
     if "holdout" in d:
         lines.append(f"\nDistilled surrogate on {d['holdout']['rows']} held-back subnets: Spearman "

@@ -267,6 +267,8 @@ def cmd_search(args: argparse.Namespace) -> tuple[Any, str]:
                               "data_dir": data, "seed": args.seed, "devices": devices}
     if args.images:
         config["image_dir"] = args.images
+    if args.max_images is not None:
+        config["max_images"] = args.max_images
     if args.epochs is not None:
         if args.epochs < 1:
             raise BadInput("--epochs must be at least 1")
@@ -355,7 +357,7 @@ def cmd_quickstart(args: argparse.Namespace) -> tuple[Any, str]:
 
     out = Path(args.out) if args.out else Path("modnas-quickstart")
     with open_store(args) as store:
-        doc = quickstart(store, out.resolve(), quiet=args.quiet)
+        doc = quickstart(store, out.resolve(), quiet=args.quiet, space_name=args.space)
     v = doc["validation"]
     lines = [f"this machine is board {doc['device']!r}; front of {len(doc['front'])} architectures", "exported:"]
     for e in doc["exported"]:
@@ -460,6 +462,7 @@ def build_parser(handlers: dict[str, Handler]) -> argparse.ArgumentParser:
     p.add_argument("--data", default=os.environ.get("MODNAS_DATA"), help="the measured tables")
     p.add_argument("--images", default=None,
                    help="supernet mode: images (CIFAR-10 python layout, ImageFolder, .npz, or 'digits')")
+    p.add_argument("--max-images", type=int, default=None, help="supernet mode: use at most N images")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
@@ -495,6 +498,7 @@ def build_parser(handlers: dict[str, Handler]) -> argparse.ArgumentParser:
     p.add_argument("--extra", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p = add("quickstart", "the main job on this machine as the board, end to end")
+    space_arg(p)
     p.add_argument("--out", default=None)
     return parser
 

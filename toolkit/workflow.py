@@ -83,6 +83,9 @@ def _budget_checks(archs: list[str], error: np.ndarray, predicted: np.ndarray, m
     return out
 
 
+MIN_VALIDATED = 3  # a read-out with fewer distinct architectures is widened by one refinement round
+
+
 def validate(cfg: DeviceConfig, store: Store, space: Space, run: str | None = None, archs: str = "pareto",
              out: Path | None = None, quiet: bool = False) -> dict[str, Any]:
     """Measure the chosen architectures on the board and compare them with the predictions."""
@@ -94,6 +97,14 @@ def validate(cfg: DeviceConfig, store: Store, space: Space, run: str | None = No
     if archs == "pareto":  # every distinct architecture of the 24-preference read-out
         cost = _cost_without(store, cfg.name, space, set())
         chosen = candidates(run_obj, cost.emb, READOUT_PREFERENCES)[0]
+        if len(chosen) < MIN_VALIDATED and run_obj.surrogate is not None:
+            # a front of one or two: add the one-edit refinement's front (cheap with a surrogate)
+            from toolkit.search.readout import refine
+
+            chosen = list(dict.fromkeys(chosen + refine(run_obj, {"latency": cost}, chosen, 1)))
+        if len(chosen) < 2:
+            raise BadInput(f"the run's read-out for {cfg.name} has {len(chosen)} architecture; validating needs "
+                           "at least 2: give --archs FILE")
     else:
         chosen = resolve_archs(space, archs)
     cost = _cost_without(store, cfg.name, space, set(chosen))
@@ -139,8 +150,8 @@ def pick_across(front: list[dict[str, Any]], k: int = 3) -> list[dict[str, Any]]
     return [front[i] for i in idx]
 
 
-def quickstart(store: Store, out: Path, quiet: bool = False) -> dict[str, Any]:
-    """Onboard this machine, read its front from the shipped run, export three picks, validate."""
+def quickstart(store: Store, out: Path, quiet: bool = False, space_name: str = "nb201") -> dict[str, Any]:
+    """Onboard this machine, read its front from the run shipped for the space, export three picks, validate."""
     from toolkit.exporting import export_arch
     from toolkit.prediction import device_from_store
     from toolkit.search.readout import pareto
@@ -148,14 +159,14 @@ def quickstart(store: Store, out: Path, quiet: bool = False) -> dict[str, Any]:
 
     start = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
-    space = get_space("nb201")
+    space = get_space(space_name)
     cfg = local_device(out)
     say = (lambda msg: None) if quiet else (lambda msg: print(f"[{time.monotonic() - start:5.1f}s] {msg}",
                                                               file=sys.stderr))
     say(f"onboarding this machine as board {cfg.name!r} (10 reference and {QUICKSTART_EXTRA} random architectures)")
     onboarded = onboard(cfg, store, space, extra=QUICKSTART_EXTRA, quiet=quiet)
     say("reading out its front from the shipped search run")
-    front = pareto(load_run(None), device_from_store(store, cfg.name, space.name, "latency"))
+    front = pareto(load_run(None, space.name), device_from_store(store, cfg.name, space.name, "latency"))
     picks = pick_across(front)
     exported = []
     for pick in picks:

@@ -43,7 +43,7 @@ class SearchConfig(BaseModel):
     steps_per_epoch: int = Field(50, ge=1)      # benchmark mode
     prefs_per_step: int = Field(16, ge=1)       # preferences per device per step (benchmark mode)
     batch_size: int = Field(64, ge=2)
-    max_images: int | None = None
+    max_images: int | None = Field(None, ge=10)
     seed: int = 0
     sampler: Literal["reinmax", "gdas"] = "reinmax"
     hypernet: str = "mlp"

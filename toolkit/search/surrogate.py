@@ -144,7 +144,7 @@ def distil_surrogate(run: Any, n_archs: int = 600, seed: int = 0, epochs: int = 
     test, train = order[:n_test], order[n_test:]
     hidden = 128
     stats: dict[str, Any] = {"archs": len(archs), "source": "supernet errors on the run's held-back images"}
-    if n_test >= 10:
+    if n_test >= 8:
         probe, _ = fit_surrogate(x[train], acc[train], seed=seed, epochs=epochs, hidden=hidden, depth=2)
         with torch.no_grad():
             pred = probe(torch.as_tensor(x[test])).numpy()
