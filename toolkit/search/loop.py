@@ -248,7 +248,7 @@ class Trainer:
             loss.backward()
             total += float(loss.detach())
             if not warmup:
-                for _ in range(self.cfg.random_subnets):  # keep every subnet trained, not only the chosen
+                for _ in range(self.cfg.random_subnets or 0):  # keep every subnet trained, not only the chosen
                     extra = F.cross_entropy(self.search.forward(self.supernet, x, self._random_onehot(rng)), y) / n
                     extra.backward()
         if self.ctx.world > 1:
@@ -288,7 +288,7 @@ class Trainer:
                 self.supernet.train()
                 self.tracker.new_epoch()
                 (xw, yw), (xa, ya), _ = self.images_split
-                warmup = epoch < cfg.warmup_epochs
+                warmup = epoch < (cfg.warmup_epochs or 0)
                 for step, (wb, ab) in enumerate(zip(self._batches(xw, yw, epoch, 3), self._batches(xa, ya, epoch, 4))):
                     if not warmup:
                         loss, term, gamma = self._h_step(self._supernet_loss(ab), epoch, step)

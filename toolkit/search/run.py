@@ -37,9 +37,11 @@ class SearchConfig(BaseModel):
     epochs: int = Field(20, ge=1)
     # supernet mode: the first epochs train the supernet's weights on uniformly random subnets only
     # (no hypernetwork steps), so the hypernetwork later compares subnets that all had training
-    warmup_epochs: int = Field(0, ge=0)
+    # (None: 0 for nb201; for ofa_mbv3, whose many decisions collapse onto what trained first, 30 %)
+    warmup_epochs: int | None = Field(None, ge=0)
     supernet_prefs: int = Field(1, ge=1)        # supernet mode: preferences per device per hypernetwork step
-    random_subnets: int = Field(0, ge=0)        # supernet mode: extra uniformly random subnets per weight step
+    # supernet mode: extra uniformly random subnets per weight step (None: 0 for nb201, 1 for ofa_mbv3)
+    random_subnets: int | None = Field(None, ge=0)
     steps_per_epoch: int = Field(50, ge=1)      # benchmark mode
     prefs_per_step: int = Field(16, ge=1)       # preferences per device per step (benchmark mode)
     batch_size: int = Field(64, ge=2)
@@ -77,12 +79,17 @@ class SearchConfig(BaseModel):
 
 
     @model_validator(mode="after")
-    def _accuracy_source(self) -> "SearchConfig":
+    def _space_defaults(self) -> "SearchConfig":
         from toolkit.search.supernets import search_space
 
         if self.accuracy == "benchmark" and not search_space(self.space).benchmark_accuracy:
             raise BadInput(f"no accuracy table for the {self.space} space: search it with --accuracy supernet "
                            "on your images (--images DIR, or 'digits')")
+        ofa = self.space == "ofa_mbv3"
+        if self.warmup_epochs is None:
+            self.warmup_epochs = (3 * self.epochs) // 10 if ofa else 0
+        if self.random_subnets is None:
+            self.random_subnets = 1 if ofa else 0
         return self
 
 
