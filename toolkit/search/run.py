@@ -37,10 +37,10 @@ class SearchConfig(BaseModel):
     epochs: int = Field(20, ge=1)
     # supernet mode: the first epochs train the supernet's weights on uniformly random subnets only
     # (no hypernetwork steps), so the hypernetwork later compares subnets that all had training
-    # (None: 0 for nb201; for ofa_mbv3, whose many decisions collapse onto what trained first, 30 %)
+    # (None: the space's default share of the epochs, see toolkit.search.supernets)
     warmup_epochs: int | None = Field(None, ge=0)
     supernet_prefs: int = Field(1, ge=1)        # supernet mode: preferences per device per hypernetwork step
-    # supernet mode: extra uniformly random subnets per weight step (None: 0 for nb201, 1 for ofa_mbv3)
+    # supernet mode: extra uniformly random subnets per weight step (None: the space's default)
     random_subnets: int | None = Field(None, ge=0)
     steps_per_epoch: int = Field(50, ge=1)      # benchmark mode
     prefs_per_step: int = Field(16, ge=1)       # preferences per device per step (benchmark mode)
@@ -77,19 +77,19 @@ class SearchConfig(BaseModel):
             raise BadInput("objectives must not repeat")
         return v
 
-
     @model_validator(mode="after")
     def _space_defaults(self) -> "SearchConfig":
+        """Refuse benchmark mode where the space has no accuracy table; fill the space's defaults."""
         from toolkit.search.supernets import search_space
 
-        if self.accuracy == "benchmark" and not search_space(self.space).benchmark_accuracy:
+        support = search_space(self.space)
+        if self.accuracy == "benchmark" and not support.benchmark_accuracy:
             raise BadInput(f"no accuracy table for the {self.space} space: search it with --accuracy supernet "
                            "on your images (--images DIR, or 'digits')")
-        ofa = self.space == "ofa_mbv3"
         if self.warmup_epochs is None:
-            self.warmup_epochs = (3 * self.epochs) // 10 if ofa else 0
+            self.warmup_epochs = int(support.warmup_share * self.epochs)
         if self.random_subnets is None:
-            self.random_subnets = 1 if ofa else 0
+            self.random_subnets = support.random_subnets
         return self
 
 

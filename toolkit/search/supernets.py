@@ -51,6 +51,8 @@ class SearchSpace:
 
     name = ""
     benchmark_accuracy = False  # an accuracy table exists for a benchmark-mode surrogate
+    warmup_share = 0.0          # supernet mode: share of the epochs trained on random subnets first
+    random_subnets = 0          # supernet mode: extra random subnets per weight step
 
     def __init__(self) -> None:
         self.space = get_space(self.name)
@@ -98,9 +100,13 @@ class NB201Search(SearchSpace):
 
 class OFASearch(SearchSpace):
     """Resolution is a decision: the user's images (side ``S``) are resized to ``S * r / 224`` for a
-    subnet of resolution ``r``, so smaller inputs cost accuracy as they do at full size."""
+    subnet of resolution ``r``, so smaller inputs cost accuracy as they do at full size. With 46
+    decisions the hypernetwork collapses onto whatever the supernet trained first, hence a warm-up
+    on random subnets and one random subnet in every weight step by default."""
 
     name = "ofa_mbv3"
+    warmup_share = 0.3
+    random_subnets = 1
 
     def __init__(self) -> None:
         super().__init__()
