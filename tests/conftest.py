@@ -28,6 +28,16 @@ def data_dir(shared_dir: Path) -> Path:
     return Path(env) if env else shared_dir / "data"
 
 
+@pytest.fixture(scope="session")
+def ofa_table(data_dir: Path):
+    """HELP's OFA latency table (``toolkit.benchdata_ofa``), read once; skips without the data."""
+    from toolkit import benchdata_ofa
+
+    if not (data_dir / "help_ofa" / "help_ofa_latency.csv.gz").exists():
+        pytest.skip(f"no help_ofa data under {data_dir}")
+    return benchdata_ofa.load_latency(data_dir)
+
+
 @pytest.fixture()
 def modnas_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A throw-away ``MODNAS_HOME`` so no test touches the user's store."""

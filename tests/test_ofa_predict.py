@@ -20,15 +20,6 @@ DEVICE = "help_ofa:v100_32"  # onboarded from its 10 reference latencies only
 TINY = dict(hidden=16, hw_hidden=8, head_hidden=16, epochs=1, per_device=32, batch=64)
 
 
-@pytest.fixture(scope="module")
-def ofa_table(data_dir: Path):
-    from toolkit import benchdata_ofa
-
-    if not (data_dir / "help_ofa" / "help_ofa_latency.csv.gz").exists():
-        pytest.skip(f"no help_ofa data under {data_dir}")
-    return benchdata_ofa.load_latency(data_dir)
-
-
 def test_batch_sizes_of_one_gpu_share_a_hardware_group() -> None:
     assert benchdata.hardware_group("help_ofa:v100_64") == benchdata.hardware_group("help_ofa:v100_1") == "v100"
     assert benchdata.hardware_group("help_ofa:titan_xp_32") == "titan_xp"

@@ -28,15 +28,6 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, object, s
 
 
 @pytest.fixture(scope="module")
-def ofa_table(data_dir: Path):
-    from toolkit import benchdata_ofa
-
-    if not (data_dir / "help_ofa" / "help_ofa_latency.csv.gz").exists():
-        pytest.skip(f"no help_ofa data under {data_dir}")
-    return benchdata_ofa.load_latency(data_dir)
-
-
-@pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, ofa_table) -> tuple[Path, list]:
     """One epoch of supernet mode on 240 digits for two GPU settings (their shipped-predictor costs)."""
     from toolkit.search.api import resolve_devices, run_search
