@@ -144,6 +144,7 @@ class MeasureResult:
     energy: dict | None
     agent_seconds: float | None
     wall_seconds: float
+    replayed: bool = False  # the board answered from a table (a replay board), nothing was run
 
 
 class BadReply(Exception):
@@ -190,6 +191,8 @@ def parse_reply(stdout: bytes, job: MeasureJob) -> dict:
             raise BadReply(f"reply field {key} has the wrong type")
     if not _is_number(doc.get("agent_seconds")) or not math.isfinite(doc["agent_seconds"]) or doc["agent_seconds"] < 0:
         raise BadReply("reply field agent_seconds must be a number >= 0")
+    if not isinstance(doc.setdefault("replayed", False), bool):
+        raise BadReply("reply field replayed has the wrong type")
     if not doc["ok"]:
         if not doc["error_code"]:
             raise BadReply("a failed reply has no error_code")
@@ -223,7 +226,7 @@ class Board:
         self.name = str(cfg.name)
         self.python = str(cfg.python)
         workdir = str(cfg.workdir)
-        if cfg.host == "local":
+        if cfg.host in ("local", "replay"):  # both run on this machine
             workdir = os.path.expanduser(workdir)
         if not (workdir == "~" or workdir.startswith("~/")):  # a remote '~' is resolved on the board
             try:
@@ -246,6 +249,12 @@ class Board:
 
     def close(self) -> None:
         self.connection.close()
+
+    def abort(self) -> None:
+        """From another thread: stop what runs on the board now (CommandAborted there) and refuse more."""
+        stop = getattr(self.connection, "abort", None)
+        if callable(stop):
+            stop()
 
     def _fail(self, what: str, done: Completed) -> BoardError:
         why = _last_line(done.stderr) or _last_line(done.stdout) or f"exit status {done.rc}"
@@ -413,4 +422,5 @@ class Board:
             energy=reply["energy"],
             agent_seconds=float(reply["agent_seconds"]),
             wall_seconds=time.monotonic() - start,
+            replayed=bool(reply["replayed"]),
         )

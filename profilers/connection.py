@@ -38,6 +38,13 @@ class ConnectionLost(BoardError):
     """The link to the board went away (socket closed, EOF, transport died)."""
 
 
+class CommandAborted(BoardError):
+    """The command was stopped from another thread (``abort``): the campaign is being interrupted."""
+
+
+STOP_GRACE_S = 1.0  # an interrupted command gets this long after SIGTERM to clean up (the agent kills its worker)
+
+
 @runtime_checkable
 class Connection(Protocol):
     """What the rest of the toolkit may ask of a board link."""
@@ -101,10 +108,14 @@ class LocalConnection(_Base):
     def __init__(self, name: str = "local") -> None:
         self.name = name
         self.label = f"board {name} (local)"
+        self._running: set[subprocess.Popen] = set()
+        self._aborted = False
 
     def run(self, argv: list[str], timeout: float, stdin: bytes | None = None) -> Completed:
         argv = check_argv(argv)
         start = time.monotonic()
+        if self._aborted:
+            raise CommandAborted(f"{self.label}: stopped")
         try:
             proc = subprocess.Popen(
                 argv,
@@ -115,6 +126,7 @@ class LocalConnection(_Base):
             )
         except OSError as exc:
             return Completed(127, b"", f"cannot start {argv[0]}: {exc}".encode(), time.monotonic() - start)
+        self._running.add(proc)
         try:
             out, err = proc.communicate(stdin, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -122,10 +134,18 @@ class LocalConnection(_Base):
             proc.communicate()
             raise CommandTimeout(f"{self.label}: command timed out after {timeout:g} s: {argv[0]}") from None
         finally:
-            if proc.poll() is None:  # interrupted: leave nothing behind
-                _kill_group(proc.pid)
-                proc.wait()
+            self._running.discard(proc)
+            if proc.poll() is None:  # interrupted (Ctrl-C, SIGTERM): the command and its group end with us
+                _stop_group(proc)
+        if self._aborted:
+            raise CommandAborted(f"{self.label}: stopped during {argv[0]}")
         return Completed(proc.returncode, out, err, time.monotonic() - start)
+
+    def abort(self) -> None:
+        """From another thread: stop the running command (its process group) and refuse further ones."""
+        self._aborted = True
+        for proc in list(self._running):
+            _stop_group(proc)
 
     def put(self, local_path: str | Path, remote_path: str) -> None:
         target = Path(check_remote_path(remote_path))
@@ -150,10 +170,24 @@ class LocalConnection(_Base):
         return None
 
 
-def _kill_group(pid: int) -> None:
+def _kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
     try:
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _stop_group(proc: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
+    """SIGTERM the command's process group (the agent then kills its worker and cleans up), SIGKILL what is left."""
+    _kill_group(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    _kill_group(proc.pid)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:  # pragma: no cover - a process that survives SIGKILL (D state)
         pass
 
 
@@ -267,6 +301,8 @@ class SSHConnection(_Base):
         transport.set_keepalive(15)
         self._client = client
         self._transport = transport
+        self._channels: set[Any] = set()
+        self._aborted = False
 
     def _open_socket(self, timeout: float) -> socket.socket:
         try:
@@ -296,11 +332,14 @@ class SSHConnection(_Base):
         command = shlex.join(check_argv(argv))
         start = time.monotonic()
         deadline = start + timeout
+        if self._aborted:
+            raise CommandAborted(f"{self.label}: stopped")
         self._check_alive()
         try:
             chan = self._transport.open_session(timeout=min(timeout, 30.0))
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise self._link_error(exc, "cannot open a command channel") from None
+        self._channels.add(chan)
         try:
             chan.exec_command(command)
             if stdin:
@@ -315,10 +354,18 @@ class SSHConnection(_Base):
             raise CommandTimeout(f"{self.label}: command timed out after {timeout:g} s: {argv[0]}") from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
             chan.close()
+            if self._aborted:
+                raise CommandAborted(f"{self.label}: stopped during {argv[0]}") from None
             raise self._link_error(exc, f"command {argv[0]} failed") from None
+        except BaseException:  # interrupted here (Ctrl-C, SIGTERM): the command on the board ends too
+            _stop_channel(chan)
+            raise
         finally:
+            self._channels.discard(chan)
             if not chan.closed:
                 chan.close()
+        if self._aborted:
+            raise CommandAborted(f"{self.label}: stopped during {argv[0]}")
         if rc == -1:  # no exit status: the link died, or the command was killed by a signal (rc stays -1)
             error = self._link_error(EOFError("the command's channel closed without an exit status"), "")
             if isinstance(error, ConnectionLost):
@@ -333,6 +380,8 @@ class SSHConnection(_Base):
                 out.append(chan.recv(_READ_CHUNK))
             while chan.recv_stderr_ready():
                 err.append(chan.recv_stderr(_READ_CHUNK))
+            if self._aborted:
+                raise CommandAborted(f"{self.label}: stopped during {what}")
             if chan.closed or chan.eof_received:
                 break
             remaining = deadline - time.monotonic()
@@ -423,6 +472,12 @@ class SSHConnection(_Base):
             raise self._sftp_error(exc, f"cannot stat {remote_path}") from None
         return True
 
+    def abort(self) -> None:
+        """From another thread: stop the running commands on the board and refuse further ones."""
+        self._aborted = True
+        for chan in list(self._channels):
+            _stop_channel(chan)
+
     def close(self) -> None:
         if self._sftp is not None:
             self._sftp.close()
@@ -435,8 +490,9 @@ def _one_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _send_kill(chan: Any) -> None:
-    """Ask sshd to SIGKILL the command (RFC 4254 "signal" request); best effort, servers may ignore it."""
+def _send_kill(chan: Any, name: str = "KILL") -> None:
+    """Ask sshd to signal the command (RFC 4254 "signal" request, KILL by default); best effort, servers may
+    ignore it."""
     from paramiko.common import cMSG_CHANNEL_REQUEST
     from paramiko.message import Message
 
@@ -446,9 +502,21 @@ def _send_kill(chan: Any) -> None:
         msg.add_int(chan.remote_chanid)
         msg.add_string("signal")
         msg.add_boolean(False)
-        msg.add_string("KILL")
+        msg.add_string(name)
         chan.transport._send_user_message(msg)
     except Exception:  # the channel or link is already gone: nothing left to signal
+        pass
+
+
+def _stop_channel(chan: Any) -> None:
+    """End a command over SSH: SIGTERM it (the agent kills its worker and cleans up), then close the channel
+    (an agent whose reply channel is gone stops its worker too, should sshd not pass signals on)."""
+    if chan.closed:
+        return
+    _send_kill(chan, "TERM")
+    try:
+        chan.close()
+    except Exception:  # the link is already gone
         pass
 
 
@@ -464,6 +532,10 @@ def open_connection(cfg: Any, connect_timeout: float | None = None) -> Connectio
     name = str(cfg.name)
     if cfg.host == "local":
         return LocalConnection(name)
+    if cfg.host == "replay":  # the tables are read and checked with the search space's canonical forms
+        from toolkit.replay import replay_connection
+
+        return replay_connection(cfg)
     timeout = connect_timeout if connect_timeout is not None else float(getattr(cfg, "connect_timeout", 10.0))
     return SSHConnection(
         name=name,
@@ -481,6 +553,7 @@ __all__ = [
     "Completed",
     "CommandTimeout",
     "Connection",
+    "CommandAborted",
     "ConnectionLost",
     "LocalConnection",
     "SSHConnection",

@@ -174,3 +174,67 @@ def test_three_objectives_and_device_cost_shape(tmp_path: Path) -> None:
         pareto(run, _FakeDeviceCost(lat[0]))
     pick = select(run, _FakeDeviceCost(lat[0]), budget_ms=1e9)
     assert pick["margin"] == pytest.approx(0.07)
+
+
+def test_readout_spreads_to_at_most_k_distinct_nondominated(run_dir: Path, table_costs: dict[str, LinearCost]) -> None:
+    from toolkit.pareto import hypervolume, nondominated_mask
+    from toolkit.search.readout import pareto, preference_grid, spread
+    from toolkit.search.run import load_run
+
+    run = load_run(run_dir)
+    device = table_costs["samsung_a50"]
+    costs = {"latency": device}
+    for k in (3, 24):
+        for kw in ({}, {"predictor_only": True}):
+            front = pareto(run, device, preferences=k, **kw)
+            archs = [r["arch"] for r in front]
+            assert 1 <= len(front) <= k and len(set(archs)) == len(archs)
+            pts = np.array([[r["predicted"]["error"], r["predicted"]["latency_ms"]] for r in front])
+            assert nondominated_mask(pts).all()
+            grid = preference_grid(2, k * 16)
+            assert all(np.isclose(grid, r["preference"]).all(axis=1).any() for r in front)   # from the fine grid
+    # the scalarisation's minimisers reach further than the plain 24-preference grid
+    assert len(pareto(run, device, 24, predictor_only=True)) > 3
+    # greedy hypervolume picks beat the first k non-dominated candidates of a large pool
+    pool = get_space("nb201").sample(400, seed=4)
+    prefs = np.full((len(pool), 2), 0.5)
+    everything, _ = spread(run, costs, pool, prefs, 10 ** 6)
+    picked, _ = spread(run, costs, pool, prefs, 5)
+    assert len(everything) > 5 and len(picked) == 5 and set(picked) <= set(everything)
+
+    def hv(archs: list[str]) -> float:
+        f = np.stack([run.predict_error(archs), device.predict(archs)], axis=1)
+        all_f = np.stack([run.predict_error(everything), device.predict(everything)], axis=1)
+        lo, hi = all_f.min(axis=0), all_f.max(axis=0) * 1.05
+        return hypervolume((f - lo) / (hi - lo))
+
+    assert hv(picked) > hv(everything[:5])
+
+
+def test_select_pool_includes_the_spread_readout(run_dir: Path, table_costs: dict[str, LinearCost]) -> None:
+    from toolkit.search.readout import pareto, select
+    from toolkit.search.run import load_run
+
+    run = load_run(run_dir)
+    device = table_costs["samsung_a50"]
+    front = pareto(run, device, 24)
+    for row in front:
+        budget = row["predicted"]["latency_ms"] * 1.06 + 1e-9
+        pick = select(run, device, budget, margin=0.05, refine_rounds=0)
+        assert pick["predicted"]["error"] <= row["predicted"]["error"] + 1e-9
+
+
+def test_preferences_move_the_shipped_runs_argmax() -> None:
+    """On one device, neighbouring preferences give different architectures, and not only at one
+    end of the preference range."""
+    from toolkit.search.readout import preference_grid
+    from toolkit.search.run import load_run
+
+    run = load_run(None, "nb201")
+    grid = preference_grid(2, 96)
+    devices = run.meta["devices"]
+    for dev in (devices[0], devices[len(devices) // 2], devices[-1]):
+        archs = run.archs(grid, np.asarray(dev["embedding"], dtype=np.float32))
+        changes = [i for i in range(1, len(archs)) if archs[i] != archs[i - 1]]
+        assert len(set(archs)) >= 5, dev["name"]
+        assert len({i * 3 // len(grid) for i in changes}) >= 2, (dev["name"], changes)

@@ -55,14 +55,34 @@ def test_board_workflow(sshd_board, modnas_home, tmp_path, capsys) -> None:
 
     archs = tmp_path / "val.txt"
     archs.write_text("\n".join(r["arch"] for r in front[:3]) + "\n")
+    campaigns = len(store.campaigns("wf-board"))
     code, val, err = run(capsys, "validate", str(dev), "--archs", str(archs), "--out", str(tmp_path / "val"),
-                         "--json", "--quiet")
+                         "--rounds", "2", "--json", "--quiet")
     assert code == 0, err
     assert val["device"] == "wf-board" and len(val["rows"]) == 3
     assert -1 <= val["spearman"] <= 1 and val["mape"] >= 0 and 0 <= val["within_10pct"] <= 1
     for key in ("plot", "front_plot"):
         assert Path(val[key]).read_bytes()[:8] == PNG and Path(val[key]).stat().st_size > 2000
-    assert "Spearman" in Path(val["report"]).read_text()
+    # interleaved rounds: each a campaign that measures every architecture afresh; measured = median of rounds
+    new = store.campaigns("wf-board")[campaigns:]
+    assert len(new) == 2 and all(c["settings"]["archs"] == 3 and c["status"] == "done" for c in new)
+    assert val["rounds"] == 2 and val["measured_as"] == "median of rounds"
+    for r in val["rows"]:
+        assert len(r["rounds"]) == 2 and r["measured"] == pytest.approx(sum(r["rounds"]) / 2)  # median of two
+    stored = store.values("wf-board", "nb201", "latency")  # stored once: the median of rounds, all samples
+    samples = {r["arch"]: r["samples"] for r in store.measurement_rows("wf-board", "nb201", "latency")}
+    for r in val["rows"]:
+        assert stored[r["arch"]] == pytest.approx(r["measured"]) and len(samples[r["arch"]]) == 2 * 2
+    pairs = [abs(a - b) / r["measured"] for r in val["rows"] for a, b in [r["rounds"]]]
+    assert val["repeatability_mape"] == pytest.approx(100 * sum(pairs) / 3)
+    assert val["repeatability"]["mape"] == val["repeatability_mape"] and "pairs of rounds" in \
+        val["repeatability"]["definition"]
+    saved = json.loads((tmp_path / "val" / "validation.json").read_text())
+    assert [r["rounds"] for r in saved["rows"]] == [r["rounds"] for r in val["rows"]]
+    report = Path(val["report"]).read_text()
+    assert "Spearman" in report and f"vs the board's repeatability {val['repeatability_mape']:.1f} %" in report
+    code, _, err = run(capsys, "validate", str(dev), "--archs", str(archs), "--rounds", "0")
+    assert code == 2 and "--rounds" in err
 
 
 def test_predict_needs_references(modnas_home, capsys) -> None:
@@ -79,9 +99,17 @@ def test_quickstart_in_a_fresh_home(tmp_path) -> None:
                           env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(proc.stdout)
-    assert doc["device"] == "local" and len(doc["front"]) >= 3 and len(doc["exported"]) == 3
+    assert doc["device"] == "local" and len(doc["front"]) >= 3 and 1 <= len(doc["picks"]) <= 3
+    picked = [p for p in doc["picks"] if p["arch"] is not None]
+    assert picked, [p["reason"] for p in doc["picks"]]
+    for p in picked:  # every pick measured on this machine to meet its budget
+        assert p["verified"] and p["measured"]["latency_ms"] * (1 + p["verify_margin"]) <= p["budget_ms"]
+    assert [e["arch"] for e in doc["exported"]] == list(dict.fromkeys(p["arch"] for p in picked))
     for e in doc["exported"]:
         assert Path(e["onnx"]).exists() and Path(e["tvm"]).exists()
     v = doc["validation"]
     assert Path(v["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Path(v["report"]).exists()
+    assert v["rounds"] == 3 and v["repeatability_mape"] >= 0
+    report = Path(v["report"]).read_text()
+    assert "Verified picks" in report and "vs the board's repeatability" in report
     assert (home / ".modnas" / "modnas.db").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,14 +52,18 @@ def cache_key(space: str, arch: str, kind: str, target: dict[str, Any] | None, w
 
 
 def build_artifact(space: Space, arch: str, runtime: str, cache_dir: Path,
-                   target: dict[str, Any] | None = None, run: str | None = None) -> Artifact:
-    """ONNX for onnxruntime and TensorRT (engines are built on the board), a TVM library for tvm.
+                   target: dict[str, Any] | None = None, run: str | None = None,
+                   precision: str = "fp32") -> Artifact:
+    """ONNX for onnxruntime and TensorRT (engines are built on the board), a TVM library for tvm, a file
+    naming the architecture for a replay board's ``replay`` runtime.
 
     With ``run``, the network carries the run's inherited supernet weights (when it has any)."""
     from exporters.onnx import export_onnx
     from exporters.result import read_sidecar, sha256_file
 
     cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if runtime == "replay":
+        return replay_artifact(space, arch, cache_dir)
     shape = tuple(space.input_shape(arch))
     weights = _run_tag(run)
     onnx_path = cache_dir / f"{cache_key(space.name, arch, 'onnx', None, weights)}.onnx"
@@ -66,6 +71,8 @@ def build_artifact(space: Space, arch: str, runtime: str, cache_dir: Path,
         if not onnx_path.exists():
             export_onnx(build_model(space, arch, run), shape, onnx_path,
                         meta={"space": space.name, "arch": arch, "weights": weights})
+        if precision == "int8":
+            return _int8_artifact(onnx_path, runtime, shape, cache_key(space.name, arch, "onnx_int8", None, weights))
         if runtime != "tvm":
             return Artifact(onnx_path, sha256_file(onnx_path), "onnx", shape, read_sidecar(onnx_path))
         from exporters.targets import resolve_target
@@ -80,6 +87,45 @@ def build_artifact(space: Space, arch: str, runtime: str, cache_dir: Path,
             return Artifact(lib, sha256_file(lib), "tvm", shape, read_sidecar(lib))
         result = compile_tvm(onnx_path, tgt, cache_dir, name=key)
         return Artifact(Path(result.path), result.sha256, "tvm", shape, result.meta)
+
+
+def replay_artifact(space: Space, arch: str, cache_dir: Path) -> Artifact:
+    """What a replay board runs: a tiny JSON file naming the architecture (canonical form) and its space."""
+    from profilers.board.replay import ARTIFACT_FORMAT
+
+    canonical = space.canonical(arch)
+    body = json.dumps({"format": ARTIFACT_FORMAT, "space": space.name, "arch": canonical}, sort_keys=True) + "\n"
+    data = body.encode()
+    sha = hashlib.sha256(data).hexdigest()
+    path = cache_dir / f"{cache_key(space.name, canonical, 'replay', None)}.replay.json"
+    if not path.is_file() or path.read_bytes() != data:
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")  # boards in threads share the cache
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    meta = {"space": space.name, "arch": canonical, "kind": "replay"}
+    return Artifact(path, sha, "replay", tuple(space.input_shape(canonical)), meta)
+
+
+INT8_CALIBRATION_IMAGES = 32
+
+
+def _int8_artifact(onnx_path: Path, runtime: str, shape: tuple[int, ...], key: str) -> Artifact:
+    """The static INT8 (QDQ) model of ``onnx_path`` for onnxruntime, calibrated on a fixed seeded random
+    set: profiling measures speed, not accuracy, so the scales only need to be deterministic."""
+    import numpy as np
+
+    from exporters.quantize import quantize_int8
+    from exporters.result import read_sidecar, sha256_file
+    from toolkit.errors import BadInput
+
+    if runtime != "onnxruntime":
+        raise BadInput(f"precision: int8 is profiled with runtime onnxruntime, not {runtime} (for TensorRT, "
+                       "`modnas export --quantize int8 --format tensorrt`)")
+    path = onnx_path.with_name(f"{key}.onnx")
+    if not path.exists():
+        images = np.random.default_rng(0).standard_normal((INT8_CALIBRATION_IMAGES, *shape[1:])).astype(np.float32)
+        quantize_int8(onnx_path, images, path, meta={"calibration_source": "seeded random (profiling)"})
+    return Artifact(path, sha256_file(path), "onnx", shape, read_sidecar(path))
 
 
 def _run_tag(run: str | None) -> str:

@@ -32,6 +32,7 @@ class Calibration:
     residuals: list[float] = field(default_factory=list)
     n: int = 0
     offset: float = 0.0
+    loo_residuals: list[float] = field(default_factory=list)  # out-of-sample, from the device fit
 
     def apply(self, x: Any) -> np.ndarray:
         arr = np.asarray(x, dtype=np.float64)
@@ -49,14 +50,16 @@ class Calibration:
         return torch.logaddexp(torch.full_like(y, math.log(self.offset)), y)
 
     def margin(self, quantile: float = 0.9) -> float:
-        """Relative margin (e.g. 0.04 = 4 %) covering ``quantile`` of the under-predictions seen."""
+        """Relative margin (e.g. 0.04 = 4 %) for budgets: the split-conformal quantile of the over-runs.
+
+        The over-runs are the out-of-sample (leave-one-out) residuals where the device fit left
+        them, else the in-sample ones; with ``n`` of them the margin is the
+        ``ceil((n + 1) * quantile)``-th smallest (the largest when that exceeds ``n``), so a new
+        architecture's over-run stays within it with probability about ``quantile``.
+        """
         if not 0 < quantile <= 1:
             raise BadInput(f"margin quantile must be in (0, 1], got {quantile}")
-        if not self.residuals:
-            return 0.0
-        # residual = log(measured) - log(calibrated prediction); positive = under-predicted
-        q = float(np.quantile(np.asarray(self.residuals), quantile))
-        return max(0.0, math.exp(q) - 1.0)
+        return conformal_margin(self.loo_residuals or self.residuals, quantile)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,7 +72,8 @@ class Calibration:
         try:
             return cls(slope=float(d["slope"]), intercept=float(d["intercept"]),
                        residuals=[float(r) for r in d.get("residuals", [])], n=int(d.get("n", 0)),
-                       offset=float(d.get("offset", 0.0)))
+                       offset=float(d.get("offset", 0.0)),
+                       loo_residuals=[float(r) for r in d.get("loo_residuals", [])])
         except (KeyError, TypeError, ValueError) as exc:
             raise BadInput(f"bad calibration record: {exc}") from None
 
@@ -79,6 +83,16 @@ class Calibration:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as exc:
             raise BadInput(f"bad calibration JSON: {exc.msg}") from None
+
+
+def conformal_margin(residuals: Sequence[float] | np.ndarray, quantile: float = 0.9) -> float:
+    """``exp(q) - 1`` for the split-conformal ``quantile`` ``q`` of log over-runs (0 when none)."""
+    r = np.sort(np.asarray(residuals, dtype=np.float64))
+    if not r.size:
+        return 0.0
+    k = int(math.ceil((r.size + 1) * quantile - 1e-9))
+    q = float(r[min(k, r.size) - 1])
+    return max(0.0, math.exp(q) - 1.0)
 
 
 def _positive(name: str, values: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -98,14 +112,26 @@ def _line(lp: np.ndarray, lm: np.ndarray, min_points_for_slope: int) -> tuple[fl
     return slope, float(np.mean(lm - slope * lp))
 
 
+def _loo_lines(lp: np.ndarray, lm: np.ndarray, min_points_for_slope: int) -> tuple[np.ndarray, np.ndarray]:
+    """``_line`` fitted without each point in turn (vectorised): slopes and intercepts ``[n]``."""
+    k = lp.size - 1
+    sx, sy = lp.sum() - lp, lm.sum() - lm
+    sxx, sxy = (lp * lp).sum() - lp * lp, (lp * lm).sum() - lp * lm
+    mx, my = sx / max(k, 1), sy / max(k, 1)
+    varx = sxx / max(k, 1) - mx * mx
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = (sxy / max(k, 1) - mx * my) / varx
+    ok = (k >= min_points_for_slope) & (varx > 1e-12) & (s >= SLOPE_RANGE[0]) & (s <= SLOPE_RANGE[1])
+    slope = np.where(ok, s, 1.0)
+    return slope, my - slope * mx
+
+
 def _loo_error(p: np.ndarray, m: np.ndarray, offset: float, min_points_for_slope: int) -> float:
     """Mean squared log error of each point predicted from a fit without it."""
-    errs = []
-    for i in range(p.size):
-        keep = np.arange(p.size) != i
-        slope, icpt = _line(np.log(p[keep]), np.log(m[keep] - offset), min_points_for_slope)
-        errs.append((math.log(offset + math.exp(slope * math.log(p[i]) + icpt)) - math.log(m[i])) ** 2)
-    return float(np.mean(errs))
+    lp = np.log(p)
+    slope, icpt = _loo_lines(lp, np.log(m - offset), min_points_for_slope)
+    pred = np.logaddexp(math.log(offset), slope * lp + icpt) if offset > 0 else slope * lp + icpt
+    return float(np.mean((pred - np.log(m)) ** 2))
 
 
 def fit(pred: Sequence[float] | np.ndarray, measured: Sequence[float] | np.ndarray,

@@ -156,26 +156,42 @@ def _space_of(args: argparse.Namespace) -> str:
 
 
 def _load_run(args: argparse.Namespace) -> Any:
-    """``--run`` (or the run shipped for ``--space``), checked to have searched ``--space``."""
+    """``--run`` (or the run shipped for ``--space`` or ``--task``), checked to have searched them."""
     from toolkit.search.run import load_run
 
     check_run_dir(args.run)
-    return load_run(args.run, args.space)
+    return load_run(args.run, args.space, getattr(args, "task", None))
 
 
 def cmd_export(args: argparse.Namespace) -> tuple[Any, str]:
     from toolkit.exporting import export_arch
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    if args.task and not args.run:  # the run shipped for the task (checked to be that task's)
+        args.run = str(_load_run(args).path)
     space = _space_of(args)
     with open_store(args) as store:
         cfg = load_device_ref(args.device, store) if args.device else None
         doc = export_arch(args.arch, space_name=space, formats=formats, out=Path(args.out), device=cfg,
-                          run=args.run, tensorrt_precision=args.precision, target_preset=args.target_preset)
-    lines = [f"{k}: {v}" for k, v in doc.items() if k != "max_abs_diff"]
+                          run=args.run, tensorrt_precision=args.precision, target_preset=args.target_preset,
+                          weights=args.weights, quantize=args.quantize, images=args.images)
+    lines = [f"{k}: {v}" for k, v in doc.items() if k not in ("max_abs_diff", "accuracy")]
     lines += [f"max |diff| vs PyTorch ({k}): {v:.3g}" for k, v in doc.get("max_abs_diff", {}).items()
               if v is not None]
+    lines += [f"held-out accuracy ({k}): {v:.4f}" for k, v in doc.get("accuracy", {}).items()]
     return doc, "\n".join(lines)
+
+
+def cmd_train(args: argparse.Namespace) -> tuple[Any, str]:
+    from toolkit.training import train_arch
+
+    space = _space_of(args)
+    doc = train_arch(args.arch, space_name=space, images=args.images, out=Path(args.out), epochs=args.epochs,
+                     batch_size=args.batch_size, run=args.run, seed=args.seed, max_images=args.max_images,
+                     quiet=args.quiet)
+    acc = doc["accuracy"]
+    return doc, (f"checkpoint: {doc['checkpoint']}\nepochs: {doc['epochs']}\n"
+                 f"accuracy: train {acc['train']:.4f}, held-out {acc['heldout']:.4f}")
 
 
 def _data_dir(value: str | None) -> Path:
@@ -211,6 +227,8 @@ def _store_extra(store: Any, space: str, metric: str) -> dict[str, dict[str, flo
     """Store devices with enough measurements join the predictor's training data."""
     out = {}
     for row in store.devices():
+        if row.get("replayed"):  # a replay board's values are copies of tables, never real measurements
+            continue
         if row["space"] == space and row["measurements"].get(metric, 0) >= 50:
             out[row["name"]] = store.values(row["name"], space, metric)
     return out
@@ -255,16 +273,24 @@ def cmd_search(args: argparse.Namespace) -> tuple[Any, str]:
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
     accuracy = args.accuracy or ("benchmark" if search_space(args.space).benchmark_accuracy else "supernet")
     make_config({"space": args.space, "objectives": objectives, "accuracy": accuracy})  # bad pairs before --data
+    if args.task and (args.space != "nb201" or accuracy != "benchmark"):
+        raise BadInput("--task names an NB201 benchmark task: it needs --space nb201 and --accuracy benchmark")
     if accuracy == "benchmark" or not devices or any(":" in d for d in devices):
         data = str(_data_dir(args.data))
     else:
         data = args.data
-    if not devices:  # every table device that has its reference measurements
-        from toolkit.search.default_run import usable_keys
+    if not devices:  # every table device that has its reference measurements and every objective
+        from toolkit.search.default_run import objective_keys
 
-        devices = usable_keys(data, space=args.space)
+        devices, left_out = objective_keys(data, objectives, space=args.space)
+        if left_out and not args.quiet:
+            print(f"modnas: searching the {len(devices)} table devices with {', '.join(objectives[1:])}: "
+                  f"{', '.join(devices)} ({len(left_out)} more have no {' or '.join(objectives[2:] or objectives[1:])})",
+                  file=sys.stderr)
     config: dict[str, Any] = {"space": args.space, "objectives": objectives, "accuracy": accuracy,
                               "data_dir": data, "seed": args.seed, "devices": devices}
+    if args.task:
+        config["task"] = args.task
     if args.images:
         config["image_dir"] = args.images
     if args.max_images is not None:
@@ -280,10 +306,12 @@ def cmd_search(args: argparse.Namespace) -> tuple[Any, str]:
     return doc, f"run written to {doc['run']} ({len(doc['devices'])} devices, {doc.get('seconds', 0):.0f} s)"
 
 
-def _device_cost(store: Any, name: str, space: str) -> Any:
-    from toolkit.prediction import device_from_store
+def _device_cost(store: Any, name: str, space: str, data: str | None = None, metric: str = "latency") -> Any:
+    """A store device by name, or a benchmark-table device (``source:device[:setting]``, read from --data)."""
+    from toolkit.search.api import resolve_device
 
-    return device_from_store(store, device_name(name), space, "latency")
+    data_dir = str(_data_dir(data)) if ":" in name and data else None
+    return resolve_device(name, space, metric, store=store, data_dir=data_dir)
 
 
 def cmd_pareto(args: argparse.Namespace) -> tuple[Any, str]:
@@ -293,23 +321,53 @@ def cmd_pareto(args: argparse.Namespace) -> tuple[Any, str]:
         raise BadInput("--preferences must be at least 1")
     run = _load_run(args)
     with open_store(args) as store:
-        cost = _device_cost(store, args.device, run.config.space)
+        cost = _device_cost(store, args.device, run.config.space, args.data)
         energy = None
         if "energy" in run.objectives:
-            from toolkit.prediction import device_from_store
+            energy = _device_cost(store, args.device, run.config.space, args.data, "energy")
+    front = pareto(run, cost, args.preferences, energy_cost=energy,
+                   predictor_only=bool(getattr(args, "predictor_only", False)))
+    with_energy = any("energy_mj" in r["predicted"] for r in front)
+    rows = [[_fmt(r["predicted"].get("error"), 2), _fmt(r["predicted"].get("latency_ms"))]
+            + ([_fmt(r["predicted"].get("energy_mj"))] if with_energy else []) + [r["arch"]] for r in front]
+    return front, table(rows, ["error %", "latency ms"] + (["energy mJ"] if with_energy else []) + ["arch"])
 
-            energy = device_from_store(store, args.device, run.config.space, "energy")
-    front = pareto(run, cost, args.preferences, energy_cost=energy)
-    rows = [[_fmt(r["predicted"].get("error"), 2), _fmt(r["predicted"].get("latency_ms")), r["arch"]] for r in front]
-    return front, table(rows, ["error %", "latency ms", "arch"])
+
+def _select_verified(args: argparse.Namespace, run: Any) -> tuple[Any, str]:
+    """``select --verify``: the pick measured on the board (DEVICE: a device file or a stored device)."""
+    from toolkit.spaces import get_space
+    from toolkit.verify import verify_on_board
+
+    if args.verify_max < 0:
+        raise BadInput(f"--verify-max must not be negative, got {args.verify_max}")
+    space = get_space(run.config.space)
+    with open_store(args) as store:
+        cfg = load_device_ref(args.device, store)
+        cost = _device_cost(store, cfg.name, space.name)
+        doc = verify_on_board(cfg, store, space, run, cost, args.budget_ms, run=args.run,
+                              max_measurements=args.verify_max, repeatability=args.verify_margin,
+                              quiet=args.quiet)
+    lines = [f"{c['arch']}: predicted {c['predicted']['latency_ms']:.3f} ms, measured "
+             + (f"{c['measured']['latency_ms']:.3f} ms ({c['source']}) {'meets' if c['meets'] else 'over'}"
+                if c["measured"] else "failed") for c in doc["candidates"]]
+    if doc["arch"] is None:
+        head = f"no verified pick for {args.budget_ms:g} ms: {doc['reason']}"
+    else:
+        head = (f"{doc['arch']}\n  predicted error {doc['predicted']['error']:.2f} %, latency "
+                f"{doc['predicted']['latency_ms']:.3f} ms; measured {doc['measured']['latency_ms']:.3f} ms "
+                f"(budget {args.budget_ms:g} ms, margin {100 * doc['verify_margin']:.1f} %, "
+                f"{doc['measurements']} board measurement(s))")
+    return doc, "\n".join([head] + ["  candidates:"] * bool(lines) + ["    " + x for x in lines])
 
 
 def cmd_select(args: argparse.Namespace) -> tuple[Any, str]:
     from toolkit.search.readout import select
 
     run = _load_run(args)
+    if getattr(args, "verify", False):
+        return _select_verified(args, run)
     with open_store(args) as store:
-        cost = _device_cost(store, args.device, run.config.space)
+        cost = _device_cost(store, args.device, run.config.space, args.data)
     doc = select(run, cost, args.budget_ms)
     p = doc["predicted"]
     return doc, (f"{doc['arch']}\n  predicted error {p.get('error', float('nan')):.2f} %, latency "
@@ -335,6 +393,11 @@ def cmd_onboard(args: argparse.Namespace) -> tuple[Any, str]:
         spread = f", residuals |max| {max(abs(x) for x in res):.3f} (log)" if res else ""
         lines.append(f"calibration: slope {cal.get('slope', float('nan')):.3f}, intercept "
                      f"{cal.get('intercept', float('nan')):.3f}{spread}")
+    fit = doc.get("fit") or {}
+    if fit.get("measurements"):
+        kept = [p for p, on in fit.get("parts", {}).items() if on]
+        lines.append(f"device model ({' + '.join(kept)}): {fit['measurements']} measurements, leave-one-out "
+                     f"MdAPE {fit['loo_mdape']:.1f} %, {100 * fit['loo_within_10pct']:.0f} % within +-10 %")
     return doc, "\n".join(lines)
 
 
@@ -346,10 +409,14 @@ def cmd_validate(args: argparse.Namespace) -> tuple[Any, str]:
     with open_store(args) as store:
         cfg = load_device_ref(args.device, store)
         doc = validate(cfg, store, space, args.run, args.archs,
-                       Path(args.out) if args.out else None, quiet=args.quiet)
+                       Path(args.out) if args.out else None, quiet=args.quiet, rounds=args.rounds)
+    rep = doc["repeatability_mape"]
     return doc, (f"{doc['device']}: {len(doc['rows'])} architectures, Spearman {doc['spearman']:.3f}, "
                  f"Kendall {doc['kendall']:.3f}, MAPE {doc['mape']:.1f} %, within +-10 % "
-                 f"{100 * doc['within_10pct']:.0f} %\n  plot: {doc['plot']}\n  report: {doc['report']}")
+                 f"{100 * doc['within_10pct']:.0f} %"
+                 + (f"\n  the board's repeatability over {doc['rounds']} rounds: {rep:.1f} % (MAPE between rounds)"
+                    if rep is not None else "")
+                 + f"\n  plot: {doc['plot']}\n  report: {doc['report']}")
 
 
 def cmd_quickstart(args: argparse.Namespace) -> tuple[Any, str]:
@@ -359,12 +426,22 @@ def cmd_quickstart(args: argparse.Namespace) -> tuple[Any, str]:
     with open_store(args) as store:
         doc = quickstart(store, out.resolve(), quiet=args.quiet, space_name=args.space)
     v = doc["validation"]
-    lines = [f"this machine is board {doc['device']!r}; front of {len(doc['front'])} architectures", "exported:"]
+    lines = [f"this machine is board {doc['device']!r}; front of {len(doc['front'])} architectures",
+             "verified picks (measured here):"]
+    for p in doc.get("picks", []):
+        if p["arch"] is None:
+            lines.append(f"  budget {p['budget_ms']:.3f} ms: none ({p['reason']})")
+        else:
+            lines.append(f"  budget {p['budget_ms']:.3f} ms: measured {p['measured']['latency_ms']:.3f} ms, predicted "
+                         f"{p['predicted']['latency_ms']:.3f} ms, {p['predicted']['error']:.2f} % error")
+    lines.append("exported:")
     for e in doc["exported"]:
         lines.append(f"  {e['predicted'].get('latency_ms', 0):.3f} ms, {e['predicted'].get('error', 0):.2f} % error:"
                      f" {e['onnx']}  {e['tvm']}")
+    rep = v.get("repeatability_mape")
     lines.append(f"validation: Spearman {v['spearman']:.3f}, MAPE {v['mape']:.1f} %, within +-10 % "
-                 f"{100 * v['within_10pct']:.0f} %")
+                 f"{100 * v['within_10pct']:.0f} %"
+                 + (f"; the board's repeatability {rep:.1f} %" if rep is not None else ""))
     lines.append(f"  report {v['report']}\n  plots {v['plot']}, {v['front_plot']}")
     lines.append(f"done in {doc['seconds']:.0f} s; everything is under {doc['out']}")
     return doc, "\n".join(lines)
@@ -410,6 +487,9 @@ def build_parser(handlers: dict[str, Handler]) -> argparse.ArgumentParser:
         else:
             p.add_argument("--space", default="nb201", help="search space (default nb201)")
 
+    def task_arg(p: argparse.ArgumentParser, help_text: str) -> None:
+        p.add_argument("--task", choices=["cifar10", "cifar100", "imagenet16-120"], default=None, help=help_text)
+
     p = add("doctor", "connect, fingerprint the board, check its runtimes and energy sensor")
     p.add_argument("device", help="device YAML, stored device name, or a name in device_configs/")
     p = add("profile", "measure architectures on one or more boards and store every result")
@@ -417,7 +497,7 @@ def build_parser(handlers: dict[str, Handler]) -> argparse.ArgumentParser:
     space_arg(p)
     p.add_argument("--archs", default="refs", help="refs | random:N | FILE (one architecture a line)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--runtime", choices=["onnxruntime", "tvm", "tensorrt"], default=None)
+    p.add_argument("--runtime", choices=["onnxruntime", "tvm", "tensorrt", "replay"], default=None)
     p.add_argument("--force", action="store_true", help="measure again what is already stored")
     add("devices", "list the devices in the store")
     p = add("import", "store measurements taken elsewhere (CSV with header arch,value)")
@@ -466,32 +546,66 @@ def build_parser(handlers: dict[str, Handler]) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
+    task_arg(p, "benchmark mode on nb201: the task whose accuracy is searched (default cifar10)")
     p = add("pareto", "the front of a search run read out for a device, seen or unseen")
-    p.add_argument("--device", required=True)
+    p.add_argument("--device", required=True, help="store device, or table device source:device[:setting] with --data")
     space_arg(p, from_run=True)
     p.add_argument("--run", default=None)
-    p.add_argument("--preferences", type=int, default=24)
+    task_arg(p, "without --run: the run shipped for this benchmark task")
+    p.add_argument("--data", default=os.environ.get("MODNAS_DATA"), help="the measured tables (table devices)")
+    p.add_argument("--preferences", type=int, default=24, help="at most this many distinct non-dominated picks")
+    p.add_argument("--predictor-only", action="store_true",
+                   help="minimise the run's scalarisation over candidates with the predictors instead of "
+                        "taking the hypernetwork's arg-maxes (shows the trade-off where the run collapsed)")
     p = add("select", "the most accurate architecture predicted to meet a latency budget")
-    p.add_argument("--device", required=True)
+    p.add_argument("--device", required=True, help="store device, or table device source:device[:setting] with --data")
     space_arg(p, from_run=True)
     p.add_argument("--budget-ms", type=float, required=True)
     p.add_argument("--run", default=None)
+    task_arg(p, "without --run: the run shipped for this benchmark task")
+    p.add_argument("--data", default=os.environ.get("MODNAS_DATA"), help="the measured tables (table devices)")
+    p.add_argument("--verify", action="store_true",
+                   help="measure the best candidates on the board and return one measured to meet the budget "
+                        "(DEVICE: a device file or a stored device)")
+    p.add_argument("--verify-max", type=int, default=8, help="at most N board measurements (default 8)")
+    p.add_argument("--verify-margin", type=float, default=None,
+                   help="the board's repeatability as a fraction, e.g. validate's repeatability_mape / 100 "
+                        "(a pick needs measured * (1 + m) <= budget; default: the measurement's CI; at least 0.02)")
     p = add("export", "build a subnet and export it (ONNX, TVM, TensorRT) for a device")
     p.add_argument("arch")
     space_arg(p, from_run=True)
     p.add_argument("--run", default=None)
+    task_arg(p, "without --run: the run shipped for this benchmark task")
     p.add_argument("--format", default="onnx", help="onnx[,tvm][,tensorrt]")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="TensorRT precision")
     p.add_argument("--target-preset", default=None, help="TVM target when the device file has none: "
                    "x86 | cortex-a72 | cortex-a76 | cortex-a78ae")
     p.add_argument("--device", default=None)
     p.add_argument("--out", required=True)
+    p.add_argument("--weights", default=None, help="a `modnas train` checkpoint: export its trained weights "
+                   "and measure each file's accuracy on its held-back images")
+    p.add_argument("--quantize", choices=["int8"], default=None,
+                   help="also write a static INT8 (QDQ) ONNX model calibrated on training images")
+    p.add_argument("--images", default=None, help="calibration images for --quantize without --weights "
+                   "(with --weights: where the checkpoint's images are, when moved)")
+    p = add("train", "train an architecture on images, with a held-back split; resumable")
+    p.add_argument("arch")
+    space_arg(p, from_run=True)
+    p.add_argument("--run", default=None, help="start from this run's supernet weights when it has them")
+    p.add_argument("--images", required=True, help="CIFAR-10 python layout, ImageFolder, .npz (x, y) or 'digits'")
+    p.add_argument("--epochs", type=int, default=8, help="total epochs (a second call with more continues)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 256, smaller for small image sets")
+    p.add_argument("--max-images", type=int, default=None, help="use at most N images")
+    p.add_argument("--seed", type=int, default=0, help="the held-back split and the shuffling")
+    p.add_argument("--out", required=True, help="directory of the checkpoint")
     p = add("validate", "measure chosen architectures on the board and compare with predictions")
     p.add_argument("device")
     space_arg(p, from_run=True)
     p.add_argument("--run", default=None)
     p.add_argument("--archs", default="pareto", help="pareto | FILE")
     p.add_argument("--out", default=None)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved rounds: each measures every architecture once (default 3)")
     p = add("onboard", "doctor, profile the references (and N more), build embedding and calibration")
     p.add_argument("device")
     space_arg(p)
@@ -510,6 +624,7 @@ HANDLERS: dict[str, Handler] = {
     "import": cmd_import,
     "space refs": cmd_space_refs,
     "export": cmd_export,
+    "train": cmd_train,
     "predict": cmd_predict,
     "predictor fit": cmd_predictor_fit,
     "predictor eval": cmd_predictor_eval,
@@ -531,13 +646,22 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "command", None):
             parser.print_help(sys.stderr)
             return 2
-        doc, text = args.handler(args)
+        from toolkit.interrupts import signals_raise
+
+        with signals_raise():  # Ctrl-C and SIGTERM stop the command where it is (exit 130 / 143)
+            doc, text = args.handler(args)
     except ModnasError as err:
         print(f"modnas: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("modnas: interrupted; everything measured so far is stored", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (toolkit.interrupts.Terminated)
+        from toolkit.interrupts import MESSAGE, exit_code
+
+        print(f"modnas: {MESSAGE}", file=sys.stderr)
+        if argv is None:  # we are the process (console script, python -m): everything is stored and closed, so
+            sys.stdout.flush()  # leave now rather than wait for the interpreter's tear-down (seconds with torch
+            sys.stderr.flush()  # loaded on a busy machine) or for other boards' threads still unwinding
+            os._exit(exit_code(err))
+        return exit_code(err)
     except SystemExit as err:  # --help
         return int(err.code or 0)
     except Exception as err:  # anything unforeseen: one line, the trace only on request

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from toolkit.errors import BadInput
 
@@ -15,6 +16,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 HOST_RE = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")
 REMOTE_PATH_RE = re.compile(r"^[A-Za-z0-9_./~+-]{1,255}$")
 DEVICE_CONFIG_DIR = Path(__file__).resolve().parents[1] / "device_configs"
+THIS_MACHINE = ("local", "replay")  # hosts whose agent runs on this machine: `python` defaults to sys.executable
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -47,7 +49,7 @@ class MeasurementSettings(Strict):
 class EnergySettings(Strict):
     """Which on-board sensor to integrate, and how."""
 
-    sensor: Literal["none", "rapl", "ina3221", "tegrastats", "nvml", "command"] = "none"
+    sensor: Literal["none", "rapl", "ina3221", "tegrastats", "nvml", "command", "replay"] = "none"
     domain: str | None = None
     rail: str | None = None
     root: str | None = None
@@ -68,6 +70,28 @@ class EnergySettings(Strict):
     probe_s: float | None = Field(None, gt=0, le=600)
 
 
+def _default_python(host: str) -> str:
+    """The board's interpreter when the device file names none: this one for the agent run here, else python3."""
+    return sys.executable if host in THIS_MACHINE else "python3"
+
+
+class ReplaySettings(Strict):
+    """A replay board's tables (CSV ``arch,value``, ms and mJ) and the noise its measurements carry."""
+
+    latency: str
+    energy: str | None = None
+    noise: float = Field(0.0, ge=0, le=1.0)   # relative spread of the log-normal factor (0: the table's values)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    space: str | None = None                  # the tables' search space (default: found from the first row)
+
+    @field_validator("latency", "energy")
+    @classmethod
+    def _path(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or any(ord(ch) < 32 for ch in v)):
+            raise ValueError("give the path of a CSV file")
+        return v
+
+
 class DeviceConfig(Strict):
     """One board, as written in a device YAML file."""
 
@@ -79,13 +103,48 @@ class DeviceConfig(Strict):
     known_hosts: str = "~/.ssh/known_hosts"
     host_key_policy: Literal["strict", "accept-new"] = "strict"
     connect_timeout: float = Field(10.0, gt=0, le=600)
-    python: str = "python3"
+    python: str = Field(default_factory=lambda data: _default_python(data.get("host", "local")))
     workdir: str = "/tmp/modnas"
-    runtime: Literal["onnxruntime", "tvm", "tensorrt"] = "onnxruntime"
+    runtime: Literal["onnxruntime", "tvm", "tensorrt", "replay"] = "onnxruntime"
     threads: int = Field(1, ge=1, le=1024)
+    # int8: profiling measures each architecture's static INT8 (QDQ) ONNX model (onnxruntime)
+    precision: Literal["fp32", "int8"] = "fp32"
     target: dict[str, Any] | None = None
     measurement: MeasurementSettings = MeasurementSettings()
     energy: EnergySettings = EnergySettings()
+    replay: ReplaySettings | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_for_host(cls, data: Any) -> Any:
+        """Defaults that depend on the host: this machine's interpreter; a replay board's runtime and sensor."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if data.get("host") == "replay":
+            data.setdefault("runtime", "replay")
+            replay = data.get("replay")
+            if "energy" not in data and isinstance(replay, dict) and replay.get("energy"):
+                data["energy"] = {"sensor": "replay"}
+        return data
+
+    @model_validator(mode="after")
+    def _replay_consistent(self) -> "DeviceConfig":
+        if self.host == "replay":
+            if self.replay is None:
+                raise ValueError("host: replay needs replay: {latency: TABLE.csv, ...}")
+            if self.runtime != "replay":
+                raise ValueError(f"a replay board has only the replay runtime, not {self.runtime!r}")
+            if self.energy.sensor not in ("none", "replay"):
+                raise ValueError(f"a replay board has only the replay energy sensor, not {self.energy.sensor!r}")
+            if self.energy.sensor == "replay" and not self.replay.energy:
+                raise ValueError("energy sensor replay needs an energy table (replay.energy)")
+        else:
+            if self.replay is not None:
+                raise ValueError("replay tables are for host: replay")
+            if self.runtime == "replay" or self.energy.sensor == "replay":
+                raise ValueError("the replay runtime and sensor are only on host: replay")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -120,6 +179,15 @@ class DeviceConfig(Strict):
         return self.host == "local"
 
     @property
+    def is_replay(self) -> bool:
+        return self.host == "replay"
+
+    def for_store(self) -> dict[str, Any]:
+        """The config as the store keeps it: a defaulted interpreter stays a default (the loading process's)."""
+        exclude = None if "python" in self.model_fields_set or self.host not in THIS_MACHINE else {"python"}
+        return self.model_dump(mode="json", exclude=exclude)
+
+    @property
     def address(self) -> str:
         return "local" if self.is_local else f"{self.host}:{self.port}"
 
@@ -134,20 +202,44 @@ def _first_error(err: ValidationError, source: str) -> BadInput:
         return BadInput(f"{source}: unknown key {where!r}")
     if e["type"] == "missing":
         return BadInput(f"{source}: missing required key {where!r}")
-    return BadInput(f"{source}: {where}: {e['msg']}")
+    msg = str(e["msg"]).removeprefix("Value error, ")
+    return BadInput(f"{source}: {msg}" if not e["loc"] else f"{source}: {where}: {msg}")
 
 
-def parse_device(data: Any, source: str = "device file") -> DeviceConfig:
-    """Validate a mapping as a device file; the first problem becomes one line."""
+def _replay_paths(data: dict[str, Any], base_dir: Path | None) -> dict[str, Any]:
+    """A replay board's table paths made absolute: relative ones are relative to the device file's folder."""
+    replay = data.get("replay")
+    if data.get("host") != "replay" or not isinstance(replay, dict):
+        return data
+    replay = dict(replay)
+    for key in ("latency", "energy"):
+        value = replay.get(key)
+        if isinstance(value, str) and value.strip():
+            path = Path(os.path.expanduser(value))
+            if not path.is_absolute():
+                path = (base_dir or Path.cwd()) / path
+            replay[key] = str(path.resolve())
+    return dict(data, replay=replay)
+
+
+def parse_device(data: Any, source: str = "device file", base_dir: Path | None = None) -> DeviceConfig:
+    """Validate a mapping as a device file; the first problem becomes one line.
+
+    A replay board's tables are read and checked here, so a bad table stops a command before it writes anything."""
     if not isinstance(data, dict):
         raise BadInput(f"{source}: expected a mapping of keys, got {type(data).__name__}")
     for key in data:
         if isinstance(key, str) and "password" in key.lower():
             raise BadInput(f"{source}: {key!r}: passwords are not accepted; use a key file or ssh-agent")
     try:
-        return DeviceConfig.model_validate(data)
+        cfg = DeviceConfig.model_validate(_replay_paths(data, base_dir))
     except ValidationError as err:
         raise _first_error(err, source) from None
+    if cfg.replay is not None:
+        from toolkit.replay import load_tables
+
+        load_tables(cfg)
+    return cfg
 
 
 def read_device_file(path: Path) -> DeviceConfig:
@@ -163,7 +255,7 @@ def read_device_file(path: Path) -> DeviceConfig:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise BadInput(f"{path}:{where} malformed YAML: {getattr(err, 'problem', err)}") from None
-    return parse_device(data, str(path))
+    return parse_device(data, str(path), base_dir=path.resolve().parent)
 
 
 def load_device(ref: str, stored: dict[str, Any] | None = None) -> DeviceConfig:

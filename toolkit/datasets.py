@@ -69,10 +69,16 @@ def load_digits_data() -> ImageData:
 
 
 def load_npz(path: Path) -> ImageData:
-    with np.load(path, allow_pickle=False) as f:
-        if "x" not in f or "y" not in f:
-            raise BadInput(f"{path}: an .npz needs arrays 'x' and 'y'")
-        return _finish(f["x"], f["y"], str(path))
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "x" not in f or "y" not in f:
+                raise BadInput(f"{path}: an .npz needs arrays 'x' and 'y'")
+            x, y = f["x"], f["y"]
+    except BadInput:
+        raise
+    except Exception as exc:  # truncated or not a zip archive
+        raise BadInput(f"{path}: not a readable .npz ({type(exc).__name__})") from None
+    return _finish(x, y, str(path))
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -170,5 +176,26 @@ def split_three(data: ImageData, seed: int = 0, val_fraction: float = 0.1
     return (data.x[w], data.y[w]), (data.x[a], data.y[a]), (data.x[val], data.y[val])
 
 
-__all__ = ["ImageData", "load_cifar10", "load_digits_data", "load_image_folder", "load_images", "load_npz",
+def data_digest(data: ImageData) -> str:
+    """Content hash of the images and labels as loaded (a checkpoint names the data it was trained on)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(str(tuple(data.x.shape)).encode())
+    h.update(np.ascontiguousarray(data.x.numpy()).tobytes())
+    h.update(np.ascontiguousarray(data.y.numpy()).tobytes())
+    return h.hexdigest()[:32]
+
+
+def split_heldout(n: int, seed: int = 0, fraction: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training and held-back indices: a fixed permutation for ``seed``, the same split on every call."""
+    if n < 2:
+        raise BadInput(f"need at least 2 images for a held-back split, got {n}")
+    gen = torch.Generator().manual_seed(int(seed))
+    perm = torch.randperm(n, generator=gen)
+    n_held = min(n - 1, max(1, int(round(fraction * n))))
+    return perm[n_held:], perm[:n_held]
+
+
+__all__ = ["ImageData", "data_digest", "split_heldout", "load_cifar10", "load_digits_data", "load_image_folder", "load_images", "load_npz",
            "split_three"]

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from toolkit.artifacts import build_model
 from toolkit.config import DeviceConfig
@@ -20,49 +23,161 @@ def arch_stem(space: Any, arch: str) -> str:
     return f"{space.name}-{hashlib.sha256(arch.encode()).hexdigest()[:10]}"
 
 
+QUANTIZE = ("int8",)
+CALIBRATION_IMAGES = 128
+
+
+def tensorrt_build_plan(quantize: str | None, precision: str) -> tuple[str, str]:
+    """Which ONNX file TensorRT builds from and at what precision: with ``--quantize int8`` a QDQ
+    model with symmetric int8 activations, calibrated on the same images (TensorRT takes its scales as
+    explicit quantisation), in int8; else the float
+    model at ``precision`` (int8 there has only TensorRT's placeholder scales: right for timing only)."""
+    if quantize == "int8":
+        return "onnx_int8_tensorrt", "int8"
+    return "onnx", precision
+
+
+@dataclass
+class _EvalData:
+    """Held-back images for the accuracy checks and training images for the calibration."""
+
+    heldout: tuple[np.ndarray, np.ndarray] | None
+    calibration: np.ndarray | None
+    record: dict[str, Any]
+
+
+def _eval_data(space: Any, arch: str, ckpt_meta: dict[str, Any] | None, images: str | None,
+               quantize: str | None) -> _EvalData:
+    """Everything read before a file is written, so bad input leaves nothing behind."""
+    import torch
+
+    from toolkit.training import heldout_images, load_training_data
+
+    heldout = calibration = None
+    record: dict[str, Any] = {}
+    if ckpt_meta is not None:
+        data, train_idx, held_idx = heldout_images(ckpt_meta, images)
+        heldout = (data.x[held_idx].numpy(), data.y[held_idx].numpy())
+        pool = data.x[train_idx]
+        record = {"images": images or ckpt_meta["images"], "data_digest": ckpt_meta["data_digest"],
+                  "heldout_images": int(len(held_idx))}
+    elif quantize:
+        pool = load_training_data(str(images), space, arch).x
+    else:
+        return _EvalData(None, None, {})
+    if quantize:
+        gen = torch.Generator().manual_seed(0)
+        pick = torch.randperm(len(pool), generator=gen)[:CALIBRATION_IMAGES]
+        calibration = pool[pick].numpy()
+    return _EvalData(heldout, calibration, record)
+
+
 def export_arch(arch: str, *, space_name: str, formats: list[str], out: Path, device: DeviceConfig | None = None,
                 run: str | None = None, tensorrt_precision: str = "fp32",
-                target_preset: str | None = None) -> dict[str, Any]:
-    """Export one architecture; the reply names each artifact and its difference to PyTorch."""
+                target_preset: str | None = None, weights: str | None = None, quantize: str | None = None,
+                images: str | None = None) -> dict[str, Any]:
+    """Export one architecture; the reply names each artifact and its difference to PyTorch.
+
+    ``weights`` is a ``modnas train`` checkpoint: the files carry its weights and each file's accuracy
+    on the checkpoint's held-back images is measured (``accuracy`` in the reply, ``<file>.accuracy.json``
+    beside it). ``quantize="int8"`` adds a static INT8 ONNX model calibrated on training images
+    (the checkpoint's training split, or ``images`` without a checkpoint)."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise BadInput(f"--format {','.join(formats)!r}: choose from {', '.join(FORMATS)}")
+    if quantize is not None and quantize not in QUANTIZE:
+        raise BadInput(f"--quantize {quantize!r}: choose from {', '.join(QUANTIZE)}")
+    if quantize and weights is None and images is None:
+        raise BadInput("--quantize int8 needs calibration images: --images DIR|digits (or --weights CKPT)")
+    if images is not None and not (quantize or weights):
+        raise BadInput("--images is for --quantize int8 or --weights")
+    if weights is not None and run is not None:
+        raise BadInput("give --weights CKPT or --run RUN, not both: the checkpoint holds the trained weights")
     space = get_space(space_name)
     arch = space.canonical(arch)
     if "tensorrt" in formats and device is None:
         raise BadInput("--format tensorrt needs --device: engines are built on the board that runs them")
     from exporters.onnx import export_onnx
 
+    ckpt_meta = None
+    if weights is not None:
+        from exporters.result import sha256_file
+        from toolkit.training import model_from_checkpoint
+
+        model, ckpt_meta = model_from_checkpoint(weights, space.name, arch)
+        weights_tag = "checkpoint-" + sha256_file(weights)[:16]
+    else:
+        model = build_model(space, arch, run)
+        weights_tag = run or "untrained"
+    evald = _eval_data(space, arch, ckpt_meta, images, quantize)
+
     out.mkdir(parents=True, exist_ok=True)
     stem = arch_stem(space, arch)
     if device is not None:
         stem = f"{device.name}-{stem}"
-    model = build_model(space, arch, run)
     shape = tuple(space.input_shape(arch))
     onnx_res = export_onnx(model, shape, out / f"{stem}.onnx", meta={"space": space.name, "arch": arch,
-                                                                     "weights": run or "untrained"})
+                                                                     "weights": weights_tag})
     doc: dict[str, Any] = {"arch": arch, "max_abs_diff": {}}
+    built: dict[str, Path] = {}
     if "onnx" in formats:
         doc["onnx"] = str(onnx_res.path)
         doc["max_abs_diff"]["onnx"] = onnx_res.max_abs_diff
+        built["onnx"] = onnx_res.path
+    if quantize:
+        from exporters.quantize import quantize_int8
+
+        int8 = quantize_int8(onnx_res.path, evald.calibration, out / f"{stem}-int8.onnx",
+                             meta={"calibration_source": "checkpoint training split" if ckpt_meta else str(images)})
+        doc["onnx_int8"] = str(int8.path)
+        built["onnx_int8"] = int8.path
+    tvm_runs_here = False
     if "tvm" in formats:
-        from exporters.targets import resolve_target
+        from exporters.targets import resolve_target, runs_here
         from exporters.tvm import compile_tvm
 
         target = resolve_target(device.target if device else None, target_preset)
         tvm_res = compile_tvm(onnx_res.path, target, out, name=f"{stem}-tvm")
         doc["tvm"] = str(tvm_res.path)
         doc["max_abs_diff"]["tvm"] = tvm_res.max_abs_diff
+        tvm_runs_here = runs_here(target)
+        if tvm_runs_here:
+            built["tvm"] = tvm_res.path
     if "tensorrt" in formats:
         from exporters.tensorrt import build_on_board
         from profilers.connection import open_connection
 
+        source, precision = tensorrt_build_plan(quantize, tensorrt_precision)
+        trt_onnx = onnx_res.path
+        if source == "onnx_int8_tensorrt":
+            trt_onnx = quantize_int8(onnx_res.path, evald.calibration, out / f"{stem}-int8-trt.onnx", target="tensorrt",
+                                     meta={"calibration_source": "checkpoint training split" if ckpt_meta
+                                           else str(images)}).path
+            doc["onnx_int8_tensorrt"] = str(trt_onnx)
         with open_connection(device) as conn:
-            trt = build_on_board(conn, onnx_res.path, tensorrt_precision, out_dir=out,
+            trt = build_on_board(conn, trt_onnx, precision, out_dir=out,
                                  workdir=f"{device.workdir.rstrip('/')}/engines", name=f"{stem}-trt")
         doc["tensorrt"] = str(trt.path)
         doc["max_abs_diff"]["tensorrt"] = trt.max_abs_diff
+    if evald.heldout is not None:
+        doc["accuracy"] = _measure_accuracy(model, built, evald, str(weights))
+        if "tvm" in formats and not tvm_runs_here:
+            doc["accuracy_note"] = "the TVM library is built for another CPU: its accuracy is measured on the board"
     if "onnx" not in formats:
         onnx_res.path.unlink(missing_ok=True)
         Path(str(onnx_res.path) + ".json").unlink(missing_ok=True)
     return doc
+
+
+def _measure_accuracy(model: Any, built: dict[str, Path], evald: _EvalData, checkpoint: str) -> dict[str, float]:
+    """PyTorch's accuracy and each built file's on the held-back images, written beside each file."""
+    from toolkit.accuracy import accuracy_onnx, accuracy_pytorch, accuracy_tvm, write_accuracy
+
+    assert evald.heldout is not None
+    x, y = evald.heldout
+    acc = {"pytorch": accuracy_pytorch(model, x, y)}
+    for key, path in built.items():
+        acc[key] = accuracy_tvm(path, x, y) if key == "tvm" else accuracy_onnx(path, x, y)
+        write_accuracy(path, {"format": key, "accuracy": acc[key], "pytorch_accuracy": acc["pytorch"],
+                              "checkpoint": checkpoint, **evald.record})
+    return acc

@@ -9,7 +9,8 @@ from toolkit.store import Store
 
 
 def refresh_embedding(store: Store, device: str, space: Space, metric: str = "latency") -> dict[str, Any] | None:
-    """When all references are measured: store the embedding and, given a predictor, the calibration."""
+    """When all references are measured: store the embedding and, given a predictor, the device model
+    (calibration, fixed cost, fine-tuning choices and its leave-one-out error; toolkit.device_model)."""
     from toolkit.embedding import hardware_embedding
 
     values = store.values(device, space.name, metric)
@@ -18,10 +19,8 @@ def refresh_embedding(store: Store, device: str, space: Space, metric: str = "la
     store.set_embedding(device, space.name, metric, [float(v) for v in hardware_embedding(values, space)])
     from toolkit.prediction import device_from_store
 
-    try:
-        cost = device_from_store(store, device, space.name, metric)
+    try:  # fits the device model to every stored measurement and stores it (unless unchanged)
+        device_from_store(store, device, space.name, metric)
     except BadInput:  # no predictor for this space and metric: the embedding alone is kept
         return None
-    cal = cost.calibration.to_dict()
-    store.set_calibration(device, space.name, metric, cal)
-    return cal
+    return store.get_calibration(device, space.name, metric)

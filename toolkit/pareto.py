@@ -73,6 +73,26 @@ def hypervolume(points: np.ndarray, ref: np.ndarray | None = None) -> float:
     return float(HV(ref_point=ref)(front))
 
 
+def greedy_hv_subset(points: np.ndarray, k: int, ref: np.ndarray | None = None) -> list[int]:
+    """Indices of at most ``k`` of ``points`` chosen greedily by hypervolume contribution against
+    ``ref`` (default all ones): each step adds the point that raises the subset's hypervolume most
+    (ties: the lowest index). Points that add nothing are never chosen, so fewer than ``k`` may come back."""
+    f = np.asarray(points, dtype=np.float64)
+    if f.ndim != 2:
+        raise ValueError("points must be a 2-d array [n, m]")
+    chosen: list[int] = []
+    best_hv = 0.0
+    left = list(range(len(f)))
+    while left and len(chosen) < k:
+        gains = [hypervolume(f[chosen + [i]], ref) - best_hv for i in left]
+        j = int(np.argmax(gains))
+        if gains[j] <= 1e-15:
+            break
+        best_hv += gains[j]
+        chosen.append(left.pop(j))
+    return chosen
+
+
 def igd_plus(points: np.ndarray, reference_front: np.ndarray) -> float:
     """Inverted generational distance plus: mean over the reference front of the modified
     distance max(a - z, 0) to the closest obtained point (lower is better)."""
@@ -84,4 +104,4 @@ def igd_plus(points: np.ndarray, reference_front: np.ndarray) -> float:
     return float(np.mean(np.min(np.sqrt(np.sum(diff ** 2, axis=2)), axis=1)))
 
 
-__all__ = ["hypervolume", "igd_plus", "nondominated", "nondominated_mask", "normalise"]
+__all__ = ["greedy_hv_subset", "hypervolume", "igd_plus", "nondominated", "nondominated_mask", "normalise"]

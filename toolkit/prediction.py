@@ -35,11 +35,18 @@ class DeviceCost:
     emb: np.ndarray
     calibration: Calibration
     measured: dict[str, float] = field(default_factory=dict)
+    fixed: np.ndarray | None = None  # per-op fixed cost, ms (or mJ) per one-hot entry (toolkit.device_model)
+    fit: dict[str, Any] = field(default_factory=dict)  # what the device fit kept and its held-out error
     _minmax: tuple[float, float] | None = field(default=None, repr=False)
 
     def predict_onehot(self, onehot: np.ndarray) -> np.ndarray:
-        logp = self.predictor.predict_log_onehot(np.asarray(onehot, np.float32), self.emb)
-        return np.exp(self.calibration.apply_log(logp))
+        x = np.asarray(onehot, np.float32)
+        base = np.exp(self.calibration.apply_log(self.predictor.predict_log_onehot(x, self.emb)))
+        if self.fixed is None:
+            return base
+        from toolkit.device_model import FLOOR
+
+        return np.maximum(base + x.astype(np.float64) @ self.fixed, FLOOR * base)
 
     def predict(self, archs: Sequence[str]) -> np.ndarray:
         """Calibrated values for ``archs`` (any string form the space parses)."""
@@ -51,7 +58,13 @@ class DeviceCost:
 
         emb = torch.as_tensor(self.emb, dtype=onehot.dtype, device=onehot.device).reshape(1, -1)
         logp = self.predictor.torch_log_forward(onehot, emb.expand(onehot.shape[0], -1))
-        return torch.exp(self.calibration.apply_log(logp))
+        base = torch.exp(self.calibration.apply_log(logp))
+        if self.fixed is None:
+            return base
+        from toolkit.device_model import FLOOR
+
+        extra = onehot @ torch.as_tensor(self.fixed, dtype=onehot.dtype, device=onehot.device)
+        return torch.maximum(base + extra, FLOOR * base)
 
     def space_minmax(self) -> tuple[float, float]:
         """Smallest and largest predicted value over the space (all of NB201; a seeded sample otherwise)."""
@@ -72,7 +85,7 @@ class DeviceCost:
     def to_dict(self) -> dict[str, Any]:
         return {"device": self.name, "space": self.space.name, "metric": self.metric,
                 "embedding": [float(x) for x in self.emb], "calibration": self.calibration.to_dict(),
-                "measurements": len(self.measured)}
+                "measurements": len(self.measured), "fit": self.fit}
 
 
 def _check_predictor(predictor: Any, space: Any, metric: str) -> Any:
@@ -84,20 +97,33 @@ def _check_predictor(predictor: Any, space: Any, metric: str) -> Any:
     return pred
 
 
-def device_cost(name: str, values: dict[str, float], space: Any, metric: str = "latency", predictor: Any = None,
-                finetune: bool = False, finetune_min: int = 30) -> DeviceCost:
-    """A cost model from measured ``{arch: value}``; the reference architectures must be among them."""
-    from toolkit import calibration
-    from toolkit.embedding import hardware_embedding
-
-    sp = _space(space)
-    pred = _check_predictor(predictor, sp, metric)
+def _canonical_values(name: str, values: dict[str, float], sp: Any, metric: str) -> dict[str, float]:
     canon: dict[str, float] = {}
     for arch, v in values.items():
         x = float(v)
         if not np.isfinite(x) or x <= 0:
             raise BadInput(f"device {name}: measured {metric} of {arch} must be positive and finite, got {x}")
         canon[sp.canonical(arch)] = x
+    return canon
+
+
+def device_cost(name: str, values: dict[str, float], space: Any, metric: str = "latency", predictor: Any = None,
+                finetune: bool = False, finetune_min: int = 30, model: bool = True, seed: int = 0,
+                stored: dict[str, Any] | None = None) -> DeviceCost:
+    """A cost model from measured ``{arch: value}``; the reference architectures must be among them.
+
+    ``model`` (default): the device model of :mod:`toolkit.device_model` fitted to all the points
+    (calibration, per-op fixed cost and fine-tuning, each where it helps held out); ``stored`` is a
+    record of an earlier fit of the same points (:meth:`DeviceCost.record`), rebuilt without the
+    cross-validation. ``model=False``: calibration only (``finetune`` forces the old fine-tuning
+    from ``finetune_min`` points).
+    """
+    from toolkit import calibration, device_model
+    from toolkit.embedding import hardware_embedding
+
+    sp = _space(space)
+    pred = _check_predictor(predictor, sp, metric)
+    canon = _canonical_values(name, values, sp, metric)
     refs = [sp.canonical(r) for r in pred.references]
     missing = [r for r in refs if r not in canon]
     if missing:
@@ -106,21 +132,56 @@ def device_cost(name: str, values: dict[str, float], space: Any, metric: str = "
     emb = hardware_embedding(canon, sp, refs)
     archs = list(canon)
     meas = np.array([canon[a] for a in archs])
+    if model and not finetune:
+        if stored is not None:
+            steps = int(stored.get("finetune_steps", 0))
+            tuned = device_model.finetuned_predictor(pred, archs, meas, emb, steps, seed)
+            cal = Calibration.from_dict(stored)
+            fixed = stored.get("fixed")
+            return DeviceCost(name, sp, metric, tuned, emb, cal, canon,
+                              None if fixed is None else np.asarray(fixed, np.float64), dict(stored.get("fit", {})))
+        fitted = device_model.fit_device(pred, archs, meas, emb, seed=seed)
+        tuned = device_model.finetuned_predictor(pred, archs, meas, emb, fitted.finetune_steps, seed)
+        return DeviceCost(name, sp, metric, tuned, emb, fitted.calibration, canon, fitted.fixed, fitted.report)
     if finetune and len(archs) >= finetune_min:
         pred = calibration.finetune(pred, archs, meas, emb, min_points=finetune_min)
     cal = calibration.fit(pred.predict(archs, emb), meas)
     return DeviceCost(name, sp, metric, pred, emb, cal, canon)
 
 
+def record_of(cost: DeviceCost) -> dict[str, Any]:
+    """What is stored of a fitted device model: the calibration plus the fit's choices."""
+    fixed = None if cost.fixed is None else [float(v) for v in cost.fixed]
+    return {**cost.calibration.to_dict(), "fixed": fixed,
+            "finetune_steps": int(cost.predictor.meta.get("finetuned", {}).get("steps", 0)), "fit": cost.fit}
+
+
 def device_from_store(store: Any, name: str, space: Any = "nb201", metric: str = "latency", predictor: Any = None,
                       finetune: bool = False) -> DeviceCost:
-    """The device's measured medians from the results store -> embedding + calibration."""
+    """The device's measured medians from the results store -> its fitted device model.
+
+    The fit is stored beside the calibration with a digest of the measurements it saw; while the
+    measurements are unchanged it is rebuilt from the record, and refitted (and stored again)
+    once a campaign has added any.
+    """
+    from toolkit.device_model import measurement_digest
+
     sp = _space(space)
     values = store.values(name, sp.name, metric)
     if not values:
         raise BadInput(f"device {name} has no {metric} measurements in the store; "
                        f"run `modnas onboard {name}` or `modnas import FILE --device {name}`")
-    return device_cost(name, dict(values), sp, metric, predictor, finetune=finetune)
+    if finetune:
+        return device_cost(name, dict(values), sp, metric, predictor, finetune=True)
+    pred = _check_predictor(predictor, sp, metric)
+    digest = measurement_digest(_canonical_values(name, dict(values), sp, metric), pred)
+    get, put = getattr(store, "get_calibration", None), getattr(store, "set_calibration", None)
+    rec = get(name, sp.name, metric) if get is not None else None
+    stored = rec if rec and rec.get("digest") == digest else None
+    cost = device_cost(name, dict(values), sp, metric, pred, stored=stored)
+    if stored is None and put is not None:
+        put(name, sp.name, metric, {**record_of(cost), "digest": digest})
+    return cost
 
 
 def device_from_table(data_dir: str | Path, key: str, space: Any = "nb201", metric: str = "latency",

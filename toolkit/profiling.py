@@ -2,18 +2,24 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Callable
 
 from toolkit.artifacts import build_artifact
 from toolkit.config import DeviceConfig, modnas_home
 from toolkit.errors import BadInput, BoardError
+from toolkit.interrupts import Stop
 from toolkit.progress import Progress
 from toolkit.spaces import Space
 from toolkit.store import Store
 
 MAX_PARALLEL_BOARDS = 4
+STOP_WAIT_S = 3.0  # after Ctrl-C/SIGTERM: how long to wait for the other boards' campaigns to end
+
+
+class Interrupted(KeyboardInterrupt):
+    """A campaign in a worker thread was stopped because the command is being interrupted."""
 
 
 def resolve_archs(space: Space, spec: str, seed: int = 0) -> list[str]:
@@ -64,7 +70,19 @@ def latency_row(arch: str, summary: dict[str, Any], energy: dict[str, Any] | Non
     for key in ("ci95", "blocks_disagree"):
         if key in summary:
             row["latency_ms"][key] = summary[key]
+    if summary.get("replayed"):
+        row["replayed"] = True  # drawn from a replay board's table, never a real measurement
     return row
+
+
+def board_runtime(cfg: DeviceConfig, runtime: str | None = None) -> str:
+    """The runtime a campaign uses: the device's unless another is asked for; a replay board has only ``replay``."""
+    chosen = runtime or cfg.runtime
+    if cfg.host == "replay" and chosen != "replay":
+        raise BadInput(f"device {cfg.name} is a replay board: it has only the replay runtime, not {chosen!r}")
+    if cfg.host != "replay" and chosen == "replay":
+        raise BadInput(f"runtime replay is only on replay boards (host: replay); {cfg.name} is {cfg.host}")
+    return chosen
 
 
 def open_board(cfg: DeviceConfig) -> Any:
@@ -80,39 +98,63 @@ def fingerprint_device(cfg: DeviceConfig, store: Store,
         board.prepare()
         fingerprint = board.fingerprint()
         probe = board.probe(energy_dict(cfg), runtimes=runtimes)
-    store.upsert_device(cfg.name, cfg.model_dump(mode="json"))
+    store.upsert_device(cfg.name, cfg.for_store())
     store.add_fingerprint(cfg.name, fingerprint)
     return fingerprint, probe
 
 
+def check_precision(store: Store, cfg: DeviceConfig, space: str) -> None:
+    """A device's predictor reads all its measurements, so one device name measures at one precision:
+    profiling int8 on a device with fp32 campaign measurements (or the reverse) is bad input."""
+    int8 = cfg.precision == "int8"
+    for row in store.measurement_rows(cfg.name, space):
+        key = row.get("settings_key") or ""
+        if row.get("source") == "profile" and key and key.endswith("-int8") != int8:
+            have = "int8" if not int8 else "fp32"
+            raise BadInput(f"device {cfg.name} already has {have} measurements: profile precision "
+                           f"{cfg.precision} under another device name (e.g. {cfg.name}-{cfg.precision})")
+
+
 def profile_device(cfg: DeviceConfig, store: Store, space: Space, archs: list[str], *, runtime: str | None = None,
                    force: bool = False, quiet: bool = False, run: str | None = None,
-                   on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Measure ``archs`` on one board; every result is committed as soon as it completes."""
+                   on_row: Callable[[dict[str, Any]], None] | None = None,
+                   stop: Stop | None = None) -> dict[str, Any]:
+    """Measure ``archs`` on one board; every result is committed as soon as it completes.
+
+    Ctrl-C or SIGTERM (in this thread), or ``stop`` set from another, ends the campaign at once: the running
+    measurement is aborted on the board, the campaign is recorded as interrupted, finished results stay."""
     from profilers.campaign import MeasureJob
 
-    runtime = runtime or cfg.runtime
+    runtime = board_runtime(cfg, runtime)
     settings = cfg.measurement
     settings_key = f"{settings.key()}-th{cfg.threads}"
     energy = energy_dict(cfg)
     if energy.get("sensor", "none") != "none":
         settings_key += f"-e{energy['sensor']}"
+    if cfg.precision != "fp32":  # int8 and fp32 measurements of one board never mix
+        settings_key += f"-{cfg.precision}"
+    check_precision(store, cfg, space.name)
     cache = modnas_home() / "artifacts" / space.name
     measured: list[dict[str, Any]] = []
     skipped: list[str] = []
     failed: list[dict[str, Any]] = []
-    store.upsert_device(cfg.name, cfg.model_dump(mode="json"))
+    store.upsert_device(cfg.name, cfg.for_store())
     progress = Progress(len(archs), f"profile {cfg.name}", quiet=quiet)
     campaign = None
+    board = None
     try:
         with open_board(cfg) as board:
+            if stop is not None:
+                stop.register(board)
             board.prepare()
             fp_id = store.add_fingerprint(cfg.name, board.fingerprint())
             campaign = store.start_campaign(cfg.name, {"space": space.name, "runtime": runtime,
                                                        "settings_key": settings_key, "archs": len(archs)}, fp_id)
             for arch in archs:
+                if stop is not None and stop.is_set():
+                    raise Interrupted()
                 try:
-                    art = build_artifact(space, arch, runtime, cache, cfg.target, run=run)
+                    art = build_artifact(space, arch, runtime, cache, cfg.target, run=run, precision=cfg.precision)
                 except BadInput:
                     raise
                 except Exception as err:  # one architecture that cannot be built never ends the campaign
@@ -144,35 +186,70 @@ def profile_device(cfg: DeviceConfig, store: Store, space: Space, archs: list[st
                     extra.append({"metric": "energy", "value": result.energy["gross_mj"], "summary": result.energy})
                 summary = dict(result.summary, runtime_version=result.runtime_version,
                                agent_seconds=result.agent_seconds, wall_seconds=result.wall_seconds)
+                if result.replayed:  # marked in the store (source) and in every row built from it
+                    summary["replayed"] = True
+                    for item in extra:
+                        item["summary"] = dict(item["summary"], replayed=True)
                 store.add_measurement(device=cfg.name, space=space.name, arch=arch, metric="latency",
                                       value=result.summary["median"], runtime=runtime, settings_key=settings_key,
                                       artifact_sha=art.sha256, campaign_id=campaign, summary=summary,
-                                      samples=result.blocks, extra=extra)
-                row = latency_row(arch, result.summary, result.energy)
+                                      samples=result.blocks, extra=extra,
+                                      source="replay" if result.replayed else "profile")
+                row = latency_row(arch, summary, result.energy)
                 measured.append(row)
                 if on_row:
                     on_row(row)
                 progress.step(f"{result.summary['median']:.3f} ms")
-    except BoardError:
+    except BaseException as err:
+        stopped = isinstance(err, KeyboardInterrupt) or (stop is not None and stop.is_set())
         if campaign is not None:
-            store.finish_campaign(campaign, "lost")
+            _finish_quietly(store, campaign, "interrupted" if stopped else "lost")
+        if stopped and not isinstance(err, KeyboardInterrupt):
+            raise Interrupted() from None  # a command aborted under an interruption is not a board failure
         raise
     finally:
+        if stop is not None and board is not None:
+            stop.unregister(board)
         progress.close()
     store.finish_campaign(campaign, "done")
     return {"device": cfg.name, "measured": measured, "skipped": skipped, "failed": failed}
 
 
+def _finish_quietly(store: Store, campaign: int, status: str) -> None:
+    """Record how a campaign ended, even while an interruption unwinds (a second one must not hide the first)."""
+    try:
+        store.finish_campaign(campaign, status)
+    except Exception:  # the store is already closed or locked: the measurements themselves are committed
+        pass
+
+
 def profile_many(cfgs: list[DeviceConfig], store: Store, space: Space, archs: list[str],
                  **kwargs: Any) -> tuple[list[dict[str, Any]], list[tuple[str, BoardError]]]:
-    """Several boards at once in a bounded pool; a lost board does not stop the others."""
+    """Several boards at once in a bounded pool; a lost board does not stop the others.
+
+    One board is profiled in the calling thread. With several, Ctrl-C or SIGTERM stops every campaign within
+    about STOP_WAIT_S (their running commands are aborted on the boards) and is raised again."""
     results: list[dict[str, Any]] = []
     errors: list[tuple[str, BoardError]] = []
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_BOARDS, len(cfgs))) as pool:
-        futures = {pool.submit(profile_device, cfg, store, space, archs, **kwargs): cfg.name for cfg in cfgs}
+    if len(cfgs) == 1:
+        try:
+            results.append(profile_device(cfgs[0], store, space, archs, **kwargs))
+        except BoardError as err:
+            errors.append((cfgs[0].name, err))
+        return results, errors
+    stop = Stop()
+    pool = ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_BOARDS, len(cfgs)))
+    futures = {pool.submit(profile_device, cfg, store, space, archs, stop=stop, **kwargs): cfg.name for cfg in cfgs}
+    try:
         for future, name in futures.items():
             try:
                 results.append(future.result())
             except BoardError as err:
                 errors.append((name, err))
+    except BaseException:
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        wait(list(futures), timeout=STOP_WAIT_S)
+        raise
+    pool.shutdown(wait=True)
     return results, errors

@@ -19,6 +19,35 @@ def agreement(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
             "n": int(len(p))}
 
 
+REPEATABILITY_DEFINITION = ("mean over architectures and over pairs of rounds (i < j) of "
+                            "|round_i - round_j| / median of the architecture's rounds, in percent")
+
+
+def repeatability(rounds: dict[str, list[float]]) -> dict[str, Any]:
+    """The board's own repeatability from per-round medians of the same architectures.
+
+    ``mape``: between rounds, pairwise (see ``REPEATABILITY_DEFINITION``); ``to_median_mape``: mean of
+    |round - median| / median; ``worst_arch_mape`` / ``median_arch_mape``: the largest and the median
+    per-architecture pairwise value (one disturbed round shows as a worst far above the median). None
+    with fewer than two rounds of any architecture."""
+    pair, dev = [], []
+    for values in rounds.values():
+        v = np.asarray(values, float)
+        if len(v) < 2:
+            continue
+        med = float(np.median(v))
+        i, j = np.triu_indices(len(v), k=1)
+        pair.append(float(np.mean(np.abs(v[i] - v[j]))) / med)
+        dev.append(float(np.mean(np.abs(v - med))) / med)
+    have = bool(pair)
+    return {"mape": 100 * float(np.mean(pair)) if have else None,
+            "to_median_mape": 100 * float(np.mean(dev)) if have else None,
+            "worst_arch_mape": 100 * float(np.max(pair)) if have else None,
+            "median_arch_mape": 100 * float(np.median(pair)) if have else None,
+            "archs": len(pair), "rounds": max((len(v) for v in rounds.values()), default=0),
+            "definition": REPEATABILITY_DEFINITION}
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -72,21 +101,51 @@ def plot_fronts(error: np.ndarray, predicted: np.ndarray, measured: np.ndarray, 
     return path
 
 
-def markdown_report(doc: dict[str, Any]) -> str:
+def _verified_lines(picks: list[dict[str, Any]]) -> list[str]:
+    """The verified picks: each measured on the board to meet its budget (or why none does)."""
+    lines = ["## Verified picks (measured on the board)", "",
+             "| budget ms | pick | predicted ms | measured ms | margin % | board measurements | meets |",
+             "|---:|---|---:|---:|---:|---:|---|"]
+    for p in picks:
+        if p.get("arch") is None:
+            lines.append(f"| {p['budget_ms']:.3f} | none: {p.get('reason', '')} | - | - | - | "
+                         f"{p.get('measurements', 0)} | - |")
+            continue
+        lines.append(f"| {p['budget_ms']:.3f} | `{p['arch']}` | {p['predicted']['latency_ms']:.3f} | "
+                     f"{p['measured']['latency_ms']:.3f} | {100 * p['verify_margin']:.1f} | "
+                     f"{p.get('measurements', 0)} | "
+                     f"{'yes' if p['measured']['latency_ms'] <= p['budget_ms'] else 'NO'} |")
+    return lines + [""]
+
+
+def markdown_report(doc: dict[str, Any], picks: list[dict[str, Any]] | None = None) -> str:
+    """The validation report; ``picks`` (``select --verify`` documents) add the verified picks."""
+    rep = doc.get("repeatability_mape")
+    rounds = doc.get("rounds", 1)
     lines = [f"# Validation on {doc['device']}", "",
-             f"- architectures: {len(doc['rows'])}",
+             f"- architectures: {len(doc['rows'])}, each measured in {rounds} interleaved round(s); "
+             f"measured = median of rounds",
              f"- Spearman {doc['spearman']:.3f}, Kendall {doc['kendall']:.3f}",
-             f"- MAPE {doc['mape']:.1f} %, within +-10 %: {100 * doc['within_10pct']:.0f} %", ""]
+             f"- MAPE {doc['mape']:.1f} %, within +-10 %: {100 * doc['within_10pct']:.0f} %"]
+    if rep is not None:
+        lines.append(f"- prediction MAPE {doc['mape']:.1f} % vs the board's repeatability {rep:.1f} % "
+                     f"({doc['repeatability']['definition']})")
+    lines.append("")
+    if picks:
+        lines += _verified_lines(picks)
     if doc.get("budgets"):
-        lines += ["| budget ms | pick | predicted ms | measured ms | meets |", "|---:|---|---:|---:|---|"]
+        lines += ["## Picks from predictions alone (among the validated architectures, not verified)", "",
+                  "| budget ms | pick | predicted ms | measured ms | meets |", "|---:|---|---:|---:|---|"]
         for b in doc["budgets"]:
             lines.append(f"| {b['budget_ms']:.3f} | `{b['arch']}` | {b['predicted_ms']:.3f} | {b['measured_ms']:.3f} "
                          f"| {'yes' if b['meets'] else 'NO'} |")
         lines.append("")
-    lines += ["| architecture | predicted ms | measured ms | error % |", "|---|---:|---:|---:|"]
+    lines += ["## Validated architectures", "",
+              "| architecture | predicted ms | measured ms | error % | rounds ms |", "|---|---:|---:|---:|---|"]
     for r in doc["rows"]:
+        per_round = ", ".join(f"{v:.3f}" for v in r.get("rounds", []))
         lines.append(f"| `{r['arch']}` | {r['predicted']:.3f} | {r['measured']:.3f} | "
-                     f"{100 * (r['predicted'] - r['measured']) / r['measured']:+.1f} |")
+                     f"{100 * (r['predicted'] - r['measured']) / r['measured']:+.1f} | {per_round} |")
     lines += ["", f"![predicted against measured]({Path(doc['plot']).name})"]
     if doc.get("front_plot"):
         lines.append(f"![fronts]({Path(doc['front_plot']).name})")

@@ -133,6 +133,7 @@ class Store:
         counts = self._query("SELECT device, space, metric, COUNT(DISTINCT arch) FROM measurements "
                              "GROUP BY device, space, metric")
         embedded = {(d, s) for d, s in self._query("SELECT device, space FROM embeddings")}
+        replayed = {d for (d,) in self._query("SELECT DISTINCT device FROM measurements WHERE source='replay'")}
         table: dict[tuple[str, str], dict[str, int]] = {}
         for device, space, metric, n in counts:
             table.setdefault((device, space), {m: 0 for m in METRICS})[metric] = n
@@ -142,7 +143,7 @@ class Store:
             for space in spaces:
                 out.append({"name": name, "space": space,
                             "measurements": table.get((name, space), {m: 0 for m in METRICS}),
-                            "embedding": (name, space) in embedded})
+                            "embedding": (name, space) in embedded, "replayed": name in replayed})
         return out
 
     # -- fingerprints and campaigns --------------------------------------------------------------
@@ -228,6 +229,10 @@ class Store:
                     "value=excluded.value, created=excluded.created",
                     (device, space, arch, metric, _finite(value, metric), now))
         return len(values)
+
+    def replayed(self, device: str) -> bool:
+        """Whether the device's measurements come from a replay board (source 'replay'), not a real one."""
+        return bool(self._query("SELECT 1 FROM measurements WHERE device=? AND source='replay' LIMIT 1", (device,)))
 
     def values(self, device: str, space: str, metric: str = "latency", runtime: str | None = None) -> dict[str, float]:
         """The latest value per architecture (median ms, or mJ per inference)."""

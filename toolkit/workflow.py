@@ -18,7 +18,7 @@ from toolkit.store import Store
 
 BUDGET_PERCENTILES = (25, 50, 75)
 READOUT_PREFERENCES = 24
-QUICKSTART_EXTRA = 20  # random architectures measured beside the references: calibration with a fixed-cost term
+QUICKSTART_EXTRA = 20  # architectures measured beside the references, chosen by the device model (onboard --extra)
 
 
 def _stored_rows(store: Store, cfg: DeviceConfig, space: Space, archs: list[str], runtime: str) -> dict[str, dict]:
@@ -34,7 +34,8 @@ def _stored_rows(store: Store, cfg: DeviceConfig, space: Space, archs: list[str]
 
 def onboard(cfg: DeviceConfig, store: Store, space: Space, extra: int = 0, seed: int = 0,
             quiet: bool = False) -> dict[str, Any]:
-    """Doctor, profile the references (and ``extra`` random architectures), embedding and calibration."""
+    """Doctor, profile the references, then ``extra`` architectures chosen with the device model so far
+    (toolkit.device_model.choose_extras), and fit the device model to all of them."""
     if extra < 0:
         raise BadInput(f"--extra must not be negative, got {extra}")
     fingerprint, probe = fingerprint_device(cfg, store, runtimes=[cfg.runtime])
@@ -42,29 +43,41 @@ def onboard(cfg: DeviceConfig, store: Store, space: Space, extra: int = 0, seed:
     if not probe.get("runtimes", {}).get(runtime, {}).get("available", True):
         raise BoardError(f"board {cfg.name}: runtime {runtime} is not usable there: "
                          f"{probe['runtimes'][runtime].get('detail', '')}")
+    from toolkit.device_model import extras_for
+
     refs = space.reference_archs()
-    extras = [a for a in space.sample(extra + len(refs), seed) if a not in refs][:extra]
-    result = profile_device(cfg, store, space, refs + extras, quiet=quiet)
+    result = profile_device(cfg, store, space, refs, quiet=quiet)  # phase 1: the references
     failed_refs = [f for f in result["failed"] if f["arch"] in refs]
     if failed_refs:
         raise BoardError(f"board {cfg.name}: {len(failed_refs)} reference architecture(s) failed, first: "
                          f"{failed_refs[0]['error']}")
     calibration = refresh_embedding(store, cfg.name, space, "latency")
+    extras: list[str] = []
+    failed = list(result["failed"])
+    if extra:  # phase 2: where they cut the error that matters, chosen with the device model so far
+        extras = extras_for(store, cfg.name, space, extra, seed)
+        failed += profile_device(cfg, store, space, extras, quiet=quiet)["failed"]
+        calibration = refresh_embedding(store, cfg.name, space, "latency")
     if cfg.energy.sensor != "none":
         refresh_embedding(store, cfg.name, space, "energy")
     rows = _stored_rows(store, cfg, space, refs, runtime)
     return {"device": cfg.name, "fingerprint": fingerprint, "references": [rows[a] for a in refs if a in rows],
-            "extra": len(extras), "failed": result["failed"], "calibration": calibration or {},
+            "extra": len(extras), "extra_archs": extras, "failed": failed, "calibration": calibration or {},
+            "fit": (calibration or {}).get("fit", {}),
             "embedding": store.get_embedding(cfg.name, space.name, "latency")}
 
 
 def _cost_without(store: Store, name: str, space: Space, exclude: set[str]) -> Any:
-    """The device's cost model calibrated without the architectures being validated."""
-    from toolkit.prediction import device_cost
+    """The device's cost model calibrated without the architectures being validated (the stored device
+    model itself when none of them is among its measurements: nothing to refit)."""
+    from toolkit.prediction import device_cost, device_from_store
 
-    values = {a: v for a, v in store.values(name, space.name, "latency").items() if a not in exclude}
+    measured = store.values(name, space.name, "latency")
+    values = {a: v for a, v in measured.items() if a not in exclude}
     if not values:
         raise BadInput(f"device {name} has no latency measurements; run `modnas onboard {name}` first")
+    if len(values) == len(measured):
+        return device_from_store(store, name, space, "latency")
     return device_cost(name, values, space, "latency")
 
 
@@ -84,15 +97,72 @@ def _budget_checks(archs: list[str], error: np.ndarray, predicted: np.ndarray, m
 
 
 MIN_VALIDATED = 3  # a read-out with fewer distinct architectures is widened by one refinement round
+VALIDATE_ROUNDS = 3  # interleaved rounds: every architecture measured once per round, order rotated
+MAX_ROUNDS = 20
+
+
+def _round_rows(store: Store, cfg: DeviceConfig, space: Space, archs: set[str]) -> dict[str, dict]:
+    """The stored latency row of each architecture taken in the device's latest campaign."""
+    campaign = store.campaigns(cfg.name)[-1]["id"]
+    return {r["arch"]: r for r in store.measurement_rows(cfg.name, space.name, "latency")
+            if r["arch"] in archs and r["campaign_id"] == campaign and r["runtime"] == cfg.runtime}
+
+
+def _store_rounds(store: Store, cfg: DeviceConfig, space: Space, taken: dict[str, list[dict]]) -> None:
+    """Each architecture measured in several rounds is stored once: its value the median of the round
+    medians, its samples every round's blocks (``summary.rounds`` keeps the round medians)."""
+    from profilers.stats import summarize
+
+    for arch, rows in taken.items():
+        if len(rows) < 2 or any(not r["samples"] for r in rows):
+            continue
+        last = rows[-1]
+        blocks = [block for r in rows for block in r["samples"]]
+        medians = [float(r["value"]) for r in rows]
+        pooled = summarize(blocks)
+        summary = {**(last["summary"] or {}), **pooled, "pooled_median": pooled["median"],
+                   "median": float(np.median(medians)), "rounds": medians}
+        store.add_measurement(device=cfg.name, space=space.name, arch=arch, metric="latency",
+                              value=summary["median"], runtime=last["runtime"], settings_key=last["settings_key"],
+                              artifact_sha=last["artifact_sha"], campaign_id=last["campaign_id"],
+                              source=last["source"], summary=summary, samples=blocks)
+
+
+def measure_rounds(cfg: DeviceConfig, store: Store, space: Space, archs: list[str], rounds: int,
+                   quiet: bool = False, run: str | None = None) -> tuple[dict[str, list[float]], list[dict]]:
+    """Measure every architecture once per round, each round in a rotated order (round i starts i*n/rounds
+    further along), each measurement taken afresh; the per-round medians, and what failed. The store
+    then holds one measurement per architecture: the median of its rounds, with every round's samples."""
+    values: dict[str, list[float]] = {a: [] for a in archs}
+    taken: dict[str, list[dict]] = {a: [] for a in archs}
+    failed: dict[str, dict] = {}
+    n = len(archs)
+    for i in range(rounds):
+        shift = (i * n) // rounds
+        order = archs[shift:] + archs[:shift]
+        result = profile_device(cfg, store, space, order, quiet=quiet, run=run, force=True)
+        measured = {row["arch"] for row in result["measured"]}
+        for row in result["measured"]:
+            values[row["arch"]].append(float(row["latency_ms"]["median"]))
+        for arch, row in _round_rows(store, cfg, space, measured).items():
+            taken[arch].append(row)
+        for f in result["failed"]:
+            failed.setdefault(f["arch"], f)
+    _store_rounds(store, cfg, space, taken)
+    return values, [f for a, f in failed.items() if not values[a]]
 
 
 def validate(cfg: DeviceConfig, store: Store, space: Space, run: str | None = None, archs: str = "pareto",
-             out: Path | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Measure the chosen architectures on the board and compare them with the predictions."""
-    from toolkit.report import agreement, markdown_report, plot_fronts, plot_predicted_vs_measured
+             out: Path | None = None, quiet: bool = False, rounds: int = VALIDATE_ROUNDS) -> dict[str, Any]:
+    """Measure the chosen architectures on the board in interleaved rounds and compare the median of
+    rounds with the predictions, beside the board's own repeatability between rounds."""
+    from toolkit.report import (agreement, markdown_report, plot_fronts, plot_predicted_vs_measured,
+                                repeatability)
     from toolkit.search.readout import candidates
     from toolkit.search.run import load_run
 
+    if not 1 <= rounds <= MAX_ROUNDS:
+        raise BadInput(f"--rounds must be between 1 and {MAX_ROUNDS}, got {rounds}")
     run_obj = load_run(run, space.name)
     if archs == "pareto":  # every distinct architecture of the 24-preference read-out
         cost = _cost_without(store, cfg.name, space, set())
@@ -109,25 +179,30 @@ def validate(cfg: DeviceConfig, store: Store, space: Space, run: str | None = No
         chosen = resolve_archs(space, archs)
     cost = _cost_without(store, cfg.name, space, set(chosen))
     predicted_all = dict(zip(chosen, cost.predict(chosen)))
-    result = profile_device(cfg, store, space, chosen, quiet=quiet, run=run)
-    stored = _stored_rows(store, cfg, space, chosen, cfg.runtime)
-    ok = [a for a in chosen if a in stored]
+    per_round, failed = measure_rounds(cfg, store, space, chosen, rounds, quiet=quiet, run=run)
+    ok = [a for a in chosen if per_round[a]]
     if len(ok) < 2:
         raise BoardError(f"board {cfg.name}: only {len(ok)} of {len(chosen)} architectures could be measured")
-    measured = np.array([stored[a]["latency_ms"]["median"] for a in ok])
+    measured = np.array([np.median(per_round[a]) for a in ok])
     predicted = np.array([predicted_all[a] for a in ok])
     error = run_obj.predict_error(ok)
     stats = agreement(predicted, measured)
+    rep = repeatability({a: per_round[a] for a in ok})
     out = Path(out) if out else modnas_home() / "validation" / cfg.name
     out.mkdir(parents=True, exist_ok=True)
-    doc: dict[str, Any] = {"device": cfg.name, **stats,
-                           "rows": [{"arch": a, "predicted": float(p), "measured": float(m), "error": float(e)}
+    doc: dict[str, Any] = {"device": cfg.name, **stats, "measured_as": "median of rounds", "rounds": rounds,
+                           "repeatability": rep, "repeatability_mape": rep["mape"],
+                           "mape_to_repeatability": (stats["mape"] / rep["mape"] if rep["mape"] else None),
+                           "rows": [{"arch": a, "predicted": float(p), "measured": float(m), "error": float(e),
+                                     "rounds": per_round[a], **({"replayed": True} if cfg.is_replay else {})}
                                     for a, p, m, e in zip(ok, predicted, measured, error)],
-                           "failed": result["failed"], "margin": cost.margin(),
+                           "failed": failed, "margin": cost.margin(),
                            "budgets": _budget_checks(ok, error, predicted, measured, cost.margin())}
     doc["plot"] = str(plot_predicted_vs_measured(predicted, measured, out / "predicted_vs_measured.png",
                                                  f"{cfg.name}: Spearman {stats['spearman']:.3f}, "
-                                                 f"MAPE {stats['mape']:.1f} %"))
+                                                 f"MAPE {stats['mape']:.1f} %"
+                                                 + (f" (repeatability {rep['mape']:.1f} %)"
+                                                    if rep["mape"] is not None else "")))
     doc["front_plot"] = str(plot_fronts(error, predicted, measured, out / "fronts.png",
                                         f"{cfg.name}: predicted and measured front"))
     (out / "report.md").write_text(markdown_report(doc))
@@ -150,12 +225,21 @@ def pick_across(front: list[dict[str, Any]], k: int = 3) -> list[dict[str, Any]]
     return [front[i] for i in idx]
 
 
+def quickstart_budgets(validation: dict[str, Any]) -> list[float]:
+    """Budgets spread over the validated front: its measured latency at ``BUDGET_PERCENTILES``."""
+    measured = np.array([r["measured"] for r in validation["rows"]])
+    return sorted({float(np.percentile(measured, q)) for q in BUDGET_PERCENTILES})
+
+
 def quickstart(store: Store, out: Path, quiet: bool = False, space_name: str = "nb201") -> dict[str, Any]:
-    """Onboard this machine, read its front from the run shipped for the space, export three picks, validate."""
+    """Onboard this machine, validate its read-out front in rounds, pick for three budgets with the
+    board verifying each pick, export the picks."""
     from toolkit.exporting import export_arch
     from toolkit.prediction import device_from_store
+    from toolkit.report import markdown_report
     from toolkit.search.readout import pareto
     from toolkit.search.run import load_run
+    from toolkit.verify import verify_on_board
 
     start = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
@@ -163,21 +247,34 @@ def quickstart(store: Store, out: Path, quiet: bool = False, space_name: str = "
     cfg = local_device(out)
     say = (lambda msg: None) if quiet else (lambda msg: print(f"[{time.monotonic() - start:5.1f}s] {msg}",
                                                               file=sys.stderr))
-    say(f"onboarding this machine as board {cfg.name!r} (10 reference and {QUICKSTART_EXTRA} random architectures)")
+    say(f"onboarding this machine as board {cfg.name!r} (10 reference and {QUICKSTART_EXTRA} more architectures)")
     onboarded = onboard(cfg, store, space, extra=QUICKSTART_EXTRA, quiet=quiet)
-    say("reading out its front from the shipped search run")
-    front = pareto(load_run(None, space.name), device_from_store(store, cfg.name, space.name, "latency"))
-    picks = pick_across(front)
+    say(f"validating the read-out front on this machine ({VALIDATE_ROUNDS} interleaved rounds)")
+    validation = validate(cfg, store, space, None, "pareto", out / "validation", quiet=quiet)
+    run_obj = load_run(None, space.name)
+    cost = device_from_store(store, cfg.name, space.name, "latency")
+    front = pareto(run_obj, cost)
+    rep = validation["repeatability_mape"]
+    picks = []
+    for budget in quickstart_budgets(validation):
+        say(f"picking for {budget:.3f} ms, verified on this machine")
+        picks.append(verify_on_board(cfg, store, space, run_obj, cost, budget, quiet=True,
+                                     repeatability=rep / 100 if rep is not None else None))
     exported = []
     for pick in picks:
+        if pick["arch"] is None or any(e["arch"] == pick["arch"] for e in exported):
+            continue
         say(f"exporting {pick['arch']} (ONNX, TVM)")
         doc = export_arch(pick["arch"], space_name=space.name, formats=["onnx", "tvm"], out=out / "exports",
                           device=cfg)
-        exported.append({"arch": pick["arch"], "predicted": pick["predicted"], **doc})
-    say("validating the read-out front on this machine")
-    validation = validate(cfg, store, space, None, "pareto", out / "validation", quiet=quiet)
+        exported.append({"arch": pick["arch"], "predicted": pick["predicted"], "measured": pick["measured"],
+                         "budget_ms": pick["budget_ms"], **doc})
+    report = Path(validation["report"])
+    report.write_text(markdown_report(validation, picks))
+    (report.parent / "picks.json").write_text(json.dumps(picks, indent=2) + "\n")
     say("done")
     return {"device": cfg.name, "fingerprint": onboarded["fingerprint"], "front": front, "exported": exported,
-            "validation": {k: validation[k] for k in ("spearman", "kendall", "mape", "within_10pct", "plot",
-                                                      "front_plot", "report")},
+            "picks": picks,
+            "validation": {k: validation[k] for k in ("spearman", "kendall", "mape", "within_10pct", "rounds",
+                                                      "repeatability_mape", "plot", "front_plot", "report")},
             "seconds": time.monotonic() - start, "out": str(out)}

@@ -7,21 +7,25 @@ import json
 import math
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 from . import fingerprint as fingerprint_mod
 from . import timing
+from .replay import NotInTable
 from .runtimes import available_runtimes, get_runtime
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _LOG_TAIL = 600
+_WATCH_S = 0.2  # how often a waiting agent or worker checks that the host (or the agent) is still there
 
 
 class JobError(Exception):
@@ -146,8 +150,13 @@ def _tail(path: str) -> str:
     return lines[-1] if lines else ""
 
 
-def run_job(job_path: str) -> dict:
-    """Check the job and its artifact, run the worker under the job's timeout; the reply."""
+def run_job(job_path: str, board: Any = None, job_text: Optional[str] = None,
+            reply_fd: Optional[int] = None) -> dict:
+    """Check the job and its artifact, run the worker under the job's timeout; the reply.
+
+    With ``board`` (a board that lives in this process: a replay board) the job is read from ``job_text``
+    and measured here, without a worker process: there is nothing to time, hang or kill. ``reply_fd`` is
+    where the reply will go: when its reader hangs up, the worker is killed and HostGone raised."""
     start = time.monotonic()
     reply = {
         "ok": False,
@@ -161,7 +170,7 @@ def run_job(job_path: str) -> dict:
     }
     tmp = None
     try:
-        job = check_job(_read_job(job_path))
+        job = check_job(_read_job(job_path) if job_text is None else _parse_job(job_text))
         reply["runtime"] = job["runtime"]
         if not os.path.isfile(job["artifact"]):
             raise JobError("missing_artifact", "artifact %s is not on the board" % job["artifact"])
@@ -169,10 +178,16 @@ def run_job(job_path: str) -> dict:
         if found != job["sha256"]:
             raise JobError("hash_mismatch",
                            "artifact sha256 is %s, the job expects %s" % (found[:12], job["sha256"][:12]))
+        if board is not None:
+            reply.update(measure(job, board))
+            reply["replayed"] = True
+            return _finish(reply, start)
         tmp = tempfile.mkdtemp(prefix="job-", dir=job.get("workdir"))
         worker_job = os.path.join(tmp, "job.json")
         _write_json_atomic(worker_job, job)
-        reply.update(_run_worker(worker_job, job["timeout_s"], tmp))
+        reply.update(_run_worker(worker_job, job["timeout_s"], tmp, reply_fd))
+    except HostGone:
+        raise
     except JobError as exc:
         reply["error_code"], reply["error"] = exc.code, str(exc)
     except Exception as exc:
@@ -180,11 +195,53 @@ def run_job(job_path: str) -> dict:
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+    return _finish(reply, start)
+
+
+def _finish(reply: dict, start: float) -> dict:
     reply["agent_seconds"] = time.monotonic() - start
     return reply
 
 
-def _run_worker(worker_job: str, timeout_s: float, tmp: str) -> dict:
+def _parse_job(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise JobError("bad_job", "cannot read the job: %s" % _one_line(exc))
+
+
+class HostGone(Exception):
+    """Nobody reads the reply any more (the connection's channel or pipe was closed): stop and clean up."""
+
+
+def _reply_closed(fd: Optional[int]) -> bool:
+    """Whether the pipe or channel the reply goes to was closed by the reader (POLLERR/POLLHUP on it)."""
+    if fd is None or not hasattr(select, "poll"):
+        return False
+    poller = select.poll()
+    poller.register(fd, 0)  # POLLERR, POLLHUP and POLLNVAL are always reported
+    try:
+        return any(event & (select.POLLERR | select.POLLHUP | select.POLLNVAL) for _, event in poller.poll(0))
+    except OSError:
+        return False
+
+
+def _wait_watching(proc: "subprocess.Popen[bytes]", timeout_s: float, reply_fd: Optional[int]) -> None:
+    """Wait for the worker; TimeoutExpired past timeout_s, HostGone when the reader hung up."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            proc.wait(timeout=max(min(remaining, _WATCH_S), 0.0))
+            return
+        except subprocess.TimeoutExpired:
+            if remaining <= _WATCH_S:
+                raise
+        if _reply_closed(reply_fd):
+            raise HostGone("the host closed the connection")
+
+
+def _run_worker(worker_job: str, timeout_s: float, tmp: str, reply_fd: Optional[int] = None) -> dict:
     result_path = os.path.join(tmp, "result.json")
     log_path = os.path.join(tmp, "worker.log")
     with open(log_path, "wb") as log:
@@ -197,7 +254,7 @@ def _run_worker(worker_job: str, timeout_s: float, tmp: str) -> dict:
             start_new_session=True,
         )
     try:
-        proc.wait(timeout=timeout_s)
+        _wait_watching(proc, timeout_s, reply_fd)
     except subprocess.TimeoutExpired:
         _kill_group(proc.pid)
         proc.wait()
@@ -236,6 +293,9 @@ def _energy_cfg(cfg: dict) -> dict:
 def time_blocks(run_once: Callable[[], None], measurement: dict) -> List[List[float]]:
     """The timing protocol in this process, or, for a runtime that times itself (trtexec without
     TensorRT's Python bindings), the same protocol run by that tool block by block."""
+    drawn = getattr(run_once, "replay_blocks", None)
+    if drawn is not None:  # a replay board draws its samples from a table: nothing is timed
+        return drawn(timing.check_settings(measurement))
     sampler = getattr(run_once, "trtexec_samples", None)
     if sampler is None:
         return timing.measure(run_once, measurement)
@@ -298,13 +358,14 @@ def probe_energy(cfg: Optional[dict]) -> dict:
     return found
 
 
-def work(job_path: str, out_path: str) -> int:
-    """The worker: load the model, time it, read energy; the result goes to out_path as JSON."""
+def measure(job: dict, runtime: Any = None) -> dict:
+    """Load the model, time it, read energy: the result fields of a reply. ``runtime`` is an object with the
+    runtime interface (a replay board); by default the one the job names is imported."""
     result = {"ok": False, "error_code": None, "error": None, "blocks": [], "runtime_version": "", "energy": None}
     try:
-        job = check_job(_read_job(job_path))
         try:
-            runtime = get_runtime(job["runtime"])
+            if runtime is None or job["runtime"] != getattr(runtime, "NAME", None):
+                runtime = get_runtime(job["runtime"])
             usable, detail = runtime.available()
         except Exception as exc:
             raise JobError("runtime_unavailable", "runtime %s: %s" % (job["runtime"], _one_line(exc)))
@@ -313,6 +374,8 @@ def work(job_path: str, out_path: str) -> int:
         result["runtime_version"] = str(runtime.version())
         try:
             run_once = runtime.load(job["artifact"], job["threads"], job["input_shape"], job["meta"])
+        except NotInTable as exc:
+            raise JobError("not_in_table", str(exc))
         except Exception as exc:
             raise JobError("load_failed", _one_line(exc))
         try:
@@ -321,7 +384,10 @@ def work(job_path: str, out_path: str) -> int:
             raise JobError("run_failed", _one_line(exc))
         result.update(ok=True, blocks=blocks)
         if job["energy"].get("sensor", "none") != "none":
-            if getattr(run_once, "per_call_process", False):
+            metered = getattr(run_once, "replay_energy", None)
+            if metered is not None:
+                result["energy"] = metered(_energy_cfg(job["energy"]), job["measurement"])
+            elif getattr(run_once, "per_call_process", False):
                 result["energy"] = {"sensor": job["energy"]["sensor"],
                                     "error": "energy per inference needs an in-process runtime (for TensorRT: "
                                              "its Python bindings), not one process per call"}
@@ -332,6 +398,16 @@ def work(job_path: str, out_path: str) -> int:
     except Exception as exc:
         traceback.print_exc()
         result.update(ok=False, error_code="worker_error", error=_one_line(exc))
+    return result
+
+
+def work(job_path: str, out_path: str) -> int:
+    """The worker: measure the job; the result goes to out_path as JSON."""
+    try:
+        result = measure(check_job(_read_job(job_path)))
+    except JobError as exc:
+        result = {"ok": False, "error_code": exc.code, "error": str(exc), "blocks": [], "runtime_version": "",
+                  "energy": None}
     _write_json_atomic(out_path, result)
     return 0
 
@@ -357,7 +433,7 @@ def _runtime_names(arg: Optional[str]) -> Optional[List[str]]:
     return [name for name in arg.split(",") if name] if arg else None
 
 
-def _command(args: argparse.Namespace) -> Optional[dict]:
+def _command(args: argparse.Namespace, reply_fd: Optional[int] = None) -> Optional[dict]:
     if args.command == "fingerprint":
         return fingerprint_mod.collect(args.root, available_runtimes(_runtime_names(args.runtimes)))
     if args.command == "probe":
@@ -370,7 +446,7 @@ def _command(args: argparse.Namespace) -> Optional[dict]:
     if args.command == "run":
         for sig in (signal.SIGTERM, signal.SIGHUP):  # stopping the agent still kills the worker and cleans up
             signal.signal(sig, _exit_on_signal)
-        return run_job(args.job)
+        return run_job(args.job, reply_fd=reply_fd)
     return None
 
 
@@ -378,9 +454,47 @@ def _exit_on_signal(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def _watch_parent() -> None:
+    """In the worker: when the agent that started it is gone (killed outright), kill this process group."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_WATCH_S)
+        _kill_group(os.getpgid(0))
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def serve(argv: List[str], stdin: bytes, board: Any) -> Tuple[int, bytes, bytes]:
+    """One agent command for a board that lives in this process (a replay board): (exit status, stdout, stderr).
+
+    The same commands and replies as ``main``; no file descriptors or signal handlers are touched, so several
+    boards may be served from threads of one process."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit:
+        return 2, b"", ("bad agent arguments: %s" % " ".join(argv)).encode()
+    if args.command == "fingerprint":
+        doc = board.fingerprint(board.runtimes(_runtime_names(args.runtimes)))
+    elif args.command == "probe":
+        try:
+            energy = json.loads(args.energy) if args.energy else None
+        except ValueError:
+            energy = None
+        doc = {"runtimes": board.runtimes(_runtime_names(args.runtimes)),
+               "energy": board.probe_energy(energy if isinstance(energy, dict) else None)}
+    elif args.command == "run":
+        doc = run_job(args.job, board=board, job_text=stdin.decode("utf-8", "replace"))
+    else:
+        return 2, b"", ("the agent command %r does not run in-process" % args.command).encode()
+    return 0, (json.dumps(doc, allow_nan=False, separators=(",", ":")) + "\n").encode(), b""
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "worker":
+        _watch_parent()
         out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.job)), "result.json")
         return work(args.job, out)
     if args.command is None:
@@ -390,7 +504,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     reply_fd = os.dup(1)
     os.dup2(2, 1)  # whatever a runtime or sensor prints goes to stderr: stdout carries one JSON line
     try:
-        doc = _command(args)
+        doc = _command(args, reply_fd)
+    except HostGone:
+        return 3  # nobody reads a reply any more; the worker and its group are already gone
     finally:
         sys.stdout.flush()
         os.dup2(reply_fd, 1)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -57,17 +58,51 @@ def resolve_devices(names: list[str], data_dir: str | Path | None = None, store:
             "stand-in: log-linear cost model fitted per table column (toolkit.search.costs.LinearCost)")
 
 
+# a benchmark-table device key: ``source:device[:setting]`` (lower-case source, then letters, digits, '_', '.', '+', '-')
+TABLE_KEY_RE = re.compile(r"^[a-z0-9_]{1,32}(:[A-Za-z0-9_.+-]{1,96}){1,2}$")
+
+
+def resolve_device(name: str, space: str = "nb201", metric: str = "latency", store: Any = None,
+                   data_dir: str | Path | None = None, table: Any = None) -> Any:
+    """The cost model of one device named as ``search --devices`` takes it: a benchmark-table key
+    (``source:device[:setting]``, needs ``data_dir``) or a store device name (checked as every store
+    name is). A table key that names no device of the table is bad input."""
+    from toolkit.config import check_name
+
+    if ":" in name:
+        if not TABLE_KEY_RE.match(name):
+            raise BadInput(f"invalid device name {name!r}: a table device is source:device[:setting]")
+        if data_dir is None:
+            raise BadInput(f"device {name!r} is a benchmark-table device: give the tables with --data DIR "
+                           "(or set MODNAS_DATA)")
+        models, _ = resolve_devices([name], data_dir, metric=metric, allow_standin=False, table=table, space=space)
+        return models[0]
+    check_name(name, "device name")
+    if store is None:
+        raise BadInput(f"device {name!r}: no results store to read it from")
+    from toolkit.prediction import device_from_store
+
+    return device_from_store(store, name, space, metric)
+
+
 def _surrogate(cfg: SearchConfig, run_dir: Path) -> Any:
     from toolkit.search.surrogate import SURROGATE_FILES, build_surrogate, load_surrogate
 
-    src = Path(cfg.surrogate_dir) if cfg.surrogate_dir else shipped_surrogate_dir()
+    sources = [Path(cfg.surrogate_dir)] if cfg.surrogate_dir else [shipped_surrogate_dir()]
+    if not cfg.surrogate_dir and cfg.task is not None:  # the surrogate of the run shipped for the task
+        from toolkit.search.run import default_run_path
+
+        sources.append(default_run_path("nb201", cfg.task) / "surrogate")
     target = run_dir / "surrogate"
-    if all((src / f).exists() for f in SURROGATE_FILES):
+    for src in sources:
+        if not all((src / f).exists() for f in SURROGATE_FILES):
+            continue
         info = json.loads((src / SURROGATE_FILES[1]).read_text())
         if info.get("column", cfg.accuracy_column) == cfg.accuracy_column:
             target.mkdir(parents=True, exist_ok=True)
-            for f in SURROGATE_FILES:
-                shutil.copyfile(src / f, target / f)
+            if src.resolve() != target.resolve():
+                for f in SURROGATE_FILES:
+                    shutil.copyfile(src / f, target / f)
             return load_surrogate(target)
     if cfg.data_dir is None:
         raise BadInput("benchmark accuracy needs the accuracy table: give --data DIR")
@@ -149,7 +184,8 @@ def run_search(devices: list[Any], objectives: list[str] | tuple[str, ...] = ("e
         (run_dir / "config.json").write_text(json.dumps(meta, indent=2))
         if plots:
             _plots(run_dir, history, lat, costs, cfg)
-    result = {"run": str(run_dir), "devices": names, "objectives": list(cfg.objectives), "epochs": cfg.epochs,
+    result = {"run": str(run_dir), "devices": names, "objectives": list(cfg.objectives), "task": cfg.task,
+              "epochs": cfg.epochs,
               "seconds": seconds, "hypernet_sha256": params_digest(trainer.hypernet), "rank": ctx.rank,
               "world_size": ctx.world}
     if ctx.is_main:
@@ -200,4 +236,4 @@ def search(config: SearchConfig | dict[str, Any], out: str | Path = "modnas-run"
     return Path(result["run"])
 
 
-__all__ = ["params_digest", "resolve_devices", "run_search", "search"]
+__all__ = ["TABLE_KEY_RE", "params_digest", "resolve_device", "resolve_devices", "run_search", "search"]

@@ -6,6 +6,7 @@
 one held-out GPU; its supernet (37 MB) is not shipped: an accuracy surrogate distilled from it is.
 
     python -m toolkit.search.default_run --data ../shared/data --out toolkit/assets/runs/default
+    python -m toolkit.search.default_run --task cifar100 --data ../shared/data --out toolkit/assets/runs/nb201_cifar100
     python -m toolkit.search.default_run --space ofa_mbv3 --data ../shared/data --out toolkit/assets/runs/ofa_mbv3
 """
 from __future__ import annotations
@@ -59,12 +60,37 @@ def usable_keys(data_dir: str | Path, table: Any = None, space: str = "nb201") -
     return out
 
 
+def objective_keys(data_dir: str | Path, objectives: list[str] | tuple[str, ...], space: str = "nb201",
+                   table: Any = None) -> tuple[list[str], list[str]]:
+    """Table devices usable for every cost objective (latency, and energy when asked): the devices
+    kept, and the latency devices left out because a table of another objective lacks them."""
+    from toolkit.benchdata import load_table
+    from toolkit.errors import BadInput
+
+    keys = usable_keys(data_dir, table, space)
+    kept = list(keys)
+    for obj in objectives[1:]:
+        if obj == "latency":
+            continue
+        if space != "nb201":
+            raise BadInput(f"no {obj} tables for the {space} space: name the devices with --devices")
+        have = set(usable_keys(data_dir, load_table(data_dir, obj), space))
+        kept = [k for k in kept if k in have]
+    if not kept:
+        raise BadInput(f"no table device has every objective ({', '.join(objectives[1:])}) under {data_dir}")
+    return kept, [k for k in keys if k not in kept]
+
+
 def build_default_run(data_dir: str | Path, out: str | Path, epochs: int = 20, seed: int = 0,
-                      share: float = 0.25, cost: str = "auto") -> dict[str, Any]:
+                      share: float = 0.25, cost: str = "auto", task: str = "cifar10") -> dict[str, Any]:
+    """A shipped nb201 run for a benchmark ``task``: benchmark mode on the table devices minus the
+    held-out hardware groups (the same split for every task)."""
     from toolkit.benchdata import load_table
     from toolkit.search.api import resolve_devices, run_search
     from toolkit.search.costs import linear_costs_from_table
+    from toolkit.tasks import task_column
 
+    task_column(task)
     table = load_table(data_dir, "latency")
     train, held, held_groups = split_devices(usable_keys(data_dir, table), seed, share)
     if cost == "standin":
@@ -72,13 +98,16 @@ def build_default_run(data_dir: str | Path, out: str | Path, epochs: int = 20, s
         source = "stand-in: log-linear cost model fitted per table column (toolkit.search.costs.LinearCost)"
     else:
         models, source = resolve_devices(train, data_dir, allow_standin=(cost == "auto"), table=table)
-    note = (f"default run: benchmark mode on {len(train)} table devices; held-out hardware groups "
-            f"{held_groups} (seed {seed}, share {share}) are kept for evaluation. Rebuild: python -m "
-            f"toolkit.search.default_run --data DATA --out OUT --epochs {epochs} --seed {seed} --cost {cost}")
-    res = run_search(models, accuracy="benchmark", data_dir=None, epochs=epochs, out=out, seed=seed,
-                     cost_source=source, note=note)
+    note = (f"{'default' if task == 'cifar10' else 'shipped ' + task} run: benchmark mode ({task} accuracy) on "
+            f"{len(train)} table devices; held-out hardware groups {held_groups} (seed {seed}, share {share}) are "
+            f"kept for evaluation. Rebuild: python -m toolkit.search.default_run --task {task} --data DATA --out OUT "
+            f"--epochs {epochs} --seed {seed} --cost {cost}")
+    # cifar10 reads the shipped surrogate; another task fits its own on the table (copied into the run)
+    res = run_search(models, accuracy="benchmark", data_dir=None if task == "cifar10" else data_dir, epochs=epochs,
+                     out=out, seed=seed, cost_source=source, note=note, task=task)
     meta_path = Path(out) / "config.json"
     meta = json.loads(meta_path.read_text())
+    meta["config"]["data_dir"] = None  # the tables are not shipped; the run carries its surrogate
     meta["held_out"] = {"groups": held_groups, "devices": held, "seed": seed, "share": share}
     meta_path.write_text(json.dumps(meta, indent=2))
     return res
@@ -140,11 +169,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--share", type=float, default=0.25)
     p.add_argument("--cost", choices=["auto", "standin", "predictor"], default="auto")
+    p.add_argument("--task", choices=["cifar10", "cifar100", "imagenet16-120"], default="cifar10",
+                   help="nb201: the benchmark task whose accuracy is searched")
     a = p.parse_args()
     if a.space == "ofa_mbv3":
         print(json.dumps(build_ofa_run(a.data, a.out, a.epochs or 10, a.seed, keep_supernet=a.keep_supernet)))
     else:
-        print(json.dumps(build_default_run(a.data, a.out, a.epochs or 20, a.seed, a.share, a.cost)))
+        print(json.dumps(build_default_run(a.data, a.out, a.epochs or 20, a.seed, a.share, a.cost, a.task)))
 
 
 if __name__ == "__main__":

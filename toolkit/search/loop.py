@@ -2,8 +2,10 @@
 
 Benchmark mode: the error term comes from the frozen accuracy surrogate; only the hypernetwork
 trains. Supernet mode: each step first updates the hypernetwork on an architecture-half batch
-(cross-entropy of the sampled subnet, min-max scaled over the values seen this epoch), then the
-supernet weights on a weight-half batch (mean CE over the devices' sampled subnets).
+(cross-entropy of the sampled subnet, min-max scaled with a range measured once on random subnets
+when the hypernetwork starts training, then frozen), then the supernet weights on a weight-half
+batch (mean CE over the devices' sampled subnets). The normalised objectives are combined under
+each preference by the configured scalarisation (toolkit.search.scalarise).
 Randomness is keyed by (seed, epoch, step, device), so results do not depend on how devices are
 split over ranks.
 """
@@ -24,6 +26,7 @@ from toolkit.search.hypernet import build_hypernet
 from toolkit.search.mgd import mgd_combine
 from toolkit.search.run import SearchConfig
 from toolkit.search.samplers import get_sampler
+from toolkit.search.scalarise import scalarise
 from toolkit.search.supernets import hypernet_layout, search_space
 
 
@@ -50,9 +53,32 @@ class SearchDevice:
         return out
 
 
+class FixedRange:
+    """A fixed (lo, hi) that puts cross-entropy on the scale of the normalised cost terms; set once
+    (``freeze``) and never moved, so a preference means the same trade-off all through training."""
+
+    def __init__(self, lo: float | None = None, hi: float | None = None) -> None:
+        self.lo, self.hi = lo, hi
+
+    @property
+    def frozen(self) -> bool:
+        return self.lo is not None and self.hi is not None
+
+    def freeze(self, values: list[float]) -> None:
+        """Take the range of ``values`` (cross-entropies of random subnets); a degenerate one is widened."""
+        lo, hi = float(min(values)), float(max(values))
+        self.lo, self.hi = lo, (hi if hi - lo > 1e-6 else lo + 1.0)
+
+    def normalise(self, ce: torch.Tensor) -> torch.Tensor:
+        if not self.frozen:
+            raise RuntimeError("the cross-entropy range is not measured yet")
+        assert self.lo is not None and self.hi is not None
+        return (ce - self.lo) / (self.hi - self.lo)
+
+
 class RangeTracker:
     """Min-max of the cross-entropy values seen in the current epoch (previous epoch's range as a
-    prior), used to put CE on the scale of the normalised cost terms."""
+    prior). Superseded by :class:`FixedRange` in training (a moving scale moves the trade-off)."""
 
     def __init__(self) -> None:
         self.lo, self.hi = math.inf, -math.inf
@@ -129,7 +155,7 @@ class Trainer:
             self.err_range = error_range(surrogate, cfg.error_quantile)
         self.images = images
         self.supernet: Any = None
-        self.tracker = RangeTracker()
+        self.ce_range = FixedRange()
         if cfg.accuracy == "supernet":
             self.supernet = self.search.build_supernet(images.num_classes, cfg)
             self.w_opt = torch.optim.SGD(self.supernet.parameters(), lr=cfg.w_lr, momentum=cfg.w_momentum,
@@ -188,7 +214,7 @@ class Trainer:
             terms.append(torch.stack([self.devices[t].cost_terms(onehot[k * p:(k + 1) * p], [obj])[0]
                                       for k, t in enumerate(local)]))
         objs = torch.stack(terms, dim=-1)                     # [L, P, M]
-        losses = (r * objs).sum(dim=-1).mean(dim=-1)          # [L]
+        losses = self._scalarise(objs, r).mean(dim=-1)        # [L]
         (g_logits,) = torch.autograd.grad(losses.sum(), leaf)
         # ... then one vector-Jacobian product of the hypernetwork per device (rows masked)
         mask = torch.eye(len(local)).repeat_interleave(p, dim=1)             # [L, L*P]
@@ -215,13 +241,35 @@ class Trainer:
             for p in range(n_pref):
                 a = self.hypernet.flatten(self.sampler(logits[p], _gen(rng)))
                 ce = F.cross_entropy(self.search.forward(self.supernet, x, a), y)
-                terms = [self.tracker.normalise(ce)] + self.devices[t].cost_terms(a.reshape(1, -1), self.cost_objectives)
+                terms = [self.ce_range.normalise(ce)] + self.devices[t].cost_terms(a.reshape(1, -1), self.cost_objectives)
                 objs = torch.stack([v.reshape(()) for v in terms])
-                losses.append((r[p] * objs).sum())
+                losses.append(self._scalarise(objs, r[p]))
                 stats.append([float(ce.detach())] + [float(v) for v in objs.detach()[1:]])
             return torch.stack(losses).mean(), [float(v) for v in np.mean(stats, axis=0)]
 
         return fn
+
+    def _scalarise(self, objs: torch.Tensor, prefs: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        return scalarise(objs, prefs, cfg.scalarisation, cfg.smooth_mu, cfg.ideal_point)
+
+    def _measure_ce_range(self, epoch: int) -> None:
+        """Freeze the error term's scale: the cross-entropies of ``ce_range_subnets`` uniformly random
+        subnets on architecture-half batches, in training mode as the hypernetwork steps see them
+        (batch-norm buffers restored afterwards; the same on every rank: same weights, same keys)."""
+        from toolkit.search.supernets import bn_state, restore_buffers
+
+        (_, _), (xa, ya), _ = self.images_split
+        batches = self._batches(xa, ya, epoch, 5) or [(xa, ya)]
+        rng = _rng(self.cfg.seed, epoch, 5)
+        saved = bn_state(self.supernet)
+        values = []
+        with torch.no_grad():
+            for k in range(self.cfg.ce_range_subnets):
+                x, y = batches[k % len(batches)]
+                values.append(float(F.cross_entropy(self.search.forward(self.supernet, x, self._random_onehot(rng)), y)))
+        restore_buffers(self.supernet, saved)
+        self.ce_range.freeze(values)
 
     def _random_onehot(self, rng: np.random.Generator) -> torch.Tensor:
         """A uniformly random architecture as a flat one-hot (the warm-up's subnets)."""
@@ -286,9 +334,10 @@ class Trainer:
                     losses.append(loss), terms.append(term), gammas.append(gamma.max())
             else:
                 self.supernet.train()
-                self.tracker.new_epoch()
                 (xw, yw), (xa, ya), _ = self.images_split
                 warmup = epoch < (cfg.warmup_epochs or 0)
+                if not warmup and not self.ce_range.frozen:
+                    self._measure_ce_range(epoch)
                 for step, (wb, ab) in enumerate(zip(self._batches(xw, yw, epoch, 3), self._batches(xa, ya, epoch, 4))):
                     if not warmup:
                         loss, term, gamma = self._h_step(self._supernet_loss(ab), epoch, step)
@@ -315,6 +364,8 @@ class Trainer:
             row["seconds"] = time.perf_counter() - t0
             if self.supernet is not None:
                 row["ce_train"] = float(np.mean(w_losses))
+                if self.ce_range.frozen:
+                    row["ce_range"] = [self.ce_range.lo, self.ce_range.hi]
                 row["w_lr"] = float(self.w_opt.param_groups[0]["lr"])
             history.append(row)
             if on_epoch is not None:
@@ -330,4 +381,4 @@ class Trainer:
         return self._split
 
 
-__all__ = ["RangeTracker", "SearchDevice", "Trainer"]
+__all__ = ["FixedRange", "RangeTracker", "SearchDevice", "Trainer"]

@@ -8,11 +8,18 @@ from typing import Any
 import numpy as np
 
 from toolkit.errors import BadInput
-from toolkit.pareto import nondominated_mask
+from toolkit.pareto import greedy_hv_subset, nondominated_mask
 from toolkit.search.costs import as_cost_model
 from toolkit.search.run import COST_OBJECTIVES, Run
 
 DEFAULT_MARGIN = 0.05
+# the read-out queries the hypernetwork at this many times the preferences it returns, keeps the
+# predicted non-dominated arg-maxes and chooses the returned ones by predicted hypervolume
+OVERSAMPLE = 16
+# the predictor-only read-out minimises Tchebycheff whatever the run trained with: it reaches every
+# part of the front (NB201 held-out devices, 24 picks: HV/exhaustive 0.991 against 0.986 with the
+# weighted sum, benchmarks/scalarisation_eval.py)
+PREDICTOR_SCALARISATION = "tchebycheff"
 
 
 def preference_grid(n_objectives: int, count: int) -> np.ndarray:
@@ -63,6 +70,93 @@ def candidates(run: Run, embedding: np.ndarray, preferences: int) -> tuple[list[
     return keys, prefs[[seen[a] for a in keys]]
 
 
+def _normalised(run: Run, costs: dict[str, Any], terms: dict[str, np.ndarray]) -> np.ndarray:
+    """The predicted terms ``[N, M]`` on fixed scales: error between the smallest and the largest
+    predicted error over the space (NB201 with a surrogate; else over the candidates), each cost
+    between the device model's space minimum and maximum (enumerable spaces; else the
+    candidates'); the read-out's hypervolume reference is then (1, ..., 1)."""
+    keys = list(terms)
+    f = np.stack([terms[k] for k in keys], axis=1)
+    lo, hi = f.min(axis=0), f.max(axis=0)
+    if run.surrogate is not None and run.config.space == "nb201":
+        from toolkit.search.loop import error_range
+
+        e_lo, e_hi = error_range(run.surrogate, 1.0)
+        lo[0], hi[0] = min(lo[0], e_lo), max(hi[0], e_hi)
+    by_key = {COST_OBJECTIVES[o]: o for o in costs} if hasattr(run.space, "all_archs") else {}
+    for j, k in enumerate(keys[1:], start=1):
+        model = costs.get(by_key.get(k, ""))
+        minmax = getattr(model, "minmax", None)
+        if callable(minmax):
+            c_lo, c_hi = minmax()
+            lo[j], hi[j] = min(lo[j], float(c_lo)), max(hi[j], float(c_hi))
+    span = np.where(hi > lo, hi - lo, 1.0)
+    # a little room past the worst candidate so every extreme point adds some hypervolume
+    return (f - lo) / (span * 1.05)
+
+
+def spread(run: Run, costs: dict[str, Any], archs: list[str], prefs: np.ndarray, k: int
+           ) -> tuple[list[str], np.ndarray]:
+    """At most ``k`` distinct predicted non-dominated architectures of ``archs`` (in order, with
+    ``prefs`` their preferences): all of them when they are ``k`` or fewer, else the ``k`` chosen
+    greedily by predicted hypervolume contribution."""
+    archs = list(archs)
+    if not archs:
+        return [], prefs[:0]
+    terms = _devices_terms(run, costs, archs)
+    raw = np.stack(list(terms.values()), axis=1)
+    nd = np.flatnonzero(nondominated_mask(raw))
+    # duplicates of a point keep only the first architecture
+    _, first = np.unique(raw[nd], axis=0, return_index=True)
+    nd = np.sort(nd[first])
+    if len(nd) > k:
+        f = _normalised(run, costs, {key: v[nd] for key, v in terms.items()})
+        nd = np.sort(nd[greedy_hv_subset(f, k)])
+    return [archs[i] for i in nd], prefs[nd]
+
+
+def spread_candidates(run: Run, costs: dict[str, Any], embedding: np.ndarray, preferences: int,
+                      oversample: int = OVERSAMPLE) -> tuple[list[str], np.ndarray]:
+    """The spreading read-out: distinct arg-maxes over ``preferences * oversample`` preferences,
+    then :func:`spread` down to at most ``preferences``."""
+    archs, prefs = candidates(run, embedding, max(preferences, preferences * max(1, oversample)))
+    return spread(run, costs, archs, prefs, preferences)
+
+
+def predictor_candidates(run: Run, costs: dict[str, Any], embedding: np.ndarray, preferences: int,
+                         oversample: int = OVERSAMPLE, pool: int = 4000, seed: int = 0,
+                         scalarisation: str = PREDICTOR_SCALARISATION) -> tuple[list[str], np.ndarray]:
+    """Predictor-only read-out: ``scalarisation`` (the run's ``smooth_mu`` and ``ideal_point``; error
+    scaled between its minimum and the run's ``error_quantile``) minimised, for each of
+    ``preferences * oversample`` preferences, over a candidate pool with the run's accuracy
+    surrogate and the device's cost models (no hypernetwork in the choice; the pool is the whole
+    space where it is enumerable, else the hypernetwork's arg-maxes plus ``pool`` random
+    architectures), then :func:`spread`."""
+    from toolkit.search.scalarise import minimisers
+
+    if run.surrogate is None:
+        raise BadInput("the predictor-only read-out needs an accuracy surrogate (a benchmark-mode run, or a "
+                       "supernet run with a distilled one); this run would evaluate every candidate on its supernet")
+    space = run.space
+    prefs = preference_grid(len(run.objectives), max(preferences, preferences * max(1, oversample)))
+    if hasattr(space, "all_archs"):
+        archs = list(space.all_archs())
+    else:
+        archs = list(dict.fromkeys(run.archs(prefs, embedding) + [space.canonical(a) for a in space.sample(pool, seed)]))
+    terms = _devices_terms(run, costs, archs)
+    f = np.stack(list(terms.values()), axis=1)
+    lo = f.min(axis=0)
+    hi = np.array([np.quantile(f[:, 0], run.config.error_quantile)] + list(f[:, 1:].max(axis=0)))
+    objs = (f - lo) / np.where(hi > lo, hi - lo, 1.0)
+    cfg = run.config
+    best = minimisers(objs, prefs, scalarisation, cfg.smooth_mu, cfg.ideal_point)
+    first: dict[int, int] = {}
+    for j, i in enumerate(best):
+        first.setdefault(int(i), j)
+    order = sorted(first, key=first.get)  # type: ignore[arg-type]
+    return spread(run, costs, [archs[i] for i in order], prefs[[first[i] for i in order]], preferences)
+
+
 def neighbours(arch: str, space: Any = None) -> list[str]:
     """Every architecture one decision away (NB201: 6 edges x 4 other ops), distinct and canonical."""
     from toolkit.spaces import get_space
@@ -97,13 +191,23 @@ def refine(run: Run, costs: dict[str, Any], archs: list[str], rounds: int) -> li
 
 
 def pareto(run: Run, device_cost: Any, preferences: int = 24, energy_cost: Any = None,
-           refine_rounds: int = 0) -> list[dict[str, Any]]:
-    """The non-dominated read-out for a device (seen in training or not), sorted by latency.
-    ``refine_rounds`` > 0 adds a local refinement with the predictors (rows it adds carry
-    ``preference: null``)."""
+           refine_rounds: int = 0, oversample: int = OVERSAMPLE, predictor_only: bool = False
+           ) -> list[dict[str, Any]]:
+    """The non-dominated read-out for a device (seen in training or not), sorted by latency: at most
+    ``preferences`` distinct predicted non-dominated architectures, from the hypernetwork queried at
+    ``preferences * oversample`` preferences (``oversample`` 1: the plain grid) and chosen by
+    predicted hypervolume; each row's ``preference`` is the first that produced its architecture.
+    ``predictor_only`` takes Tchebycheff's minimisers over the predictors instead of the
+    hypernetwork's arg-maxes (:func:`predictor_candidates`). ``refine_rounds`` > 0 adds a local
+    refinement with the predictors (rows it adds carry ``preference: null``)."""
     costs = _costs_for(run, device_cost, energy_cost)
     first = next(iter(costs.values()))
-    archs, prefs = candidates(run, first.embedding, preferences)
+    if predictor_only:
+        archs, prefs = predictor_candidates(run, costs, first.embedding, preferences, oversample)
+    elif oversample > 1:
+        archs, prefs = spread_candidates(run, costs, first.embedding, preferences, oversample)
+    else:
+        archs, prefs = candidates(run, first.embedding, preferences)
     if refine_rounds > 0:
         pref_of = dict(zip(archs, prefs))
         archs = refine(run, costs, archs, refine_rounds)
@@ -135,7 +239,8 @@ def select(run: Run, device_cost: Any, budget_ms: float, margin: float | None = 
            energy_cost: Any = None, refine_rounds: int | None = None) -> dict[str, Any]:
     """The architecture with the highest predicted accuracy whose predicted latency meets the budget
     with a safety margin: ``latency * (1 + margin) + margin_ms <= budget_ms``. Candidates: the run's
-    read-out at ``preferences`` plus a denser grid of ``dense`` preferences. ``margin`` is relative
+    read-out at ``preferences`` plus a denser grid of ``max(dense, preferences * OVERSAMPLE)``
+    preferences (every arg-max of the spreading read-out's grid). ``margin`` is relative
     (default: the device's calibration margin, else 5 %); ``margin_ms`` an absolute extra.
     ``refine_rounds`` (default 2 with an accuracy surrogate, 0 in supernet mode, where each error
     costs a supernet evaluation) adds one-edit neighbours of the candidates' predicted front."""
@@ -147,7 +252,7 @@ def select(run: Run, device_cost: Any, budget_ms: float, margin: float | None = 
     m = resolve_margin(model, margin)
     costs = _costs_for(run, model, energy_cost, require_all=False)
     archs_a, prefs_a = candidates(run, model.embedding, preferences)
-    archs_b, prefs_b = candidates(run, model.embedding, dense)
+    archs_b, prefs_b = candidates(run, model.embedding, max(dense, preferences * OVERSAMPLE))
     pool = dict(zip(archs_a, prefs_a))
     for a, p in zip(archs_b, prefs_b):
         pool.setdefault(a, p)
@@ -168,5 +273,5 @@ def select(run: Run, device_cost: Any, budget_ms: float, margin: float | None = 
             "preference": ([float(v) for v in pool[archs[best]]] if archs[best] in pool else None)}
 
 
-__all__ = ["DEFAULT_MARGIN", "candidates", "neighbours", "pareto", "preference_grid", "refine", "resolve_margin",
-           "select"]
+__all__ = ["DEFAULT_MARGIN", "OVERSAMPLE", "PREDICTOR_SCALARISATION", "candidates", "neighbours", "pareto", "predictor_candidates",
+           "preference_grid", "refine", "resolve_margin", "select", "spread", "spread_candidates"]

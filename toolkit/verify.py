@@ -1,0 +1,212 @@
+"""Verified selection: predict as ``select`` does, then measure the best candidates on the board and
+return the most accurate one whose measured latency meets the budget with a repeatability margin.
+
+The candidates are the read-out pool ``select`` ranks (24- and 201-preference read-outs plus the
+one-edit refinement), kept when ``predicted * (1 - margin) <= budget`` (looser than ``select``'s
+``predicted * (1 + margin) <= budget``: the board has the last word) and taken most accurate first.
+A candidate with a stored measurement on the board is judged on it without measuring again. One
+whose latency, rescaled by the measured/predicted ratio of the nearest measured candidates, is
+clearly over the budget is skipped without a measurement. A pick is accepted only when
+``measured * (1 + r) <= budget``, ``r`` the board's repeatability when it is known (given, e.g. from
+``validate``'s rounds), else the measurement's own 95 % CI of the median above it; at least
+``MIN_VERIFY_MARGIN`` either way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from toolkit.errors import BadInput, BoardError
+
+DEFAULT_VERIFY_MAX = 8
+MIN_VERIFY_MARGIN = 0.02   # the least margin a measured pick keeps below the budget
+SKIP_TOLERANCE = 0.05      # a rescaled estimate this far over the accept line is still measured
+ANCHORS = 3                # nearest measured candidates whose measured/predicted ratio rescales a prediction
+ANCHOR_RANGE = 1.5         # ... when predicted within this factor of the candidate
+MAX_LOOSE_MARGIN = 0.5
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One latency measurement of a candidate: median ms, relative CI half-width above it, its source."""
+
+    latency_ms: float
+    ci_rel: float = 0.0
+    source: str = "board"   # board (measured now) | stored (an earlier measurement in the store)
+
+
+Measure = Callable[[str], "Measured | None"]
+
+
+def candidate_pool(run: Any, cost: Any, preferences: int = 24, dense: int = 201) -> tuple[list[str], dict[str, Any]]:
+    """The distinct architectures ``select`` ranks, with the preference each was first read out at."""
+    from toolkit.search.readout import candidates, refine
+
+    archs_a, prefs_a = candidates(run, cost.emb, preferences)
+    archs_b, prefs_b = candidates(run, cost.emb, dense)
+    pool: dict[str, Any] = dict(zip(archs_a, prefs_a))
+    for a, p in zip(archs_b, prefs_b):
+        pool.setdefault(a, p)
+    archs = list(pool)
+    if run.surrogate is not None:  # as select: two refinement rounds when accuracy is cheap
+        archs = list(dict.fromkeys(archs + refine(run, {"latency": cost}, archs, 2)))
+    return archs, pool
+
+
+def _ci_rel(summary: dict[str, Any] | None) -> float:
+    if not summary or not summary.get("ci95") or not summary.get("median"):
+        return 0.0
+    return max(0.0, float(summary["ci95"][1]) / float(summary["median"]) - 1.0)
+
+
+def stored_measurements(store: Any, device: str, space: str, runtime: str) -> dict[str, Measured]:
+    """The newest stored board measurement of each architecture (same runtime; imports excluded)."""
+    out: dict[str, Measured] = {}
+    for r in store.measurement_rows(device, space, "latency"):
+        if r["runtime"] == runtime and r["summary"] and r["value"] > 0:
+            out[r["arch"]] = Measured(float(r["value"]), _ci_rel(r["summary"]), "stored")
+    return out
+
+
+def board_measure(cfg: Any, store: Any, space: Any, run: str | None = None, quiet: bool = True) -> Measure:
+    """Measure one architecture on the board (stored as usual); None when it fails there."""
+    from toolkit.profiling import profile_device
+
+    def measure(arch: str) -> Measured | None:
+        res = profile_device(cfg, store, space, [arch], quiet=quiet, run=run)
+        if res["measured"]:
+            lat = res["measured"][0]["latency_ms"]
+            return Measured(float(lat["median"]), _ci_rel(lat), "board")
+        if res["skipped"]:  # stored with the same artifact and settings after all
+            return stored_measurements(store, cfg.name, space.name, cfg.runtime).get(arch)
+        return None
+
+    return measure
+
+
+def _estimate(pred: float, anchors: list[tuple[float, float]]) -> float | None:
+    """``pred`` rescaled by the median measured/predicted ratio of the nearest anchors in log latency,
+    those within ``ANCHOR_RANGE`` of it; None without any (the candidate is then measured)."""
+    near = sorted((a for a in anchors if abs(np.log(a[0] / pred)) <= np.log(ANCHOR_RANGE)),
+                  key=lambda a: abs(np.log(a[0] / pred)))[:ANCHORS]
+    if not near:
+        return None
+    return pred * float(np.median([m / p for p, m in near]))
+
+
+def verified_select(run: Any, cost: Any, budget_ms: float, measure: Measure, known: dict[str, Measured] | None = None,
+                    *, max_measurements: int = DEFAULT_VERIFY_MAX, repeatability: float | None = None,
+                    margin: float | None = None,
+                    pool: tuple[list[str], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The most accurate candidate measured to meet ``budget_ms``; ``"arch": None`` and a reason when none does.
+
+    ``measure`` takes a board measurement (at most ``max_measurements`` of them); ``known`` holds
+    measurements already stored, judged without measuring. Board loss propagates as ``BoardError``.
+    ``pool``: ``candidate_pool(run, cost)`` when the caller already has it (several budgets, one device).
+    """
+    from toolkit.search.readout import resolve_margin
+
+    if not budget_ms > 0:
+        raise BadInput(f"budget must be a positive number of ms, got {budget_ms}")
+    if max_measurements < 0:
+        raise BadInput(f"--verify-max must not be negative, got {max_measurements}")
+    if repeatability is not None and not 0 <= repeatability < 1:
+        raise BadInput(f"the verify margin must be a fraction in [0, 1), got {repeatability}")
+    if "latency" not in run.objectives:
+        raise BadInput("this run does not optimise latency; select needs a latency objective")
+    known = dict(known or {})
+    loose = min(resolve_margin(cost, margin), MAX_LOOSE_MARGIN)
+    floor = max(MIN_VERIFY_MARGIN, repeatability or 0.0)
+    archs, prefs = pool if pool is not None else candidate_pool(run, cost)
+    lat = np.asarray(cost.predict(archs), dtype=np.float64)
+    err = np.asarray(run.predict_error(archs), dtype=np.float64)
+    strict = resolve_margin(cost, None)
+    fits = np.flatnonzero(lat * (1.0 + strict) <= budget_ms)  # what select, unverified, would pick
+    unverified = int(fits[np.lexsort((lat[fits], err[fits]))[0]]) if len(fits) else None
+    eligible = np.flatnonzero(lat * (1.0 - loose) <= budget_ms)
+    order = eligible[np.lexsort((lat[eligible], err[eligible]))]
+    anchors = [(float(p), known[a].latency_ms) for a, p in zip(archs, lat) if a in known]
+    tried: list[dict[str, Any]] = []
+    taken = skipped = unmeasured = 0
+    pick: int | None = None
+    pick_margin = floor
+    for i in order:
+        arch, pred = archs[i], float(lat[i])
+        got = known.get(arch)
+        if got is None:
+            est = _estimate(pred, anchors)
+            if est is not None and est * (1 + floor) > budget_ms * (1 + SKIP_TOLERANCE):
+                skipped += 1
+                continue
+            if taken >= max_measurements:  # out of board measurements: only stored ones are judged from here
+                unmeasured += 1
+                continue
+            taken += 1
+            try:
+                got = measure(arch)
+            except BoardError as exc:
+                raise BoardError(f"{str(exc).splitlines()[0]} (lost during --verify after {taken - 1} "
+                                 f"measurement(s); what was measured is stored)") from None
+            if got is None:
+                tried.append({"arch": arch, "predicted": {"error": float(err[i]), "latency_ms": pred},
+                              "measured": None, "source": "board", "meets": False, "failed": True})
+                continue
+            known[arch] = got
+            anchors.append((pred, got.latency_ms))
+        r = floor if repeatability is not None else max(floor, got.ci_rel)
+        meets = got.latency_ms * (1 + r) <= budget_ms
+        tried.append({"arch": arch, "predicted": {"error": float(err[i]), "latency_ms": pred},
+                      "measured": {"latency_ms": got.latency_ms}, "source": got.source, "meets": bool(meets),
+                      "verify_margin": r})
+        if meets:
+            pick, pick_margin = int(i), r
+            break
+    doc: dict[str, Any] = {"arch": None, "predicted": None, "margin": loose, "margin_ms": 0.0,
+                           "budget_ms": float(budget_ms), "preference": None, "verified": True, "measured": None,
+                           "verify_margin": pick_margin, "measurements": taken, "skipped_by_estimate": skipped,
+                           "not_measured_verify_max": unmeasured,
+                           "candidates": tried,
+                           "unverified": ({"arch": archs[unverified], "margin": strict,
+                                           "predicted": {"error": float(err[unverified]),
+                                                         "latency_ms": float(lat[unverified])}}
+                                          if unverified is not None else None)}
+    if pick is not None:
+        a = archs[pick]
+        doc.update(arch=a, predicted={"error": float(err[pick]), "latency_ms": float(lat[pick])},
+                   measured={"latency_ms": known[a].latency_ms, "source": known[a].source},
+                   preference=[float(v) for v in prefs[a]] if a in prefs else None)
+        return doc
+    if not len(eligible):
+        reason = (f"no architecture is predicted within {loose:.1%} of {budget_ms:g} ms; the fastest predicted is "
+                  f"{float(lat.min()):.4g} ms")
+    else:
+        reason = (f"none of the {len(tried)} candidate(s) judged on the board meets {budget_ms:g} ms with a "
+                  f"{floor:.1%} repeatability margin")
+        if skipped:
+            reason += (f"; {skipped} more are over it once rescaled by the measured/predicted ratio of "
+                       f"measured neighbours")
+        if unmeasured:
+            reason += f"; {unmeasured} more not measured (--verify-max {max_measurements})"
+    doc["reason"] = reason
+    return doc
+
+
+def verify_on_board(cfg: Any, store: Any, space: Any, run_obj: Any, cost: Any, budget_ms: float, *,
+                    run: str | None = None, max_measurements: int = DEFAULT_VERIFY_MAX,
+                    repeatability: float | None = None, quiet: bool = True) -> dict[str, Any]:
+    """``verified_select`` on a configured board, with its stored measurements counted."""
+    known = stored_measurements(store, cfg.name, space.name, cfg.runtime)
+    doc = verified_select(run_obj, cost, budget_ms, board_measure(cfg, store, space, run, quiet), known,
+                          max_measurements=max_measurements, repeatability=repeatability)
+    if cfg.is_replay:  # drawn from a replay board's table: never a real measurement
+        for row in doc["candidates"] + ([doc] if doc["measured"] else []):
+            if row["measured"] is not None:
+                row["measured"]["replayed"] = True
+        doc["replayed"] = True
+    return doc
+
+
+__all__ = ["DEFAULT_VERIFY_MAX", "MIN_VERIFY_MARGIN", "Measured", "board_measure", "candidate_pool",
+           "stored_measurements", "verified_select", "verify_on_board"]
