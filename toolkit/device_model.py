@@ -143,10 +143,7 @@ class DeviceFit:
     fixed: np.ndarray | None  # ms per one-hot entry, or None
     finetune_steps: int
     report: dict[str, Any] = field(default_factory=dict)
-
-    def record(self) -> dict[str, Any]:
-        return {"fixed": None if self.fixed is None else [float(v) for v in self.fixed],
-                "finetune_steps": int(self.finetune_steps), "fit": self.report}
+    predictor: Any = None  # the predictor the calibration was fitted on (fine-tuned when finetune_steps > 0)
 
 
 def _stage(lp_train: np.ndarray, m_train: np.ndarray, counts_train: np.ndarray, lam: float | None,
@@ -241,7 +238,7 @@ def fit_device(predictor: Any, archs: list[str], measured: Sequence[float] | np.
                                        "finetune": steps > 0},
                    "finetune_steps": steps, "fixed_cost_ridge": best_lam,
                    "held_out_error": {k: round(v, 5) for k, v in errs.items()}})
-    return DeviceFit(cal, fixed, steps, report)
+    return DeviceFit(cal, fixed, steps, report, tuned)
 
 
 def measurement_digest(values: dict[str, float], predictor: Any) -> str:

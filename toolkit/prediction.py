@@ -141,8 +141,8 @@ def device_cost(name: str, values: dict[str, float], space: Any, metric: str = "
             return DeviceCost(name, sp, metric, tuned, emb, cal, canon,
                               None if fixed is None else np.asarray(fixed, np.float64), dict(stored.get("fit", {})))
         fitted = device_model.fit_device(pred, archs, meas, emb, seed=seed)
-        tuned = device_model.finetuned_predictor(pred, archs, meas, emb, fitted.finetune_steps, seed)
-        return DeviceCost(name, sp, metric, tuned, emb, fitted.calibration, canon, fitted.fixed, fitted.report)
+        return DeviceCost(name, sp, metric, fitted.predictor, emb, fitted.calibration, canon, fitted.fixed,
+                          fitted.report)
     if finetune and len(archs) >= finetune_min:
         pred = calibration.finetune(pred, archs, meas, emb, min_points=finetune_min)
     cal = calibration.fit(pred.predict(archs, emb), meas)
