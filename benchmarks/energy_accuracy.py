@@ -1,4 +1,4 @@
-"""How accurate is energy per inference from ``profilers.board.meter``?
+"""How accurate is energy per inference from ``modnas.profilers.board.meter``?
 
 Simulated boards with a known power profile, read by simulated sensors of several kinds and
 update rates, measured by the real meter code (``measure_energy`` with a simulated clock, so the
@@ -24,9 +24,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from profilers.board.meter import measure_energy  # noqa: E402
-from profilers.board.sensors.base import COUNTER, POWER, Reading, Sensor  # noqa: E402
-from profilers.board.sensors.sampling import SimClock  # noqa: E402
+from modnas.profilers.board.meter import measure_energy  # noqa: E402
+from modnas.profilers.board.sensors.base import COUNTER, POWER, Reading, Sensor  # noqa: E402
+from modnas.profilers.board.sensors.sampling import SimClock  # noqa: E402
 
 IDLE_W = 3.0
 CONSTANT = ((1.0, 9.0),)  # (fraction of the inference, watts)

@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 from sshd_fixture import QUICK_MEASUREMENT, SSHDBoard, loopback_sshd  # noqa: E402
 from test_faults import LIAR, kill_pids, netns_missing, netns_sshd, processes_mentioning  # noqa: E402
 
-from toolkit.spaces import get_space  # noqa: E402
-from toolkit.store import Store  # noqa: E402
+from modnas.toolkit.spaces import get_space  # noqa: E402
+from modnas.toolkit.store import Store  # noqa: E402
 
 SPACE = get_space("nb201")
 ARCHS = SPACE.sample(4, seed=5)
@@ -58,7 +58,7 @@ class Scenario:
         return board.device_yaml(self.tmp, name=name, **overrides)
 
     def start(self, *devices: Path) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "toolkit.cli", "profile", *map(str, devices), "--archs",
+        return subprocess.Popen([sys.executable, "-m", "modnas.toolkit.cli", "profile", *map(str, devices), "--archs",
                                  str(self.archs_file), "--quiet", "--json"], env=self.env, cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -264,7 +264,7 @@ def one_unreachable(tmp: Path) -> dict[str, Any]:
 def corrupted_artifact(tmp: Path) -> dict[str, Any]:
     from sshd_fixture import tiny_onnx
 
-    from profilers.campaign import Board, MeasureJob, sha256_file
+    from modnas.profilers.campaign import Board, MeasureJob, sha256_file
 
     sc = Scenario("corrupted_artifact", tmp)
     with loopback_sshd(sc.tmp / "sshd") as board:

@@ -45,11 +45,11 @@ def run(threads: int, extra: int, rounds: int, out_dir: Path, all_ops: bool = Fa
     import numpy as np
     import onnxruntime as ort
 
-    from exporters.onnx import export_onnx
-    from exporters.quantize import quantize_int8
-    from profilers.board.timing import measure
-    from toolkit.artifacts import build_model
-    from toolkit.spaces import get_space
+    from modnas.exporters.onnx import export_onnx
+    from modnas.exporters.quantize import quantize_int8
+    from modnas.profilers.board.timing import measure
+    from modnas.toolkit.workflow.artifacts import build_model
+    from modnas.toolkit.spaces import get_space
 
     space = get_space("nb201")
     archs = [("ref", i, a) for i, a in enumerate(space.reference_archs())]

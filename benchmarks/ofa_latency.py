@@ -4,7 +4,7 @@
                                      [--skip-predictor] [--skip-onnx] [--skip-tvm] [--json PATH]
 
 Part 1. For every GPU of ``help_ofa`` (all its batch sizes held out together) the predictor
-(``toolkit.predictors``: MLP over the one-hot + hardware branch, trained on the other GPUs' settings
+(``modnas.toolkit.prediction.predictors``: MLP over the one-hot + hardware branch, trained on the other GPUs' settings
 through ``training_devices(data_dir, "ofa_mbv3", ...)``/``train``, the path of ``modnas predictor fit``) is onboarded from the
 held-out setting's 10 reference latencies only and predicts the other 4,990 architectures.
 Baselines get the same 10 values: MACs (w1.2) calibrated on them, and the predictor without
@@ -15,7 +15,7 @@ architectures and ``--random`` random subnets (compared by each one's best block
 processes may share the cores), with the predictor (trained on every GPU setting)
 onboarded from the 10 references and compared on the random subnets beside MACs.
 Unless ``--skip-tvm``, every one of these ONNX files is also compiled with TVM as ``modnas export
---format tvm`` does on this host (``exporters.tvm.compile_tvm`` for the ``x86`` target preset: untuned,
+--format tvm`` does on this host (``modnas.exporters.tvm.compile_tvm`` for the ``x86`` target preset: untuned,
 the toolkit's default ``parallel`` schedule, checked against ONNX Runtime), loaded with the board's
 ``tvm`` runtime and timed the same way with the same thread count. A failed build is recorded in its row.
 
@@ -53,7 +53,7 @@ def _data_dir(arg: str | None) -> Path:
 
 def _train(data_dir: Path, held: list[str], cfg: Any, seed: int, table: Any = None) -> Any:
     """The predictor trained on the data directory's OFA table minus ``held`` (keys or GPU groups)."""
-    from toolkit import predictors
+    from modnas.toolkit.prediction import predictors
 
     pool, devices, _ = predictors.training_devices(data_dir, SPACE, "latency", cfg, held_out=held,
                                                    tables={"latency": table} if table is not None else None)
@@ -62,22 +62,22 @@ def _train(data_dir: Path, held: list[str], cfg: Any, seed: int, table: Any = No
 
 
 def _config(epochs: int | None) -> Any:
-    from toolkit.predictors import PredictorConfig
+    from modnas.toolkit.prediction.predictors import PredictorConfig
 
     return PredictorConfig(**({"epochs": epochs} if epochs else {}))
 
 
 def _calibrated(values: np.ndarray, fit_idx: np.ndarray, measured: np.ndarray) -> np.ndarray:
-    from toolkit import calibration
+    from modnas.toolkit.prediction import calibration
 
     return calibration.fit(values[fit_idx], measured).apply(values)
 
 
 def leave_gpus_out(data_dir: Path, epochs: int | None, seed: int, log: Any) -> dict[str, Any]:
-    from toolkit import benchdata_ofa as bd
-    from toolkit.embedding import minmax
-    from toolkit.predictor_eval import scores
-    from toolkit.spaces import get_space
+    from modnas.toolkit.data import benchdata_ofa as bd
+    from modnas.toolkit.prediction.embedding import minmax
+    from modnas.toolkit.prediction.evaluation import scores
+    from modnas.toolkit.spaces import get_space
 
     space = get_space(SPACE)
     table = bd.load_latency(data_dir)
@@ -175,8 +175,8 @@ def _tvm_row(onnx_path: Path, shape: list[int], target: dict[str, Any], out_dir:
              threads: int, tvm_rt: Any) -> dict[str, Any]:
     """Compile ``onnx_path`` as ``modnas export --format tvm`` does, load it with the board's runtime and time
     it; the ``tvm_*`` fields of a row. Any failure is kept as ``tvm_error`` instead of being raised."""
-    from exporters.tvm import compile_tvm
-    from profilers.board.timing import measure
+    from modnas.exporters.tvm import compile_tvm
+    from modnas.profilers.board.timing import measure
 
     row: dict[str, Any] = {"tvm_median_ms": None, "tvm_block_medians_ms": None, "tvm_best_block_ms": None,
                            "tvm_n": None, "tvm_compile_s": None, "tvm_max_abs_diff": None, "tvm_error": None}
@@ -211,10 +211,10 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
 
 def this_machine(data_dir: Path | None, n_random: int, threads: int, seed: int, epochs: int | None,
                  log: Any, tvm: bool = True) -> dict[str, Any]:
-    from exporters.onnx import export_onnx
-    from profilers.board.runtimes import get_runtime
-    from profilers.board.timing import measure
-    from toolkit.spaces import get_space
+    from modnas.exporters.onnx import export_onnx
+    from modnas.profilers.board.runtimes import get_runtime
+    from modnas.profilers.board.timing import measure
+    from modnas.toolkit.spaces import get_space
 
     space = get_space(SPACE)
     ort_rt = get_runtime("onnxruntime")
@@ -223,7 +223,7 @@ def this_machine(data_dir: Path | None, n_random: int, threads: int, seed: int, 
         # TVM sizes its thread pool once per process from TVM_NUM_THREADS, at the first parallel kernel:
         # here that is compile_tvm's check, before the runtime's load() would set it
         os.environ["TVM_NUM_THREADS"] = str(int(threads))
-        from exporters.targets import resolve_target
+        from modnas.exporters.targets import resolve_target
 
         tvm_rt = get_runtime("tvm")
         target = resolve_target(None, None)  # what ``modnas export --format tvm`` uses without --device/--target
@@ -258,7 +258,7 @@ def this_machine(data_dir: Path | None, n_random: int, threads: int, seed: int, 
     mac = np.array([r["macs_m"] for r in out])
     result["spearman_macs_all"] = _spearman(ms, mac)
     if tvm:
-        from exporters.tvm_schedule import DEFAULT_SCHEDULE
+        from modnas.exporters.tvm_schedule import DEFAULT_SCHEDULE
 
         ok = [i for i, r in enumerate(out) if r["tvm_error"] is None]
         tvm_ms = np.array([out[i]["tvm_best_block_ms"] for i in ok])
@@ -276,10 +276,10 @@ def this_machine(data_dir: Path | None, n_random: int, threads: int, seed: int, 
             "compile_s_median": round(float(statistics.median(compile_s)), 1) if compile_s else None,
         }
     if data_dir is not None and randoms:
-        from toolkit import benchdata_ofa as bd
-        from toolkit import calibration
-        from toolkit.embedding import minmax
-        from toolkit.predictor_eval import scores
+        from modnas.toolkit.data import benchdata_ofa as bd
+        from modnas.toolkit.prediction import calibration
+        from modnas.toolkit.prediction.embedding import minmax
+        from modnas.toolkit.prediction.evaluation import scores
 
         table = bd.load_latency(data_dir)
         pred = _train(data_dir, [], _config(epochs), seed, table)

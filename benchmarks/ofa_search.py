@@ -3,7 +3,7 @@ seen and held-out GPU settings, and how well the distilled accuracy surrogate st
 
     python benchmarks/ofa_search.py [--data DIR] [--run DIR] [--epochs N] [--json PATH]
 
-Without ``--run`` the run is built the way the shipped one is (``toolkit.search.default_run``,
+Without ``--run`` the run is built the way the shipped one is (``modnas.toolkit.search.default_run``,
 ``--space ofa_mbv3``: HELP's OFA settings minus the titan_xp GPU, the digits, warm-up then search,
 supernet kept) in a temporary directory. Prints one JSON document, then a Markdown table on stderr.
 """
@@ -34,9 +34,9 @@ def _data_dir(arg: str | None) -> Path:
 
 
 def _readout(run: Any, data_dir: Path, keys: list[str], table: Any, refine: int = 0) -> list[dict[str, Any]]:
-    from toolkit.search.api import resolve_devices
-    from toolkit.search.costs import as_cost_model
-    from toolkit.search.readout import candidates, pareto
+    from modnas.toolkit.search.api import resolve_devices
+    from modnas.toolkit.search.costs import as_cost_model
+    from modnas.toolkit.search.readout import candidates, pareto
 
     models, _ = resolve_devices(keys, data_dir, table=table, space="ofa_mbv3")
     rows = []
@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from toolkit.benchdata_ofa import gpu_group, load_latency
-    from toolkit.search.default_run import OFA_HELD_OUT, build_ofa_run
-    from toolkit.search.run import load_run, read_metrics
+    from modnas.toolkit.data.benchdata_ofa import gpu_group, load_latency
+    from modnas.toolkit.search.default_run import OFA_HELD_OUT, build_ofa_run
+    from modnas.toolkit.search.run import load_run, read_metrics
 
     torch.set_num_threads(1)
     data = _data_dir(args.data)
@@ -100,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         "distilled_surrogate": run.meta.get("distilled_surrogate"),
     }
     if run.supernet is not None:  # is the read-out's pick better than other subnets on these images?
-        from toolkit.search.ofa_supernet import largest_arch
-        from toolkit.search.readout import candidates
+        from modnas.toolkit.search.ofa_supernet import largest_arch
+        from modnas.toolkit.search.readout import candidates
 
         emb = np.asarray(run.meta["devices"][0]["embedding"], dtype=np.float32)
         chosen = candidates(run, emb, 24)[0]

@@ -1,19 +1,19 @@
 """Onboarding strategies on every latency device of the shared tables, each as if it were a new board.
 
 Folds leave whole hardware groups out of the predictor's training (the folds of
-``toolkit.predictor_eval.make_folds``); each held-out device is then onboarded from its 10
+``modnas.toolkit.prediction.evaluation.make_folds``); each held-out device is then onboarded from its 10
 reference measurements plus 20 extra ones, measured on a replay board of its table column
 (``host: replay``, ``--noise`` 1 %: the table's value times a reproducible log-normal factor; the
 measurements go through the campaign code and the results store, as ``onboard`` takes them;
 ``--measure table`` applies the same noise model to the table directly), and all its other
 architectures are predicted. Columns: zero-shot from the 10 references; 20 random extras
 with calibration only and with the whole device model; 20 chosen extras
-(``toolkit.device_model.choose_extras``) with calibration only, + per-op fixed cost, and the
+(``modnas.toolkit.prediction.device_model.choose_extras``) with calibration only, + per-op fixed cost, and the
 whole device model (+ fine-tuning where cross-validation keeps it). Cells: Spearman / MdAPE % /
 share within +-10 %. NB201 also gets budget picks without a board: at the 10/25/50/75th
 percentiles of the device's true latency, the most accurate architecture (CIFAR-10, true
 accuracy) whose predicted latency times (1 + margin) meets the budget, with the conformal margin
-of ``toolkit.calibration.conformal_margin``; reported: share truly over budget and mean regret.
+of ``modnas.toolkit.prediction.calibration.conformal_margin``; reported: share truly over budget and mean regret.
 
     python benchmarks/onboard_eval.py --data ../shared/data --epochs 60 --out benchmarks/results
 """
@@ -55,15 +55,15 @@ class ReplayBoards:
     QUICK = {"warmup_s": 0.0, "min_runs": 5, "min_time_s": 0.0, "repeats": 1, "cooldown_s": 0.0}
 
     def __init__(self, root: Path, space: Any, archs: list[str], noise: float, seed: int) -> None:
-        from toolkit.store import Store
+        from modnas.toolkit.store import Store
 
         self.root, self.space, self.archs, self.noise, self.seed = root, space, archs, noise, seed
         self.store = Store(root / "replay.db")
         self.cfgs: dict[str, Any] = {}
 
     def _cfg(self, key: str, row: np.ndarray) -> Any:
-        from toolkit.config import load_device
-        from toolkit.replay import device_name_for, write_device
+        from modnas.toolkit.config import load_device
+        from modnas.toolkit.data.replay import device_name_for, write_device
 
         if key not in self.cfgs:
             name = device_name_for(key)
@@ -74,7 +74,7 @@ class ReplayBoards:
         return self.cfgs[key]
 
     def measure(self, key: str, row: np.ndarray, idx: list[int]) -> dict[int, float]:
-        from toolkit.profiling import profile_device
+        from modnas.toolkit.workflow.profiling import profile_device
 
         cfg = self._cfg(key, row)
         wanted = {self.space.canonical(self.archs[i]): int(i) for i in idx}
@@ -103,12 +103,14 @@ def _budget_picks(pred: np.ndarray, true: np.ndarray, acc: np.ndarray, usable: n
 def evaluate_space(args: argparse.Namespace, space_name: str, log: Any) -> dict[str, Any]:
     import torch
 
-    from toolkit import benchdata, predictors
-    from toolkit.device_model import _error_source, choose_extras, fit_device
-    from toolkit.embedding import minmax
-    from toolkit.prediction import DeviceCost, device_cost
-    from toolkit.predictor_eval import make_folds, scores
-    from toolkit.spaces import get_space
+    from modnas.toolkit.data import benchdata
+    from modnas.toolkit.prediction import predictors
+    from modnas.toolkit.prediction.device_model import choose_extras, fit_device
+    from modnas.toolkit.workflow.new_board import shipped_error
+    from modnas.toolkit.prediction.embedding import minmax
+    from modnas.toolkit.prediction.device_cost import DeviceCost, device_cost
+    from modnas.toolkit.prediction.evaluation import make_folds, scores
+    from modnas.toolkit.spaces import get_space
 
     torch.set_num_threads(1)
     sp = get_space(space_name)
@@ -117,7 +119,7 @@ def evaluate_space(args: argparse.Namespace, space_name: str, log: Any) -> dict[
         raw = {"latency": benchdata.load_table(args.data, "latency")}
         acc = benchdata.load_accuracy(args.data)["cifar10_test_200ep"].to_numpy(np.float64)
     else:
-        from toolkit import benchdata_ofa
+        from modnas.toolkit.data import benchdata_ofa
 
         raw = {"latency": benchdata_ofa.load_latency(args.data)}
         acc = None
@@ -131,7 +133,7 @@ def evaluate_space(args: argparse.Namespace, space_name: str, log: Any) -> dict[
     folds = make_folds(evaluable, args.folds, args.seed, group_emb)[:args.max_folds]
     onehot = st.onehot
     archs = st.archs
-    err_fn = _error_source(space_name) if space_name == "nb201" else None
+    err_fn = shipped_error(space_name) if space_name == "nb201" else None
     err_cache: dict[str, float] = {}
 
     def error(pool: list[str]) -> np.ndarray:

@@ -30,15 +30,15 @@ def main() -> None:
 
     from sshd_fixture import loopback_sshd
 
-    from profilers.board.runtimes import get_runtime
-    from profilers.board.timing import measure
-    from profilers.campaign import Board, MeasureJob
-    from profilers.stats import summarize
-    from toolkit.artifacts import build_artifact
-    from toolkit.config import DeviceConfig, modnas_home
-    from toolkit.profiling import profile_device
-    from toolkit.spaces import get_space
-    from toolkit.store import Store
+    from modnas.profilers.board.runtimes import get_runtime
+    from modnas.profilers.board.timing import measure
+    from modnas.profilers.campaign import Board, MeasureJob
+    from modnas.profilers.stats import summarize
+    from modnas.toolkit.workflow.artifacts import build_artifact
+    from modnas.toolkit.config import DeviceConfig, modnas_home
+    from modnas.toolkit.workflow.profiling import profile_device
+    from modnas.toolkit.spaces import get_space
+    from modnas.toolkit.store import Store
 
     space = get_space("nb201")
     refs = space.reference_archs()

@@ -28,12 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from toolkit import benchdata
-    from toolkit.config import read_device_file
-    from toolkit.profiling import profile_device
-    from toolkit.replay import device_name_for, table_values, write_device
-    from toolkit.spaces import get_space
-    from toolkit.store import Store
+    from modnas.toolkit.data import benchdata
+    from modnas.toolkit.config import read_device_file
+    from modnas.toolkit.workflow.profiling import profile_device
+    from modnas.toolkit.data.replay import device_name_for, table_values, write_device
+    from modnas.toolkit.spaces import get_space
+    from modnas.toolkit.store import Store
 
     space = get_space("nb201")
     table = benchdata.load_table(args.data, "latency")

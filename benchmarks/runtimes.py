@@ -1,6 +1,6 @@
 """Median latency of the NB201 reference architectures on this machine: ONNX Runtime vs untuned TVM
-(each schedule of ``exporters.tvm_schedule``), optionally MetaSchedule-tuned TVM. Timing uses the board
-agent's own protocol (profilers.board.timing) and runtime modules.
+(each schedule of ``modnas.exporters.tvm_schedule``), optionally MetaSchedule-tuned TVM. Timing uses the board
+agent's own protocol (modnas.profilers.board.timing) and runtime modules.
 
     python benchmarks/runtimes.py [--threads 2] [--out DIR] [--archs N] [--schedules none,parallel]
                                   [--tuned-trials T] [--json PATH]
@@ -29,7 +29,7 @@ SETTINGS = {"warmup_s": 0.5, "min_runs": 50, "min_time_s": 1.0, "repeats": 3, "c
 
 
 def _median_ms(run_once: Any) -> dict[str, float]:
-    from profilers.board.timing import measure
+    from modnas.profilers.board.timing import measure
 
     blocks = measure(run_once, SETTINGS)
     medians = [statistics.median(b) for b in blocks]
@@ -39,11 +39,11 @@ def _median_ms(run_once: Any) -> dict[str, float]:
 
 def run(threads: int, out_dir: Path, count: int, tuned_trials: int | None, schedules: list[str]) -> dict[str, Any]:
     os.environ["TVM_NUM_THREADS"] = str(threads)  # before TVM starts its thread pool
-    from exporters.onnx import export_onnx
-    from exporters.targets import resolve_target
-    from exporters.tvm import compile_tvm, tune_tvm
-    from profilers.board.runtimes import get_runtime
-    from toolkit.spaces import get_space
+    from modnas.exporters.onnx import export_onnx
+    from modnas.exporters.targets import resolve_target
+    from modnas.exporters.tvm import compile_tvm, tune_tvm
+    from modnas.profilers.board.runtimes import get_runtime
+    from modnas.toolkit.spaces import get_space
 
     space = get_space("nb201")
     target = resolve_target(None, "x86")

@@ -1,7 +1,7 @@
 """Which scalarisation wins: short benchmark-mode runs, one per scalarisation, scored on held-out devices.
 
 The training devices and the held-out hardware groups are the shipped default run's
-(``toolkit.search.default_run.split_devices``: whole groups left out, drawn with the seed). For each
+(``modnas.toolkit.search.default_run.split_devices``: whole groups left out, drawn with the seed). For each
 held-out device and each run: HV/exhaustive of the 24-pick read-out (``pareto --preferences 24``,
 true error and latency, the exhaustive true front as in ``benchmarks/search_eval.py``), the number of
 distinct picks and of those non-dominated under the true values, and the same for the exact
@@ -43,7 +43,7 @@ def _args() -> argparse.Namespace:
 
 
 def train(kind: str, train_costs: list[Any], source: str, out: Path, args: argparse.Namespace) -> Path:
-    from toolkit.search.api import run_search
+    from modnas.toolkit.search.api import run_search
 
     run_dir = out / kind
     if (run_dir / "config.json").exists():
@@ -60,16 +60,16 @@ def train(kind: str, train_costs: list[Any], source: str, out: Path, args: argpa
 def main() -> None:
     torch.set_num_threads(1)
     args = _args()
-    from toolkit.benchdata import load_accuracy, load_table
-    from toolkit.pareto import hypervolume, nondominated, nondominated_mask, normalise
-    from toolkit.search.api import resolve_devices
-    from toolkit.search.default_run import split_devices, usable_keys
-    from toolkit.search.loop import error_range
-    from toolkit.search.costs import as_cost_model
-    from toolkit.search.readout import pareto, predictor_candidates, preference_grid
-    from toolkit.search.run import load_run
-    from toolkit.search.scalarise import minimisers
-    from toolkit.spaces import get_space
+    from modnas.toolkit.data.benchdata import load_accuracy, load_table
+    from modnas.toolkit.pareto import hypervolume, nondominated, nondominated_mask, normalise
+    from modnas.toolkit.search.api import resolve_devices
+    from modnas.toolkit.search.default_run import split_devices, usable_keys
+    from modnas.toolkit.search.loop import error_range
+    from modnas.toolkit.search.costs import as_cost_model
+    from modnas.toolkit.search.readout import pareto, predictor_candidates, preference_grid
+    from modnas.toolkit.search.run import load_run
+    from modnas.toolkit.search.scalarise import minimisers
+    from modnas.toolkit.spaces import get_space
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Evaluate a benchmark-mode MODNAS search on held-out table devices, against every baseline.
 
-Held-out devices are whole hardware groups (``toolkit.benchdata.hardware_group``) drawn with the
-seed, never a fixed list (the split of ``toolkit.search.default_run``, so the shipped runs never saw
+Held-out devices are whole hardware groups (``modnas.toolkit.data.benchdata.hardware_group``) drawn with the
+seed, never a fixed list (the split of ``modnas.toolkit.search.default_run``, so the shipped runs never saw
 them). Where every device with the objectives is one board (energy: the Raspberry Pi 5 settings
 only), the held-out unit is a runtime of that board instead, drawn the same way, and said so.
 Each held-out device is given only its 10 reference measurements (its predictor is calibrated on
@@ -10,7 +10,7 @@ the rest, reference point all ones, the method's protocol): HV relative to the e
 IGD+, the distinct picks (predicted non-dominated) and how many of them are truly non-dominated among
 themselves, of
 
-- ``modnas``: the run's read-out (24 preferences, ``toolkit.search.readout.pareto``'s default),
+- ``modnas``: the run's read-out (24 preferences, ``modnas.toolkit.search.readout.pareto``'s default),
   ``modnas-grid``: the plain 24-preference grid (one arg-max each), ``modnas-refine``: two rounds
   of one-edit refinement (``select``'s default);
 - ``exact-<scalarisation>``: the exact minimisers of each scalarised objective for the same 24
@@ -79,8 +79,8 @@ def _log(msg: str) -> None:
 def split_held_out(keys: list[str], seed: int, share: float) -> tuple[list[str], list[str], list[str], str]:
     """(training, held-out, held-out units, unit): whole hardware groups, or runtimes of the one board
     when every device is the same hardware."""
-    from toolkit.benchdata import groups, hardware_group
-    from toolkit.search.default_run import split_devices
+    from modnas.toolkit.data.benchdata import groups, hardware_group
+    from modnas.toolkit.search.default_run import split_devices
 
     if len(groups(keys)) >= 2:
         train, held, held_groups = split_devices(keys, seed, share)
@@ -100,8 +100,8 @@ def split_held_out(keys: list[str], seed: int, share: float) -> tuple[list[str],
 
 
 def _costs(data: str, keys: list[str], mode: str, metric: str, table: Any) -> tuple[list[Any], str]:
-    from toolkit.search.api import resolve_devices
-    from toolkit.search.costs import linear_costs_from_table
+    from modnas.toolkit.search.api import resolve_devices
+    from modnas.toolkit.search.costs import linear_costs_from_table
 
     if mode == "standin":
         return linear_costs_from_table(data, keys, metric, table=table), "stand-in log-linear per table column"
@@ -128,7 +128,7 @@ def nd_mask(points: np.ndarray) -> np.ndarray:
 
 
 def nondominated_points(points: np.ndarray) -> np.ndarray:
-    """The unique non-dominated rows (as ``toolkit.pareto.nondominated``, with :func:`nd_mask`)."""
+    """The unique non-dominated rows (as ``modnas.toolkit.pareto.nondominated``, with :func:`nd_mask`)."""
     f = np.asarray(points, dtype=np.float64)
     front = np.unique(f[nd_mask(f)], axis=0)
     return front[np.argsort(front[:, 0], kind="stable")]
@@ -148,7 +148,7 @@ def percentile_rank(values: np.ndarray) -> np.ndarray:
 def spread_picks(points: np.ndarray, k: int) -> list[int]:
     """Up to ``k`` indices of ``points`` (minimised, any scale) spread along their non-dominated
     set: greedy by hypervolume on the points min-max scaled with 5 % room past the worst."""
-    from toolkit.pareto import greedy_hv_subset
+    from modnas.toolkit.pareto import greedy_hv_subset
 
     f = np.asarray(points, dtype=np.float64)
     nd = np.flatnonzero(nd_mask(f))
@@ -164,7 +164,7 @@ def spread_picks(points: np.ndarray, k: int) -> list[int]:
 def exact_minimisers(objs: np.ndarray, prefs: np.ndarray, kind: str, mu: float, ideal: float) -> list[int]:
     """Index of the minimiser of the scalarised ``objs`` [N, M] for each preference row."""
     try:
-        from toolkit.search.scalarise import minimisers
+        from modnas.toolkit.search.scalarise import minimisers
     except ImportError:  # the toolkit before its scalarisation module: the weighted sum only
         if kind != "weighted_sum":
             raise
@@ -199,7 +199,7 @@ def _nsga2(seconds: float, score: Callable[[list[int]], np.ndarray], n_obj: int,
     from pymoo.optimize import minimize
     from pymoo.termination.max_time import TimeBasedTermination
 
-    from toolkit.spaces import get_space
+    from modnas.toolkit.spaces import get_space
 
     space = get_space("nb201")
     index = {a: i for i, a in enumerate(space.all_archs())}
@@ -227,7 +227,7 @@ def _nsga2(seconds: float, score: Callable[[list[int]], np.ndarray], n_obj: int,
 def score_set(picks: list[int], truth: np.ndarray, valid: np.ndarray, lo: np.ndarray, hi: np.ndarray,
               ref_front: np.ndarray, hv_exh: float) -> dict[str, float]:
     """HV ratio, IGD+ and counts of a set of picked cells on the true (normalised) objectives."""
-    from toolkit.pareto import hypervolume, igd_plus, normalise
+    from modnas.toolkit.pareto import hypervolume, igd_plus, normalise
 
     distinct = list(dict.fromkeys(picks))
     ok = [i for i in distinct if valid[i]]
@@ -258,16 +258,16 @@ def main() -> None:
     torch.set_num_threads(1)
     args = _args()
     t_bench = time.perf_counter()
-    from toolkit.benchdata import load_accuracy, load_table
-    from toolkit.pareto import hypervolume, normalise
-    from toolkit.search.api import run_search
-    from toolkit.search.costs import as_cost_model
-    from toolkit.search.default_run import objective_keys
-    from toolkit.search.loop import error_range
-    from toolkit.search.readout import pareto, preference_grid, resolve_margin, select
-    from toolkit.search.run import load_run
-    from toolkit.spaces import get_space
-    from toolkit.tasks import CHANCE_ACCURACY, task_column
+    from modnas.toolkit.data.benchdata import load_accuracy, load_table
+    from modnas.toolkit.pareto import hypervolume, normalise
+    from modnas.toolkit.search.api import run_search
+    from modnas.toolkit.search.costs import as_cost_model
+    from modnas.toolkit.search.default_run import objective_keys
+    from modnas.toolkit.search.loop import error_range
+    from modnas.toolkit.search.readout import pareto, preference_grid, resolve_margin, select
+    from modnas.toolkit.search.run import load_run
+    from modnas.toolkit.spaces import get_space
+    from modnas.toolkit.data.tasks import CHANCE_ACCURACY, task_column
 
     run = load_run(args.run) if args.run else None
     if run is not None:
@@ -326,7 +326,7 @@ def main() -> None:
     scal = getattr(cfg, "scalarisation", "weighted_sum")
     mu, ideal = float(getattr(cfg, "smooth_mu", 0.02)), float(getattr(cfg, "ideal_point", 0.0))
     try:
-        from toolkit.search.scalarise import SCALARISATIONS
+        from modnas.toolkit.search.scalarise import SCALARISATIONS
         kinds = list(SCALARISATIONS)
     except ImportError:
         kinds = ["weighted_sum"]
@@ -482,7 +482,7 @@ def markdown(summary: dict[str, Any]) -> str:
 
 
 def _time_supernet(costs: list[Any], out: Path, seed: int) -> dict[str, Any]:
-    from toolkit.search.api import run_search
+    from modnas.toolkit.search.api import run_search
 
     res = run_search(costs, accuracy="supernet", data_dir="digits", epochs=1, out=out, seed=seed,
                      batch_size=64, plots=False)

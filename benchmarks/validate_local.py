@@ -30,7 +30,7 @@ def main() -> None:
         env = dict(os.environ, HOME=str(home), MODNAS_HOME=str(home / ".modnas"))
         load = os.getloadavg()
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "toolkit.cli", "quickstart", "--out", str(Path(tmp) / "qs"),
+        proc = subprocess.run([sys.executable, "-m", "modnas.toolkit.cli", "quickstart", "--out", str(Path(tmp) / "qs"),
                                "--json", "--quiet"], env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if proc.returncode != 0:

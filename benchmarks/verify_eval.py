@@ -27,7 +27,7 @@ PERCENTILES = (10, 25, 50, 75)
 
 def table_measure(truth: dict[str, float], noise: float, seed: int):
     """A board that answers each architecture's table value times a reproducible log-normal factor."""
-    from toolkit.verify import Measured
+    from modnas.toolkit.workflow.verify import Measured
 
     def measure(arch: str):
         value = truth.get(arch)
@@ -44,11 +44,11 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from toolkit import benchdata
-    from toolkit.prediction import device_from_table
-    from toolkit.search.run import load_run
-    from toolkit.spaces import get_space
-    from toolkit.verify import Measured, candidate_pool, verified_select
+    from modnas.toolkit.data import benchdata
+    from modnas.toolkit.prediction.device_cost import device_from_table
+    from modnas.toolkit.search.run import load_run
+    from modnas.toolkit.spaces import get_space
+    from modnas.toolkit.workflow.verify import Measured, candidate_pool, verified_select
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("MODNAS_DATA", str(Path(__file__).resolve().parents[2] /

@@ -10,13 +10,13 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Callable
 
-from exporters.result import ExportMismatch, ExportResult
-from toolkit.errors import BadInput
+from modnas.exporters.result import ExportMismatch, ExportResult
+from modnas.profilers.errors import BadInput
 
 EXPORTERS: dict[str, str] = {
-    "onnx": "exporters.onnx:export_onnx",
-    "tvm": "exporters.tvm:compile_tvm",
-    "tensorrt": "exporters.tensorrt:build_on_board",
+    "onnx": "modnas.exporters.onnx:export_onnx",
+    "tvm": "modnas.exporters.tvm:compile_tvm",
+    "tensorrt": "modnas.exporters.tensorrt:build_on_board",
 }
 
 

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from exporters.result import ExportMismatch, ExportResult, sha256_file, write_sidecar
+from modnas.exporters.result import ExportMismatch, ExportResult, sha256_file, write_sidecar
 
 OPSET = 17
 TOLERANCE = 1e-4

@@ -19,8 +19,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from exporters.result import ExportResult, read_sidecar, sha256_file, write_sidecar
-from toolkit.errors import BadInput
+from modnas.exporters.result import ExportResult, read_sidecar, sha256_file, write_sidecar
+from modnas.profilers.errors import BadInput
 
 MAX_CALIBRATION = 256
 # only the compute-heavy operators: with Add, pooling and ReLU quantised too, onnxruntime 1.32 ran NB201
@@ -72,7 +72,7 @@ def quantize_int8(onnx_path: str | Path, calibration: np.ndarray, out_path: str 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from exporters.tvm import onnx_input
+    from modnas.exporters.tvm import onnx_input
 
     onnx_path = Path(onnx_path)
     input_name, input_shape = onnx_input(onnx_path)

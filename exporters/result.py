@@ -7,13 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import ModnasError
+from modnas.profilers.errors import ModnasError
 
 
 class ExportMismatch(ModnasError):
     """A compiled artifact disagrees with the reference runtime beyond the tolerance (exit 1)."""
-
-    exit_code = 1
 
 
 @dataclass

@@ -11,7 +11,7 @@ import platform
 from pathlib import Path
 from typing import Any, Callable
 
-from toolkit.errors import BadInput
+from modnas.profilers.errors import BadInput
 
 AARCH64 = "aarch64-linux-gnu"
 

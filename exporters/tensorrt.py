@@ -5,7 +5,7 @@ one for a board: :func:`build_on_board` copies the ONNX file over the board conn
 ``trtexec --onnx=... --saveEngine=...`` there (JetPack puts trtexec in /usr/src/tensorrt/bin), and
 fetches the engine and the build log. :func:`build_local` uses the TensorRT Python builder where the
 bindings and a GPU are on this machine (for example when the toolkit runs on the Jetson itself).
-Timing summaries in build logs are parsed by ``profilers.board.trtexec_parse`` (shared with the board).
+Timing summaries in build logs are parsed by ``modnas.profilers.board.trtexec_parse`` (shared with the board).
 """
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from exporters.result import ExportResult, sha256_file, write_sidecar
-from profilers.board.trtexec_parse import last_error, parse_trtexec
-from toolkit.errors import BadInput, BoardError, NotAvailable
+from modnas.exporters.result import ExportResult, sha256_file, write_sidecar
+from modnas.profilers.board.trtexec_parse import last_error, parse_trtexec
+from modnas.profilers.errors import BadInput, BoardError, NotAvailable
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 TRTEXEC_CANDIDATES: tuple[str, ...] = ("trtexec", "/usr/src/tensorrt/bin/trtexec")
@@ -27,7 +27,7 @@ MISSING_HERE = ("TensorRT is not usable on this machine ({why}); TensorRT engine
 
 
 class BoardLink(Protocol):
-    """What this module needs of a board connection (``profilers.connection``)."""
+    """What this module needs of a board connection (``modnas.profilers.connection``)."""
 
     def run(self, argv: list[str], timeout: float) -> Any: ...
 
@@ -136,7 +136,7 @@ def build_on_board(conn: BoardLink, onnx_local: str | Path, precision: str = "fp
     engine = out / f"{stem}-{config.precision}.engine"
     conn.get(engine_remote, engine)
     parsed = parse_trtexec(log_text)
-    from exporters.tvm import onnx_input
+    from modnas.exporters.tvm import onnx_input
 
     input_name, input_shape = onnx_input(onnx_local)
     meta: dict[str, Any] = {
@@ -167,7 +167,7 @@ def tensorrt_missing_reason() -> str | None:
         import tensorrt  # noqa: F401
     except ImportError:
         return "the tensorrt Python package is not installed"
-    from profilers.board.runtimes.tensorrt import gpu_present
+    from modnas.profilers.board.runtimes.tensorrt import gpu_present
 
     return None if gpu_present() else "no NVIDIA GPU found"
 
@@ -179,8 +179,8 @@ def build_local(onnx_path: str | Path, precision: str = "fp16", *, out_dir: str 
     why = tensorrt_missing_reason()
     if why:
         raise NotAvailable(MISSING_HERE.format(why=why))
-    from exporters.tvm import onnx_input
-    from profilers.board.runtimes.tensorrt import build_engine
+    from modnas.exporters.tvm import onnx_input
+    from modnas.profilers.board.runtimes.tensorrt import build_engine
 
     onnx_path = Path(onnx_path)
     out = Path(out_dir) if out_dir else onnx_path.parent

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from exporters.result import ExportMismatch, ExportResult, sha256_file, write_sidecar
-from exporters.targets import runs_here, target_arch, validate_target
-from exporters.tvm_schedule import DEFAULT_SCHEDULE, SCHEDULES, relax_pipeline
-from toolkit.errors import BadInput, NotAvailable
+from modnas.exporters.result import ExportMismatch, ExportResult, sha256_file, write_sidecar
+from modnas.exporters.targets import runs_here, target_arch, validate_target
+from modnas.exporters.tvm_schedule import DEFAULT_SCHEDULE, SCHEDULES, relax_pipeline
+from modnas.profilers.errors import BadInput, NotAvailable
 
 TOLERANCE = 1e-4
 CROSS_COMPILERS: dict[str, str] = {"aarch64": "aarch64-linux-gnu-gcc", "armv7l": "arm-linux-gnueabihf-gcc"}
@@ -54,7 +54,7 @@ def compile_tvm(onnx_path: str | Path, target: dict[str, Any], out_dir: str | Pa
                 name: str | None = None, check: bool = True, schedule: str = DEFAULT_SCHEDULE) -> ExportResult:
     """Compile an ONNX file for ``target`` into ``out_dir``; verify against ONNX Runtime when it runs here.
 
-    ``schedule`` names an untuned schedule from ``exporters.tvm_schedule.SCHEDULES`` (``parallel``
+    ``schedule`` names an untuned schedule from ``modnas.exporters.tvm_schedule.SCHEDULES`` (``parallel``
     by default; ``none`` is TVM's default single-threaded loops). For tuned builds see :func:`tune_tvm`.
     """
     import onnx
@@ -132,7 +132,7 @@ def verify_tvm(lib_path: str | Path, onnx_path: str | Path, *, tolerance: float 
             diff = max(diff, float(np.max(np.abs(a.astype("float64") - b.astype("float64")))))
             scale = max(scale, float(np.max(np.abs(b))))
     # absolute 1e-4 for outputs up to 1; float32 cannot do better on larger outputs, so the bound scales
-    # with them (the same rule as exporters.onnx)
+    # with them (the same rule as modnas.exporters.onnx)
     if not diff <= tolerance * max(1.0, scale):
         raise ExportMismatch(f"{Path(lib_path).name}: TVM differs from ONNX Runtime by {diff:.3g} "
                              f"(> {tolerance:g} x max(1, |output| = {scale:.3g}))")

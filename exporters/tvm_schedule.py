@@ -5,7 +5,7 @@ no vector code, so ``TVM_NUM_THREADS`` has no effect. ``parallel`` applies one c
 kernel instead of a search: fuse the leading data-parallel loops and run them on the thread pool;
 for reductions (convolutions, matmuls) move the last data-parallel loop (the output width) below the
 reduction loops so LLVM vectorises along it; vectorise the innermost loop of element-wise kernels.
-Numbers are still checked against ONNX Runtime by ``exporters.tvm.verify_tvm``.
+Numbers are still checked against ONNX Runtime by ``modnas.exporters.tvm.verify_tvm``.
 """
 from __future__ import annotations
 

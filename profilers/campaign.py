@@ -11,18 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from profilers import stats
-from profilers.connection import (
-    CommandTimeout,
-    Completed,
-    Connection,
-    ConnectionLost,
-    check_remote_path,
-    open_connection,
-)
-from profilers.board.agent import sha256_file
-from profilers.pack import build_agent
-from toolkit.errors import BadInput, BoardError
+from modnas.profilers import stats
+from modnas.profilers.connection import (CommandTimeout, Completed, Connection, ConnectionLost,
+                                         check_remote_path, open_connection)
+from modnas.profilers.board.agent import sha256_file
+from modnas.profilers.pack import build_agent
+from modnas.profilers.errors import BadInput, BoardError
 
 SETTINGS = ("warmup_s", "min_runs", "min_time_s", "repeats", "cooldown_s")
 MIN_PYTHON = (3, 8)

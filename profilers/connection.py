@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from toolkit.errors import BadInput, BoardError
+from modnas.profilers.errors import BadInput, BoardError
 
 HOST_KEY_POLICIES = ("strict", "accept-new")
 _READ_CHUNK = 1 << 16
@@ -528,14 +528,13 @@ def _quiet_remove(sftp: Any, path: str) -> None:
 
 
 def open_connection(cfg: Any, connect_timeout: float | None = None) -> Connection:
-    """A connection for a device config (any object with name, host, port, user, key_file, known_hosts, ...)."""
+    """A connection for a device config (any object with name, host, port, user, key_file, known_hosts, ...);
+    ``host: local`` or an SSH host (replay boards are built by the toolkit from their tables)."""
     name = str(cfg.name)
     if cfg.host == "local":
         return LocalConnection(name)
-    if cfg.host == "replay":  # the tables are read and checked with the search space's canonical forms
-        from toolkit.replay import replay_connection
-
-        return replay_connection(cfg)
+    if cfg.host == "replay":  # its tables are read with the search space's canonical forms, above this layer
+        raise BadInput(f"device {name} is a replay board: open it with modnas.toolkit.workflow.profiling.connect")
     timeout = connect_timeout if connect_timeout is not None else float(getattr(cfg, "connect_timeout", 10.0))
     return SSHConnection(
         name=name,

@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from profilers.board import agent
-from profilers.board.agent import sha256_file
-from profilers.connection import Completed, LocalConnection, check_argv
-from profilers.pack import build_agent
+from modnas.profilers.board import agent
+from modnas.profilers.board.agent import sha256_file
+from modnas.profilers.connection import Completed, LocalConnection, check_argv
+from modnas.profilers.pack import build_agent
 
 
 class ReplayConnection(LocalConnection):

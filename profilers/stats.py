@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from toolkit.errors import BadInput
+from modnas.profilers.errors import BadInput
 
 _BOOT_CHUNK = 64
 

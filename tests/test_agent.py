@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from sshd_fixture import leftover_processes, tiny_onnx
 
-from profilers.board import timing
-from profilers.pack import BOARD_DIR, build_agent, pack_dir
+from modnas.profilers.board import timing
+from modnas.profilers.pack import BOARD_DIR, build_agent, pack_dir
 
 QUICK = {"warmup_s": 0.02, "min_runs": 4, "min_time_s": 0.02, "repeats": 3, "cooldown_s": 0.0}
 
@@ -221,7 +221,7 @@ def test_the_agent_runs_from_the_source_tree_and_a_job_file(model: Any, tmp_path
     work.mkdir()
     path = tmp_path / "job.json"
     path.write_text(json.dumps(job(model, work, measurement=dict(QUICK, repeats=1))))
-    done = subprocess.run([sys.executable, "-m", "profilers.board", "run", str(path)], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "modnas.profilers.board", "run", str(path)], capture_output=True,
                           timeout=60, cwd=Path(BOARD_DIR).parents[1])
     reply = json.loads(done.stdout)
     assert reply["ok"] is True and len(reply["blocks"]) == 1

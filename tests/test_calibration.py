@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from toolkit import calibration
-from toolkit.calibration import Calibration
-from toolkit.errors import BadInput
+from modnas.toolkit.prediction import calibration
+from modnas.toolkit.prediction.calibration import Calibration
+from modnas.toolkit.errors import BadInput
 
 
 def test_recovers_power_law() -> None:
@@ -85,7 +85,7 @@ def test_fixed_cost_offset_only_when_the_points_show_it() -> None:
     """A per-inference fixed cost (dispatch overhead) is found with enough points, never invented."""
     import numpy as np
 
-    from toolkit.calibration import MIN_POINTS_FOR_OFFSET, fit
+    from modnas.toolkit.prediction.calibration import MIN_POINTS_FOR_OFFSET, fit
 
     rng = np.random.default_rng(3)
     pred = np.exp(rng.uniform(-1.5, 3.0, 30))
@@ -99,6 +99,6 @@ def test_fixed_cost_offset_only_when_the_points_show_it() -> None:
     assert few.offset == 0.0
     # apply_log agrees with apply, and the JSON round trip keeps the offset
     assert np.allclose(np.exp(cal.apply_log(np.log(pred))), cal.apply(pred))
-    from toolkit.calibration import Calibration
+    from modnas.toolkit.prediction.calibration import Calibration
 
     assert Calibration.from_json(cal.to_json()).offset == cal.offset

@@ -16,10 +16,10 @@ import onnxruntime
 import pytest
 from sshd_fixture import QUICK_MEASUREMENT, leftover_processes, tiny_onnx
 
-from profilers.campaign import BadReply, Board, MeasureJob, MeasureResult, parse_reply
-from profilers.connection import ConnectionLost
-from profilers.pack import build_agent
-from toolkit.errors import BadInput, BoardError
+from modnas.profilers.campaign import BadReply, Board, MeasureJob, MeasureResult, parse_reply
+from modnas.profilers.connection import ConnectionLost
+from modnas.profilers.pack import build_agent
+from modnas.toolkit.errors import BadInput, BoardError
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_profile_models_over_ssh(sshd_board, models, tmp_path: Path) -> None:
 
 
 def test_local_board_from_a_device_file(sshd_board, models, tmp_path: Path) -> None:
-    from toolkit.config import load_device
+    from modnas.toolkit.config import load_device
 
     path = sshd_board.device_yaml(tmp_path, host="local", name="here")
     cfg = load_device(str(path))

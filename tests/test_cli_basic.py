@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.cli import main
-from toolkit.spaces import get_space
+from modnas.toolkit.cli import main
+from modnas.toolkit.spaces import get_space
 
 COMMANDS = ["doctor", "profile", "devices", "import", "space", "predict", "search", "pareto", "select", "export",
             "validate", "onboard", "quickstart"]
@@ -22,7 +22,7 @@ def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
 
 
 def test_help_lists_every_interface_command() -> None:
-    out = subprocess.run([sys.executable, "-m", "toolkit.cli", "--help"], capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-m", "modnas.toolkit.cli", "--help"], capture_output=True, text=True).stdout
     for name in COMMANDS:
         assert name in out
 

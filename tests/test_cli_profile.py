@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.cli import main
-from toolkit.spaces import get_space
-from toolkit.store import Store
+from modnas.toolkit.cli import main
+from modnas.toolkit.spaces import get_space
+from modnas.toolkit.store import Store
 
 ARCHS = [
     "|nor_conv_1x1~0|+|skip_connect~0|none~1|+|nor_conv_1x1~0|avg_pool_3x3~1|skip_connect~2|",
@@ -103,7 +103,7 @@ def test_lost_board_exit_3_keeps_results_and_resumes(sshd_board, modnas_home, tm
                                  measurement={"warmup_s": 0.05, "min_runs": 5, "min_time_s": 0.6, "repeats": 2,
                                               "cooldown_s": 0.0, "timeout_s": 60})
     env = dict(os.environ, MODNAS_HOME=str(modnas_home))
-    proc = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "profile", str(dev), "--archs", str(f), "--quiet"],
+    proc = subprocess.Popen([sys.executable, "-m", "modnas.toolkit.cli", "profile", str(dev), "--archs", str(f), "--quiet"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     db = modnas_home / "modnas.db"
     deadline = time.monotonic() + 120

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.config import DEVICE_CONFIG_DIR, load_device, read_device_file
-from toolkit.errors import BadInput
+from modnas.toolkit.config import DEVICE_CONFIG_DIR, load_device, read_device_file
+from modnas.toolkit.errors import BadInput
 
 EXAMPLES = sorted(DEVICE_CONFIG_DIR.glob("*.yaml"))
 

@@ -10,14 +10,9 @@ from pathlib import Path
 import pytest
 from sshd_fixture import ed25519_pair, leftover_processes
 
-from profilers.connection import (
-    CommandTimeout,
-    ConnectionLost,
-    LocalConnection,
-    SSHConnection,
-    open_connection,
-)
-from toolkit.errors import BadInput, BoardError
+from modnas.profilers.connection import (CommandTimeout, ConnectionLost, LocalConnection, SSHConnection,
+                                         open_connection)
+from modnas.toolkit.errors import BadInput, BoardError
 
 ECHO_ARGV = "import json, sys; print(json.dumps(sys.argv[1:]))"
 

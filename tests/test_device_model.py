@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import yaml
 
-from toolkit import calibration, device_model, predictors
-from toolkit.cli import main
-from toolkit.prediction import DeviceCost, device_cost, device_from_store
-from toolkit.spaces import get_space
-from toolkit.store import Store
+from modnas.toolkit.prediction import calibration, device_model, predictors
+from modnas.toolkit.cli import main
+from modnas.toolkit.prediction.device_cost import DeviceCost, device_cost, device_from_store
+from modnas.toolkit.spaces import get_space
+from modnas.toolkit.store import Store
 
 QUICK = {"warmup_s": 0.02, "min_runs": 3, "min_time_s": 0.02, "repeats": 2, "cooldown_s": 0.0, "timeout_s": 60.0}
 SP = get_space("nb201")

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolkit import benchdata
-from toolkit.embedding import hardware_embedding, reference_values
-from toolkit.errors import BadInput
-from toolkit.spaces import get_space
+from modnas.toolkit.data import benchdata
+from modnas.toolkit.prediction.embedding import hardware_embedding, reference_values
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.spaces import get_space
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.cli import main
-from toolkit.store import Store
+from modnas.toolkit.cli import main
+from modnas.toolkit.store import Store
 
 POWER_W = 6.0
 MAX_UJ = 50_000_000  # small range, so the counter wraps during the test

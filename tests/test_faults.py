@@ -22,9 +22,9 @@ from typing import Iterator
 import pytest
 
 from sshd_fixture import QUICK_MEASUREMENT, SSHD, SSHDBoard, _SSHD_CONFIG, _stop, ed25519_pair, tiny_onnx
-from toolkit.cli import main
-from toolkit.spaces import get_space
-from toolkit.store import Store
+from modnas.toolkit.cli import main
+from modnas.toolkit.spaces import get_space
+from modnas.toolkit.store import Store
 
 ARCHS = [
     "|nor_conv_1x1~0|+|skip_connect~0|none~1|+|nor_conv_1x1~0|avg_pool_3x3~1|skip_connect~2|",
@@ -193,7 +193,7 @@ def test_network_cut_mid_campaign_exit_3_keeps_results_and_resumes(modnas_home, 
         dev = nsb.board.device_yaml(tmp_path, name="loop-cut", measurement=dict(
             QUICK_MEASUREMENT, min_time_s=0.6, timeout_s=5))
         env = dict(os.environ, MODNAS_HOME=str(modnas_home))
-        proc = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "profile", str(dev), "--archs", str(f),
+        proc = subprocess.Popen([sys.executable, "-m", "modnas.toolkit.cli", "profile", str(dev), "--archs", str(f),
                                  "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         db = modnas_home / "modnas.db"
         try:
@@ -319,7 +319,7 @@ def test_board_that_lies_about_its_samples(sshd_board, modnas_home, tmp_path, ca
 
 # -- 5. artifacts are checked by hash on the board -----------------------------------------------------
 def test_corrupted_artifact_on_the_board_is_uploaded_again(sshd_board, tmp_path) -> None:
-    from profilers.campaign import Board, MeasureJob, sha256_file
+    from modnas.profilers.campaign import Board, MeasureJob, sha256_file
 
     model, shape = tiny_onnx(tmp_path / "tiny.onnx")
     cfg = sshd_board.config(tmp_path / "hash-work", name="loop-hash")
@@ -344,7 +344,7 @@ def test_corrupted_artifact_on_the_board_is_uploaded_again(sshd_board, tmp_path)
 
 
 def test_local_artifact_changed_after_hashing_is_refused(sshd_board, tmp_path) -> None:
-    from profilers.campaign import Board, MeasureJob, sha256_file
+    from modnas.profilers.campaign import Board, MeasureJob, sha256_file
 
     model, shape = tiny_onnx(tmp_path / "tiny2.onnx", channels=4)
     job = MeasureJob(artifact=model, sha256=sha256_file(model), runtime="onnxruntime", threads=1,
@@ -358,7 +358,7 @@ def test_local_artifact_changed_after_hashing_is_refused(sshd_board, tmp_path) -
 
 
 def test_full_disk_on_the_board_fails_the_upload_clearly(sshd_board, tmp_path) -> None:
-    from profilers.campaign import Board, MeasureJob, sha256_file
+    from modnas.profilers.campaign import Board, MeasureJob, sha256_file
 
     work = tmp_path / "small-disk"
     work.mkdir()
@@ -466,7 +466,7 @@ def test_bad_csv_imports(modnas_home, tmp_path, capsys) -> None:
 
 
 def test_bad_data_and_run_directories(modnas_home, tmp_path, capsys) -> None:
-    from toolkit.search.run import default_run_path
+    from modnas.toolkit.search.run import default_run_path
 
     afile = tmp_path / "afile"
     afile.write_text("x")

@@ -6,9 +6,9 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from profilers.board.meter import integrate, measure_energy, measure_with_config, settings_from, unwrap
-from profilers.board.sensors.base import COUNTER, POWER, Reading, Sensor, SensorError
-from profilers.board.sensors.sampling import RealClock, Sampler, SimClock
+from modnas.profilers.board.meter import integrate, measure_energy, measure_with_config, settings_from, unwrap
+from modnas.profilers.board.sensors.base import COUNTER, POWER, Reading, Sensor, SensorError
+from modnas.profilers.board.sensors.sampling import RealClock, Sampler, SimClock
 
 
 class Load:

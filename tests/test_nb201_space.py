@@ -9,9 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolkit.errors import BadInput
-from toolkit.spaces import SPACES, get_space
-from toolkit.spaces.nb201 import OPS, NB201Space
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.spaces import SPACES, get_space
+from modnas.toolkit.spaces.nb201 import OPS, NB201Space
 
 
 @pytest.fixture(scope="module")

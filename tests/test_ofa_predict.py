@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from toolkit import benchdata, predictors
-from toolkit.cli import main
-from toolkit.errors import BadInput
-from toolkit.spaces import get_space
+from modnas.toolkit.data import benchdata
+from modnas.toolkit.prediction import predictors, evaluation
+from modnas.toolkit.cli import main
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.spaces import get_space
 
 SPACE = "ofa_mbv3"
 DEVICE = "help_ofa:v100_32"  # onboarded from its 10 reference latencies only
@@ -50,7 +51,7 @@ def test_training_devices_read_the_ofa_table_and_hold_out_whole_gpus(data_dir: P
 
 
 def test_leave_gpus_out_evaluation_runs_for_ofa(data_dir: Path, ofa_table) -> None:
-    res = predictors.evaluate_predictor(data_dir, space=SPACE, folds=[["v100"]], config=TINY)
+    res = evaluation.evaluate(data_dir, space=SPACE, folds=[["v100"]], config=TINY)
     assert sorted(e["device"] for e in res["rows"]) == sorted(k for k in ofa_table.keys if "v100" in k)
     for e in res["rows"]:
         assert benchdata.hardware_group(e["nearest_device"]) != "v100"
@@ -145,7 +146,7 @@ def test_predict_without_all_references_asks_for_them(modnas_home: Path, ofa_tab
 
 
 def test_device_from_table_onboards_an_ofa_setting(data_dir: Path, ofa_table) -> None:
-    from toolkit.prediction import device_from_table
+    from modnas.toolkit.prediction.device_cost import device_from_table
 
     dev = device_from_table(data_dir, "help_ofa:titan_xp_64", SPACE, table=ofa_table)
     lo, hi = dev.space_minmax()

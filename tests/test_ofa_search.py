@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from toolkit.cli import main
-from toolkit.errors import BadInput
-from toolkit.spaces import get_space
+from modnas.toolkit.cli import main
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.spaces import get_space
 
 SPACE = "ofa_mbv3"
 TRAIN = ["help_ofa:2080ti_1", "help_ofa:v100_32"]
@@ -30,7 +30,7 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, object, s
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, ofa_table) -> tuple[Path, list]:
     """One epoch of supernet mode on 240 digits for two GPU settings (their shipped-predictor costs)."""
-    from toolkit.search.api import resolve_devices, run_search
+    from modnas.toolkit.search.api import resolve_devices, run_search
 
     devices, _ = resolve_devices(TRAIN, data_dir, table=ofa_table, space=SPACE)
     out = tmp_path_factory.mktemp("ofa-run") / "run"
@@ -40,9 +40,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, ofa_table
 
 
 def test_hypernet_logits_never_pick_a_choice_the_decision_lacks() -> None:
-    from toolkit.search.hypernet import MASKED, build_hypernet
-    from toolkit.search.samplers import get_sampler
-    from toolkit.search.supernets import hypernet_layout
+    from modnas.toolkit.search.hypernet import MASKED, build_hypernet
+    from modnas.toolkit.search.samplers import get_sampler
+    from modnas.toolkit.search.supernets import hypernet_layout
 
     space = get_space(SPACE)
     layout = hypernet_layout(space)
@@ -67,9 +67,9 @@ def test_hypernet_logits_never_pick_a_choice_the_decision_lacks() -> None:
 
 
 def test_supernet_mode_search_reads_out_and_extracts(tiny_run, tmp_path: Path) -> None:
-    from toolkit.artifacts import build_model
-    from toolkit.search.readout import neighbours, pareto, select
-    from toolkit.search.run import load_run, read_metrics
+    from modnas.toolkit.workflow.artifacts import build_model
+    from modnas.toolkit.search.readout import neighbours, pareto, select
+    from modnas.toolkit.search.run import load_run, read_metrics
 
     run_dir, devices = tiny_run
     rows = read_metrics(run_dir)
@@ -109,9 +109,9 @@ def test_supernet_mode_search_reads_out_and_extracts(tiny_run, tmp_path: Path) -
 
 
 def test_distilled_surrogate_stands_in_for_the_supernet(tiny_run, tmp_path: Path) -> None:
-    from toolkit.search.readout import pareto
-    from toolkit.search.run import load_run
-    from toolkit.search.surrogate import distil_surrogate
+    from modnas.toolkit.search.readout import pareto
+    from modnas.toolkit.search.run import load_run
+    from modnas.toolkit.search.surrogate import distil_surrogate
 
     run_dir, devices = tiny_run
     copy = tmp_path / "run"
@@ -135,7 +135,7 @@ def test_distilled_surrogate_stands_in_for_the_supernet(tiny_run, tmp_path: Path
 
 
 def test_benchmark_mode_needs_an_accuracy_table(data_dir: Path, ofa_table, tmp_path: Path) -> None:
-    from toolkit.search.api import resolve_devices, run_search
+    from modnas.toolkit.search.api import resolve_devices, run_search
 
     devices, _ = resolve_devices(TRAIN[:1], data_dir, table=ofa_table, space=SPACE)
     with pytest.raises(BadInput, match="--accuracy supernet"):
@@ -220,7 +220,7 @@ def test_board_onboarded_and_validated_in_ofa_mbv3(sshd_board, modnas_home: Path
     assert len(doc["references"]) == 10 and doc["calibration"]
     code, front, err = _run(capsys, "pareto", "--device", "ofa-board", "--space", SPACE)
     assert code == 0 and front, err
-    from toolkit.search.ofa_supernet import largest_arch
+    from modnas.toolkit.search.ofa_supernet import largest_arch
 
     largest = largest_arch(get_space(SPACE))
     archs = tmp_path / "val.txt"

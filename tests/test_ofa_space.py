@@ -12,9 +12,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolkit.errors import BadInput
-from toolkit.spaces import get_space
-from toolkit.spaces.ofa_mbv3 import REFERENCE_IDS, OFAMobileNetV3Space, make_divisible, widths
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.spaces import get_space
+from modnas.toolkit.spaces.ofa_mbv3 import REFERENCE_IDS, OFAMobileNetV3Space
+from modnas.toolkit.spaces.ofa_blocks import make_divisible, widths
 
 EXAMPLE = ("ks=7-5-5-5-7-7-5-7-5-7-3-7-5-3-7-3-5-3-5-3;e=6-4-4-6-6-3-4-3-3-6-3-3-3-6-3-4-6-4-3-6;"
            "d=2-2-2-2-3;r=204")
@@ -161,7 +162,7 @@ def test_network_exports_to_onnx(space: OFAMobileNetV3Space, tmp_path: Path) -> 
     _randomize_bn(net, 1)
     shape = space.input_shape(arch)
     try:
-        from exporters.onnx import export_onnx
+        from modnas.exporters.onnx import export_onnx
     except ImportError:
         export_onnx = None
     if export_onnx is not None:
@@ -187,7 +188,7 @@ def test_network_exports_to_onnx(space: OFAMobileNetV3Space, tmp_path: Path) -> 
 
 # -- data ----------------------------------------------------------------------------------------
 def test_lut_latency_matches_readme(space: OFAMobileNetV3Space, data_dir: Path) -> None:
-    from toolkit import benchdata_ofa as bd
+    from modnas.toolkit.data import benchdata_ofa as bd
 
     if not (data_dir / "ofa_official").exists():
         pytest.skip("shared/data/ofa_official is not here")
@@ -205,7 +206,7 @@ def test_lut_latency_matches_readme(space: OFAMobileNetV3Space, data_dir: Path) 
 
 
 def test_latency_table(space: OFAMobileNetV3Space, data_dir: Path) -> None:
-    from toolkit import benchdata_ofa as bd
+    from modnas.toolkit.data import benchdata_ofa as bd
 
     if not (data_dir / "help_ofa").exists():
         pytest.skip("shared/data/help_ofa is not here")

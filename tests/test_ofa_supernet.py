@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from toolkit.errors import BadInput
-from toolkit.search.ofa_supernet import (
-    OFASupernet, calibrate_bn, digits_dataset, evaluate, largest_arch, train_steps,
-)
-from toolkit.spaces import get_space
-from toolkit.spaces.ofa_mbv3 import OFAMobileNetV3Space, hidden_width, make_divisible
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.search.ofa_supernet import (OFASupernet, calibrate_bn, digits_dataset, evaluate,
+                                                largest_arch, train_steps)
+from modnas.toolkit.spaces import get_space
+from modnas.toolkit.spaces.ofa_mbv3 import OFAMobileNetV3Space
+from modnas.toolkit.spaces.ofa_blocks import hidden_width, make_divisible
 
 SMALLEST = "ks=" + "-".join(["3"] * 20) + ";e=" + "-".join(["3"] * 20) + ";d=2-2-2-2-2;r=128"
 

@@ -7,10 +7,10 @@ import onnx
 import pytest
 import torch
 
-from exporters.onnx import OPSET, export_onnx
-from exporters.result import ExportMismatch, read_sidecar, sha256_file
-from toolkit.artifacts import build_model
-from toolkit.spaces import get_space
+from modnas.exporters.onnx import OPSET, export_onnx
+from modnas.exporters.result import ExportMismatch, read_sidecar, sha256_file
+from modnas.toolkit.workflow.artifacts import build_model
+from modnas.toolkit.spaces import get_space
 
 ARCHS = [
     "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from profilers.campaign import BadReply, MeasureJob, parse_reply
-from toolkit.config import DeviceConfig, parse_device
-from toolkit.errors import BadInput
-from toolkit.importer import read_measurement_csv
-from toolkit.spaces import get_space
+from modnas.profilers.campaign import BadReply, MeasureJob, parse_reply
+from modnas.toolkit.config import DeviceConfig, parse_device
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.data.importer import read_measurement_csv
+from modnas.toolkit.spaces import get_space
 
 NB201 = get_space("nb201")
 OFA = get_space("ofa_mbv3")

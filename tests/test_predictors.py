@@ -10,11 +10,12 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from toolkit import benchdata, calibration, predictors
-from toolkit.errors import BadInput
-from toolkit.prediction import device_cost, device_from_store, device_from_table
-from toolkit.predictor_nets import ARCH_BRANCHES, CostNet
-from toolkit.spaces import get_space
+from modnas.toolkit.data import benchdata
+from modnas.toolkit.prediction import calibration, predictors, evaluation
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.prediction.device_cost import device_cost, device_from_store, device_from_table
+from modnas.toolkit.prediction.nets import ARCH_BRANCHES, CostNet
+from modnas.toolkit.spaces import get_space
 
 TINY = {"epochs": 6, "per_device": 128, "batch": 256, "hidden": 32, "hw_hidden": 16, "head_hidden": 32}
 HELD = "hw_nas_bench_360:raspberrypi5:onnx_cifar100"
@@ -158,7 +159,7 @@ def test_store_measurements_train_and_finetune(tiny: dict[str, Any], table, spac
     meas = np.array(list(extra["lab-board"].values()))
     emb = np.asarray(pred.predict(archs[:1], np.linspace(0, 1, 10)))  # warm path
     assert emb.shape == (1,)
-    from toolkit.embedding import hardware_embedding
+    from modnas.toolkit.prediction.embedding import hardware_embedding
 
     e = hardware_embedding(extra["lab-board"], space)
     tuned = calibration.finetune(pred, archs, meas, e, steps=30)
@@ -195,7 +196,7 @@ def test_shipped_predictor_ranks_a_table_device(metric: str, data_dir: Path, spa
 
 def test_leave_group_out_evaluation_reports_every_baseline(data_dir: Path, table) -> None:
     group = benchdata.hardware_group("help:gold_6240")
-    res = predictors.evaluate_predictor(data_dir, folds=[[group]], config=dict(TINY, epochs=1, per_device=32))
+    res = evaluation.evaluate(data_dir, folds=[[group]], config=dict(TINY, epochs=1, per_device=32))
     devices = [e["device"] for e in res["rows"]]
     assert devices == ["help:gold_6240"]
     for e in res["rows"]:
@@ -206,4 +207,4 @@ def test_leave_group_out_evaluation_reports_every_baseline(data_dir: Path, table
         assert e["predictor"]["spearman"] == pytest.approx(e["uncalibrated"]["spearman"])
     assert "mean" in res["markdown"] and res["mean"]["predictor"]["mdape"] > 0
     with pytest.raises(BadInput):
-        predictors.evaluate_predictor(data_dir, space="ofa_mbv3", metric="energy")  # OFA: latency only
+        evaluation.evaluate(data_dir, space="ofa_mbv3", metric="energy")  # OFA: latency only

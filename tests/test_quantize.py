@@ -10,8 +10,8 @@ import onnx
 import pytest
 import torch
 
-from toolkit.cli import main
-from toolkit.errors import BadInput
+from modnas.toolkit.cli import main
+from modnas.toolkit.errors import BadInput
 
 TINY = "|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|"
 
@@ -20,7 +20,7 @@ TINY = "|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|"
 def int8_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     """A tiny cell trained a little on 60 digits, exported with --quantize int8 through the CLI."""
     torch.set_num_threads(1)
-    from toolkit.training import train_arch
+    from modnas.toolkit.workflow.training import train_arch
 
     ckpt = tmp_path_factory.mktemp("q-ckpt")
     train_arch(TINY, space_name="nb201", images="digits", out=ckpt, epochs=2, max_images=60, quiet=True)
@@ -34,7 +34,7 @@ def int8_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
 def test_int8_model_is_qdq_per_channel_and_runs(int8_export: tuple[Path, Path], capsys) -> None:
     import onnxruntime as ort
 
-    from exporters.quantize import is_qdq
+    from modnas.exporters.quantize import is_qdq
 
     files = sorted(p.name for p in int8_export[1].iterdir())
     int8 = next(int8_export[1].glob("*-int8.onnx"))
@@ -53,8 +53,8 @@ def test_int8_model_is_qdq_per_channel_and_runs(int8_export: tuple[Path, Path], 
 
 
 def test_int8_accuracy_close_to_fp32(int8_export: tuple[Path, Path]) -> None:
-    from toolkit.accuracy import accuracy_path
-    from toolkit.training import heldout_images, model_from_checkpoint
+    from modnas.toolkit.workflow.accuracy import accuracy_path
+    from modnas.toolkit.workflow.training import heldout_images, model_from_checkpoint
     import onnxruntime as ort
 
     ckpt, out = int8_export
@@ -74,9 +74,9 @@ def test_int8_accuracy_close_to_fp32(int8_export: tuple[Path, Path]) -> None:
 
 
 def test_calibration_uses_training_images_only(int8_export: tuple[Path, Path]) -> None:
-    from toolkit.exporting import _eval_data
-    from toolkit.spaces import get_space
-    from toolkit.training import model_from_checkpoint
+    from modnas.toolkit.workflow.exporting import _eval_data
+    from modnas.toolkit.spaces import get_space
+    from modnas.toolkit.workflow.training import model_from_checkpoint
 
     _, meta = model_from_checkpoint(int8_export[0])
     evald = _eval_data(get_space("nb201"), TINY, meta, None, "int8")
@@ -87,7 +87,7 @@ def test_calibration_uses_training_images_only(int8_export: tuple[Path, Path]) -
 
 
 def test_quantize_bad_input(tmp_path: Path, capsys, modnas_home: Path) -> None:
-    from exporters.quantize import quantize_int8
+    from modnas.exporters.quantize import quantize_int8
 
     out = tmp_path / "x"
     assert main(["export", TINY, "--quantize", "int8", "--out", str(out)]) == 2
@@ -96,9 +96,9 @@ def test_quantize_bad_input(tmp_path: Path, capsys, modnas_home: Path) -> None:
     assert main(["export", TINY, "--quantize", "int8", "--images", str(tmp_path / "missing"),
                  "--out", str(out)]) == 2 and not out.exists()
     onnx_file = tmp_path / "m.onnx"
-    from exporters.onnx import export_onnx
-    from toolkit.artifacts import build_model
-    from toolkit.spaces import get_space
+    from modnas.exporters.onnx import export_onnx
+    from modnas.toolkit.workflow.artifacts import build_model
+    from modnas.toolkit.spaces import get_space
 
     export_onnx(build_model(get_space("nb201"), TINY), (1, 3, 32, 32), onnx_file)
     with pytest.raises(BadInput, match="calibration images"):
@@ -113,7 +113,7 @@ def test_quantize_bad_input(tmp_path: Path, capsys, modnas_home: Path) -> None:
 
 
 def test_tensorrt_takes_the_calibrated_int8_model(capsys, tmp_path: Path, modnas_home: Path) -> None:
-    from toolkit.exporting import tensorrt_build_plan
+    from modnas.toolkit.workflow.exporting import tensorrt_build_plan
 
     assert tensorrt_build_plan("int8", "fp32") == ("onnx_int8_tensorrt", "int8")
     assert tensorrt_build_plan(None, "fp16") == ("onnx", "fp16")
@@ -123,11 +123,11 @@ def test_tensorrt_takes_the_calibrated_int8_model(capsys, tmp_path: Path, modnas
 
 
 def test_precision_int8_keyed_apart_in_the_store(tmp_path: Path, modnas_home: Path) -> None:
-    from exporters.quantize import is_qdq
-    from toolkit.config import parse_device
-    from toolkit.profiling import profile_device
-    from toolkit.spaces import get_space
-    from toolkit.store import Store
+    from modnas.exporters.quantize import is_qdq
+    from modnas.toolkit.config import parse_device
+    from modnas.toolkit.workflow.profiling import profile_device
+    from modnas.toolkit.spaces import get_space
+    from modnas.toolkit.store import Store
 
     quick = {"warmup_s": 0.0, "min_runs": 3, "min_time_s": 0.0, "repeats": 1, "cooldown_s": 0.0}
     with pytest.raises(BadInput, match="precision"):

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import yaml
 
-from profilers.board.replay import ReplayBoard
-from toolkit.cli import main
-from toolkit.config import load_device, parse_device, read_device_file
-from toolkit.errors import BadInput
-from toolkit.replay import read_table, write_device, write_table
-from toolkit.spaces import get_space
-from toolkit.store import Store
+from modnas.profilers.board.replay import ReplayBoard
+from modnas.toolkit.cli import main
+from modnas.toolkit.config import load_device, parse_device, read_device_file
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.data.replay import read_table, write_device, write_table
+from modnas.toolkit.spaces import get_space
+from modnas.toolkit.store import Store
 
 NB201 = get_space("nb201")
 REFS = NB201.reference_archs()

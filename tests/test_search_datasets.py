@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolkit.datasets import load_images, split_three
-from toolkit.errors import BadInput
+from modnas.toolkit.data.datasets import load_images, split_three
+from modnas.toolkit.errors import BadInput
 
 
 def test_digits_are_upsampled_to_32x32_rgb() -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.multiprocessing as mp
 
-from toolkit.search.costs import LinearCost
+from modnas.toolkit.search.costs import LinearCost
 
 
 def _costs() -> list[LinearCost]:
@@ -24,7 +24,7 @@ def _costs() -> list[LinearCost]:
 
 
 def _search(out: Path) -> dict:
-    from toolkit.search.api import run_search
+    from modnas.toolkit.search.api import run_search
 
     return run_search(_costs(), epochs=2, out=out, seed=4, steps_per_epoch=4, prefs_per_step=4, plots=False,
                       h_lr=0.01)
@@ -61,7 +61,7 @@ def test_two_gloo_ranks_end_identical(tmp_path: Path) -> None:
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5), k
     # training moved the parameters (the comparison is not between two untouched inits)
-    from toolkit.search.hypernet import build_hypernet
+    from modnas.toolkit.search.hypernet import build_hypernet
 
     torch.manual_seed(4)
     fresh = build_hypernet("mlp", n_objectives=2, emb_dim=10, hidden=64).state_dict()

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from toolkit.errors import BadInput
-from toolkit.search.hypernet import build_hypernet
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.search.hypernet import build_hypernet
 
 
 @pytest.mark.parametrize("kind", ["mlp", "experts"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from toolkit.search.mgd import mgd_combine, min_norm_weights
+from modnas.toolkit.search.mgd import mgd_combine, min_norm_weights
 
 
 def _gram(vectors: list[list[float]]) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from toolkit.pareto import hypervolume, igd_plus, nondominated, nondominated_mask, normalise
+from modnas.toolkit.pareto import hypervolume, igd_plus, nondominated, nondominated_mask, normalise
 
 
 def test_nondominated_two_and_three_objectives() -> None:

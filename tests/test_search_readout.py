@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from toolkit.errors import BadInput
-from toolkit.search.costs import LinearCost, embedding_from_values
-from toolkit.spaces import get_space
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.search.costs import LinearCost, embedding_from_values
+from modnas.toolkit.spaces import get_space
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def table_costs(data_dir: Path) -> dict[str, LinearCost]:
 
 @pytest.fixture(scope="module")
 def run_dir(table_costs: dict[str, LinearCost], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from toolkit.search.api import run_search
+    from modnas.toolkit.search.api import run_search
 
     train = [table_costs[k] for k in ("1080ti_1", "pixel3", "gold_6240")]
     out = tmp_path_factory.mktemp("search") / "run"
@@ -48,7 +48,7 @@ def run_dir(table_costs: dict[str, LinearCost], tmp_path_factory: pytest.TempPat
 
 
 def test_run_directory_contents(run_dir: Path) -> None:
-    from toolkit.search.run import read_metrics
+    from modnas.toolkit.search.run import read_metrics
 
     meta = json.loads((run_dir / "config.json").read_text())
     assert meta["config"]["accuracy"] == "benchmark" and meta["config"]["cost_source"] == "test stand-in"
@@ -61,8 +61,8 @@ def test_run_directory_contents(run_dir: Path) -> None:
 
 
 def test_pareto_on_a_held_out_device(run_dir: Path, table_costs: dict[str, LinearCost]) -> None:
-    from toolkit.search.readout import pareto
-    from toolkit.search.run import load_run
+    from modnas.toolkit.search.readout import pareto
+    from modnas.toolkit.search.run import load_run
 
     run = load_run(run_dir)
     device = table_costs["samsung_a50"]          # never seen in training
@@ -82,8 +82,8 @@ def test_pareto_on_a_held_out_device(run_dir: Path, table_costs: dict[str, Linea
 
 
 def test_select_meets_the_budget_with_margin(run_dir: Path, table_costs: dict[str, LinearCost]) -> None:
-    from toolkit.search.readout import pareto, select
-    from toolkit.search.run import load_run
+    from modnas.toolkit.search.readout import pareto, select
+    from modnas.toolkit.search.run import load_run
 
     run = load_run(run_dir)
     device = table_costs["samsung_a50"]
@@ -106,7 +106,7 @@ def test_select_meets_the_budget_with_margin(run_dir: Path, table_costs: dict[st
 def test_same_seed_same_hypernet(table_costs: dict[str, LinearCost], tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from toolkit.search.api import run_search
+    from modnas.toolkit.search.api import run_search
 
     devs = [table_costs["1080ti_1"], table_costs["pixel3"]]
     for name in ("a", "b"):
@@ -116,7 +116,7 @@ def test_same_seed_same_hypernet(table_costs: dict[str, LinearCost], tmp_path: P
 
 
 def test_preference_grid() -> None:
-    from toolkit.search.readout import preference_grid
+    from modnas.toolkit.search.readout import preference_grid
 
     g = preference_grid(2, 24)
     assert g.shape == (24, 2) and np.allclose(g.sum(axis=1), 1.0) and np.all(g > 0)
@@ -126,7 +126,7 @@ def test_preference_grid() -> None:
 
 
 def test_bad_config_is_one_line_bad_input(table_costs: dict[str, LinearCost], tmp_path: Path) -> None:
-    from toolkit.search.api import run_search
+    from modnas.toolkit.search.api import run_search
 
     with pytest.raises(BadInput, match="accuracy"):
         run_search([table_costs["pixel3"]], accuracy="oracle", out=tmp_path / "x")
@@ -137,7 +137,7 @@ def test_bad_config_is_one_line_bad_input(table_costs: dict[str, LinearCost], tm
 
 
 class _FakeDeviceCost:
-    """Shaped like toolkit.prediction.DeviceCost: ``emb``, ``space_minmax()``, ``margin()``."""
+    """Shaped like modnas.toolkit.prediction.device_cost.DeviceCost: ``emb``, ``space_minmax()``, ``margin()``."""
 
     def __init__(self, inner: LinearCost) -> None:
         self.name, self.emb, self._inner = "fake:" + inner.name, inner.embedding, inner
@@ -156,9 +156,9 @@ class _FakeDeviceCost:
 
 
 def test_three_objectives_and_device_cost_shape(tmp_path: Path) -> None:
-    from toolkit.search.api import run_search
-    from toolkit.search.readout import pareto, select
-    from toolkit.search.run import load_run
+    from modnas.toolkit.search.api import run_search
+    from modnas.toolkit.search.readout import pareto, select
+    from modnas.toolkit.search.run import load_run
 
     rng = np.random.default_rng(2)
     lat = [LinearCost(f"d{i}", np.abs(rng.normal(size=30)) * 0.2, 0.0, rng.random(10), 0.05) for i in range(2)]
@@ -177,9 +177,9 @@ def test_three_objectives_and_device_cost_shape(tmp_path: Path) -> None:
 
 
 def test_readout_spreads_to_at_most_k_distinct_nondominated(run_dir: Path, table_costs: dict[str, LinearCost]) -> None:
-    from toolkit.pareto import hypervolume, nondominated_mask
-    from toolkit.search.readout import pareto, preference_grid, spread
-    from toolkit.search.run import load_run
+    from modnas.toolkit.pareto import hypervolume, nondominated_mask
+    from modnas.toolkit.search.readout import pareto, preference_grid, spread
+    from modnas.toolkit.search.run import load_run
 
     run = load_run(run_dir)
     device = table_costs["samsung_a50"]
@@ -212,8 +212,8 @@ def test_readout_spreads_to_at_most_k_distinct_nondominated(run_dir: Path, table
 
 
 def test_select_pool_includes_the_spread_readout(run_dir: Path, table_costs: dict[str, LinearCost]) -> None:
-    from toolkit.search.readout import pareto, select
-    from toolkit.search.run import load_run
+    from modnas.toolkit.search.readout import pareto, select
+    from modnas.toolkit.search.run import load_run
 
     run = load_run(run_dir)
     device = table_costs["samsung_a50"]
@@ -227,8 +227,8 @@ def test_select_pool_includes_the_spread_readout(run_dir: Path, table_costs: dic
 def test_preferences_move_the_shipped_runs_argmax() -> None:
     """On one device, neighbouring preferences give different architectures, and not only at one
     end of the preference range."""
-    from toolkit.search.readout import preference_grid
-    from toolkit.search.run import load_run
+    from modnas.toolkit.search.readout import preference_grid
+    from modnas.toolkit.search.run import load_run
 
     run = load_run(None, "nb201")
     grid = preference_grid(2, 96)

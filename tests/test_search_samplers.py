@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from toolkit.errors import BadInput
-from toolkit.search.samplers import GDASSampler, argmax_onehot, get_sampler
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.search.samplers import GDASSampler, argmax_onehot, get_sampler
 
 
 @pytest.mark.parametrize("name", ["reinmax", "gdas"])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from toolkit.search.costs import LinearCost
-from toolkit.search.scalarise import SCALARISATIONS, minimisers, scalarise
+from modnas.toolkit.search.costs import LinearCost
+from modnas.toolkit.search.scalarise import SCALARISATIONS, minimisers, scalarise
 
 # a 2-D front (both minimised) whose middle point lies above the chord of its neighbours: no
 # weighted sum has it as its minimiser, every Tchebycheff form does for the balanced preference
@@ -62,10 +62,10 @@ def _toy_costs(n: int, seed: int) -> list[LinearCost]:
 def test_each_scalarisation_in_the_benchmark_loop() -> None:
     """Same seed, same first samples: the first step's per-device losses keep the scalarisations'
     order, and every scalarisation moves the hypernetwork."""
-    from toolkit.search.hypernet import flat_params
-    from toolkit.search.loop import SearchDevice, Trainer
-    from toolkit.search.run import SearchConfig, shipped_surrogate_dir
-    from toolkit.search.surrogate import load_surrogate
+    from modnas.toolkit.search.hypernet import flat_params
+    from modnas.toolkit.search.loop import SearchDevice, Trainer
+    from modnas.toolkit.search.run import SearchConfig, shipped_surrogate_dir
+    from modnas.toolkit.search.surrogate import load_surrogate
 
     torch.set_num_threads(1)
     surrogate = load_surrogate(shipped_surrogate_dir())
@@ -86,8 +86,8 @@ def test_each_scalarisation_in_the_benchmark_loop() -> None:
 
 
 def test_supernet_mode_freezes_the_error_scale(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from toolkit.search.api import run_search
-    from toolkit.search.run import read_metrics
+    from modnas.toolkit.search.api import run_search
+    from modnas.toolkit.search.run import read_metrics
 
     res = run_search(_toy_costs(2, 0), accuracy="supernet", data_dir="digits", epochs=3, warmup_epochs=1,
                      out=tmp_path / "run", seed=0, channels=4, cells=1, batch_size=32, max_images=300,
@@ -102,10 +102,10 @@ def test_supernet_mode_freezes_the_error_scale(tmp_path) -> None:  # type: ignor
 def test_old_runs_load_as_weighted_sum(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    from toolkit.search.run import SearchConfig, load_run
+    from modnas.toolkit.search.run import SearchConfig, load_run
 
     res_dir = tmp_path / "run"
-    from toolkit.search.api import run_search
+    from modnas.toolkit.search.api import run_search
 
     run_search(_toy_costs(1, 0), epochs=1, steps_per_epoch=1, prefs_per_step=2, out=res_dir, plots=False,
                scalarisation="tchebycheff")
@@ -118,7 +118,7 @@ def test_old_runs_load_as_weighted_sum(tmp_path) -> None:  # type: ignore[no-unt
 
 
 def test_greedy_hypervolume_subset() -> None:
-    from toolkit.pareto import greedy_hv_subset, hypervolume
+    from modnas.toolkit.pareto import greedy_hv_subset, hypervolume
 
     th = np.linspace(0.0, math.pi / 2, 40)
     front = np.stack([1.0 - np.cos(th), 1.0 - np.sin(th)], axis=1) * 0.9     # a convex quarter circle

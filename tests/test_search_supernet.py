@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toolkit.search.costs import LinearCost
-from toolkit.search.supernet import NB201Supernet, extract_subnet, save_subnet
-from toolkit.spaces import get_space
-from toolkit.spaces.nb201_net import NB201Network
+from modnas.toolkit.search.costs import LinearCost
+from modnas.toolkit.search.supernet import NB201Supernet, extract_subnet, save_subnet
+from modnas.toolkit.spaces import get_space
+from modnas.toolkit.spaces.nb201_net import NB201Network
 
 
 def _archs() -> list[str]:
@@ -53,7 +53,7 @@ def test_straight_through_weight_reaches_the_sample() -> None:
     logits = torch.zeros(6, 5)
     logits[:, 3] = 4.0  # a connected cell (mostly 3x3 convolutions), so the output depends on it
     logits.requires_grad_(True)
-    from toolkit.search.samplers import get_sampler
+    from modnas.toolkit.search.samplers import get_sampler
 
     a = get_sampler("reinmax")(logits, torch.Generator().manual_seed(3))
     out = net(torch.randn(4, 3, 32, 32), a)
@@ -72,9 +72,9 @@ def _toy_costs(n: int, seed: int) -> list[LinearCost]:
 
 
 def test_two_epoch_supernet_search_on_digits_lowers_the_loss(tmp_path: Path) -> None:
-    from toolkit.search.api import run_search
-    from toolkit.search.readout import pareto, select
-    from toolkit.search.run import extract_subnet_weights, load_run, read_metrics
+    from modnas.toolkit.search.api import run_search
+    from modnas.toolkit.search.readout import pareto, select
+    from modnas.toolkit.search.run import extract_subnet_weights, load_run, read_metrics
 
     res = run_search(_toy_costs(2, 0), accuracy="supernet", data_dir="digits", epochs=2, out=tmp_path / "run",
                      seed=0, channels=4, cells=1, batch_size=32, max_images=400, w_lr=0.05)

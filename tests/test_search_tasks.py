@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolkit.cli import main
-from toolkit.errors import BadInput
-from toolkit.tasks import TASK_COLUMNS
+from modnas.toolkit.cli import main
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.data.tasks import TASK_COLUMNS
 
 PI5 = "hw_nas_bench_360:raspberrypi5:onnx_cifar100"
 
@@ -29,7 +29,7 @@ def tables(data_dir: Path) -> Path:
 
 
 def test_task_picks_the_accuracy_column() -> None:
-    from toolkit.search.run import make_config
+    from modnas.toolkit.search.run import make_config
 
     for task, column in TASK_COLUMNS.items():
         cfg = make_config({"task": task})
@@ -45,12 +45,12 @@ def test_a_run_records_its_task_and_searches_that_column(tables: Path, tmp_path:
     """A cifar100 run reads the cifar100 column's surrogate, records the task, and only that task loads it."""
     import torch
 
-    from toolkit.benchdata import load_accuracy
-    from toolkit.search.api import run_search
-    from toolkit.search.costs import linear_costs_from_table
-    from toolkit.search.run import load_run
-    from toolkit.search.surrogate import fit_surrogate, save_surrogate
-    from toolkit.spaces import get_space
+    from modnas.toolkit.data.benchdata import load_accuracy
+    from modnas.toolkit.search.api import run_search
+    from modnas.toolkit.search.costs import linear_costs_from_table
+    from modnas.toolkit.search.run import load_run
+    from modnas.toolkit.search.surrogate import fit_surrogate, save_surrogate
+    from modnas.toolkit.spaces import get_space
 
     space = get_space("nb201")
     acc = load_accuracy(tables)
@@ -75,7 +75,7 @@ def test_a_run_records_its_task_and_searches_that_column(tables: Path, tmp_path:
 
 @pytest.mark.parametrize("task", sorted(TASK_COLUMNS))
 def test_the_shipped_run_of_each_task(task: str) -> None:
-    from toolkit.search.run import default_run_path, load_run
+    from modnas.toolkit.search.run import default_run_path, load_run
 
     run = load_run(None, "nb201", task)
     assert run.config.task == task and run.config.accuracy_column == TASK_COLUMNS[task]
@@ -142,7 +142,7 @@ def energy_run(tables: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 
 
 def test_three_objectives_take_the_devices_with_energy(energy_run: tuple[Path, str], tables: Path) -> None:
-    from toolkit.benchdata import load_table
+    from modnas.toolkit.data.benchdata import load_table
 
     run_dir, stderr = energy_run
     meta = json.loads((run_dir / "config.json").read_text())
@@ -155,8 +155,8 @@ def test_three_objectives_take_the_devices_with_energy(energy_run: tuple[Path, s
 
 def test_three_objective_read_out_for_a_table_device(energy_run: tuple[Path, str], tables: Path,
                                                      capsys: pytest.CaptureFixture, modnas_home: Path) -> None:
-    from toolkit.benchdata import load_accuracy, load_table
-    from toolkit.pareto import hypervolume, normalise
+    from modnas.toolkit.data.benchdata import load_accuracy, load_table
+    from modnas.toolkit.pareto import hypervolume, normalise
 
     nondominated = _bench().nondominated_points  # type: ignore[attr-defined]  # fast in 3-D
     run_dir, _ = energy_run
@@ -166,7 +166,7 @@ def test_three_objective_read_out_for_a_table_device(energy_run: tuple[Path, str
     front = json.loads(out)
     assert front and all({"error", "latency_ms", "energy_mj"} <= set(r["predicted"]) for r in front)
     # scored on the true table values, 3-D hypervolume against the exhaustive front
-    from toolkit.spaces import get_space
+    from modnas.toolkit.spaces import get_space
 
     idx = get_space("nb201").all_archs()
     pos = {a: i for i, a in enumerate(idx)}
@@ -212,7 +212,7 @@ def test_benchmark_spread_picks_cover_the_front() -> None:
 
 
 def test_benchmark_nondominated_filter_agrees_with_the_toolkit() -> None:
-    from toolkit.pareto import nondominated_mask
+    from modnas.toolkit.pareto import nondominated_mask
 
     bench = _bench()
     rng = np.random.default_rng(4)

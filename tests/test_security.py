@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from sshd_fixture import QUICK_MEASUREMENT, ed25519_pair
-from toolkit.cli import main
-from toolkit.errors import BadInput, BoardError
-from toolkit.store import Store
+from modnas.toolkit.cli import main
+from modnas.toolkit.errors import BadInput, BoardError
+from modnas.toolkit.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("toolkit", "profilers", "exporters")
@@ -93,7 +93,7 @@ def _arch_file(tmp_path: Path) -> Path:
 
 
 def test_strict_is_the_default(sshd_board, tmp_path) -> None:
-    from toolkit.config import parse_device
+    from modnas.toolkit.config import parse_device
 
     cfg = parse_device({"name": "d", "host": "10.0.0.1"})
     assert cfg.host_key_policy == "strict"
@@ -177,7 +177,7 @@ def test_injection_through_cli_fields_runs_nothing(sshd_board, modnas_home, tmp_
 
 def test_injection_past_validation_is_quoted_on_the_board(sshd_board, tmp_path) -> None:
     """Code that builds a Board from any config object: the remote command is quoted argument by argument."""
-    from profilers.campaign import Board
+    from modnas.profilers.campaign import Board
 
     marker = tmp_path / "PWNED2"
     for payload in _payloads(marker):
@@ -216,7 +216,7 @@ def test_work_directory_is_private(sshd_board, modnas_home, tmp_path, capsys) ->
 
 
 def test_job_settings_from_the_host_are_checked_before_anything_runs(tmp_path) -> None:
-    from profilers.campaign import MeasureJob
+    from modnas.profilers.campaign import MeasureJob
 
     good = {"artifact": tmp_path / "m.onnx", "sha256": "a" * 64, "runtime": "onnxruntime", "threads": 1,
             "input_shape": [1, 3, 8, 8], "measurement": QUICK_MEASUREMENT}

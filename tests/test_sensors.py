@@ -14,10 +14,11 @@ from typing import Callable, Dict, List, Optional
 
 import pytest
 
-from profilers.board.meter import measure_energy
-from profilers.board.sensors import NAMES, SENSORS, detect_sensors, get_sensor_module, make_sensor, probe_sensor
-from profilers.board.sensors.base import COUNTER, POWER, SensorError, read_text
-from profilers.board.sensors.sampling import SimClock
+from modnas.profilers.board.meter import measure_energy
+from modnas.profilers.board.meter import probe_sensor
+from modnas.profilers.board.sensors import NAMES, SENSORS, detect_sensors, get_sensor_module, make_sensor
+from modnas.profilers.board.sensors.base import COUNTER, POWER, SensorError, read_text
+from modnas.profilers.board.sensors.sampling import SimClock
 
 ROOT = Path(__file__).resolve().parents[1]
 BOARD = ROOT / "profilers" / "board"
@@ -232,7 +233,7 @@ def _missing_message(name: str, tmp_path: Path) -> str:
 
 
 def test_agent_style_measure_with_config(tmp_path: Path) -> None:
-    from profilers.board.meter import measure_with_config
+    from modnas.profilers.board.meter import measure_with_config
 
     zones = rapl_tree(tmp_path)
     cfg = {"sensor": "rapl", "domain": "package", "rail": None, "root": str(tmp_path), "command": None,
@@ -512,7 +513,7 @@ def test_command_sensor_errors(command: str, match: str) -> None:
     ("4.5", 4.5), ("5.02V 0.91A 4.57W", 4.57), ("P=4570mW", 4.57), ("1.5e1\n", 15.0), ("idle", None),
 ])
 def test_command_output_parsing(text: str, watts: Optional[float]) -> None:
-    from profilers.board.sensors.command import parse_watts
+    from modnas.profilers.board.sensors.command import parse_watts
 
     got = parse_watts(text)
     assert got == (None if watts is None else pytest.approx(watts))
@@ -602,17 +603,23 @@ def _python38() -> Optional[str]:
 
 @pytest.mark.skipif(_python38() is None, reason="no Python 3.8 interpreter on this machine")
 def test_board_code_imports_and_measures_on_python38(tmp_path: Path) -> None:
+    """The board code as a board gets it: the packed agent, imported by an old interpreter."""
+    from modnas.profilers.pack import PACKAGE, build_agent
+
+    pyz = tmp_path / "agent.pyz"
+    pyz.write_bytes(build_agent().data)
     code = (
-        "from profilers.board.sensors import make_sensor, NAMES\n"
-        "from profilers.board.sensors.tegrastats import parse_line\n"
-        "from profilers.board.meter import measure_energy\n"
+        f"import sys; sys.path.insert(0, {str(pyz)!r})\n"
+        f"from {PACKAGE}.sensors import make_sensor, NAMES\n"
+        f"from {PACKAGE}.sensors.tegrastats import parse_line\n"
+        f"from {PACKAGE}.meter import measure_energy, probe_sensor\n"
         "import importlib, time\n"
-        "[importlib.import_module('profilers.board.sensors.' + n) for n in NAMES]\n"
+        f"[importlib.import_module('{PACKAGE}.sensors.' + n) for n in NAMES]\n"
         "s = make_sensor({'sensor': 'command', 'command': 'echo 2.5', 'interval_ms': 20})\n"
         "out = measure_energy(s, lambda: time.sleep(0.01), idle_s=0.1, min_samples=3, min_time_s=0.2)\n"
         "s.close()\n"
         "print(round(out['mean_w'], 3), parse_line('VDD_IN 3913mW/3922mW')['total_w'])\n"
     )
-    done = subprocess.run([_python38(), "-c", code], cwd=str(ROOT), capture_output=True, text=True, timeout=60)
+    done = subprocess.run([_python38(), "-c", code], cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["2.5", "3.913"]

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from sshd_fixture import leftover_processes
-from toolkit.spaces import get_space
-from toolkit.store import Store
+from modnas.toolkit.spaces import get_space
+from modnas.toolkit.store import Store
 
 # each measurement takes about 1.3 s on the board: the signal lands inside one
 SLOW = {"warmup_s": 0.1, "min_runs": 5, "min_time_s": 1.0, "repeats": 1, "cooldown_s": 0.0, "timeout_s": 60.0}
@@ -31,7 +31,7 @@ PYENV_SHIM_LOCK = Path.home() / ".pyenv" / "shims" / ".pyenv-shim"
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One MODNAS_HOME for the module, its ONNX artifacts exported here once (so the `modnas` subprocesses
     never start torch); each test has its own store."""
-    from toolkit.artifacts import build_artifact
+    from modnas.toolkit.workflow.artifacts import build_artifact
 
     home = tmp_path_factory.mktemp("signals-home")
     for arch in ARCHS:
@@ -66,7 +66,7 @@ def _stored(db: Path, device: str) -> int:
 
 def _profile(device: Path, archs: Path, db: Path, home: Path) -> subprocess.Popen:
     env = dict(os.environ, MODNAS_HOME=str(home))
-    return subprocess.Popen([sys.executable, "-m", "toolkit.cli", "profile", str(device), "--archs", str(archs),
+    return subprocess.Popen([sys.executable, "-m", "modnas.toolkit.cli", "profile", str(device), "--archs", str(archs),
                              "--db", str(db), "--quiet", "--json"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
 
@@ -178,7 +178,7 @@ def test_sigint_stops_several_boards_profiled_in_parallel(home: Path, tmp_path: 
                                                "measurement": SLOW}))
     db = tmp_path / "store.db"
     env = dict(os.environ, MODNAS_HOME=str(home))
-    proc = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "profile", *map(str, devices), "--archs",
+    proc = subprocess.Popen([sys.executable, "-m", "modnas.toolkit.cli", "profile", *map(str, devices), "--archs",
                              str(archs), "--db", str(db), "--quiet"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:

@@ -6,8 +6,8 @@ import statistics
 import numpy as np
 import pytest
 
-from profilers.stats import bootstrap_median_ci, summarize
-from toolkit.errors import BadInput
+from modnas.profilers.stats import bootstrap_median_ci, summarize
+from modnas.toolkit.errors import BadInput
 
 
 def _blocks(seed: int, centres: list[float], n: int = 60) -> list[list[float]]:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.errors import BadInput
-from toolkit.store import SCHEMA_VERSION, Store
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.store import SCHEMA_VERSION, Store
 
 
 def _add(store: Store, arch: str, value: float, sha: str = "s1", **kw) -> None:

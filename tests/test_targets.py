@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from exporters.targets import (PRESETS, check_with_tvm, detect_x86_mcpu, host_arch, preset, resolve_target, runs_here,
-                               target_arch, validate_target)
-from toolkit.errors import BadInput
+from modnas.exporters.targets import (PRESETS, check_with_tvm, detect_x86_mcpu, host_arch, preset,
+                                      resolve_target, runs_here, target_arch, validate_target)
+from modnas.toolkit.errors import BadInput
 
 BOARD_PRESETS = [name for name in PRESETS if name != "x86"]
 

@@ -10,11 +10,11 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from profilers.board.meter import measure_energy
-from profilers.board.sensors import make_sensor
-from profilers.board.sensors.base import SensorError
-from profilers.board.sensors.rails import INPUT_RAILS
-from profilers.board.sensors.tegrastats import parse_line
+from modnas.profilers.board.meter import measure_energy
+from modnas.profilers.board.sensors import make_sensor
+from modnas.profilers.board.sensors.base import SensorError
+from modnas.profilers.board.sensors.rails import INPUT_RAILS
+from modnas.profilers.board.sensors.tegrastats import parse_line
 
 
 def fixture_lines(shared_dir: Path) -> List[Tuple[str, str]]:

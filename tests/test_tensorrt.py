@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from exporters.tensorrt import (PRECISIONS, TrtBuildConfig, build_local, build_on_board, locate_trtexec, shapes_arg,
-                                trtexec_command)
-from profilers.board.runtimes import get_runtime
-from profilers.board.trtexec_parse import last_error, parse_trtexec, version_from_tag
-from profilers.connection import LocalConnection
-from toolkit.errors import BadInput, BoardError, NotAvailable
+from modnas.exporters.tensorrt import (PRECISIONS, TrtBuildConfig, build_local, build_on_board,
+                                       locate_trtexec, shapes_arg, trtexec_command)
+from modnas.profilers.board.runtimes import get_runtime
+from modnas.profilers.board.trtexec_parse import last_error, parse_trtexec, version_from_tag
+from modnas.profilers.connection import LocalConnection
+from modnas.toolkit.errors import BadInput, BoardError, NotAvailable
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -194,7 +194,7 @@ def _replay_tool(folder: Path, fail: bool = False) -> Path:
 def onnx_file(tmp_path: Path) -> Path:
     import torch
 
-    from exporters.onnx import export_onnx
+    from modnas.exporters.onnx import export_onnx
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
                                 torch.nn.Linear(4 * 8 * 8, 5))
@@ -300,7 +300,7 @@ def _gpu_and_tensorrt() -> str | None:
         import tensorrt  # noqa: F401
     except ImportError:
         return "needs an NVIDIA GPU with TensorRT: the tensorrt Python package is not installed"
-    from profilers.board.runtimes.tensorrt import gpu_present
+    from modnas.profilers.board.runtimes.tensorrt import gpu_present
 
     return None if gpu_present() else "needs an NVIDIA GPU: no /dev/nvidia0 or Jetson GPU device here"
 
@@ -320,7 +320,7 @@ def test_build_and_time_a_real_engine(tmp_path: Path, onnx_file: Path, precision
 def test_agent_times_trtexec_blocks_from_its_own_records(tmp_path: Path, replayed_trtexec: Path) -> None:
     """Without the bindings, each block is timed by trtexec on the board and its per-inference records
     come back as the block's samples (never the start-up of one process per inference)."""
-    from profilers.board.agent import time_blocks
+    from modnas.profilers.board.agent import time_blocks
 
     engine = tmp_path / "net.engine"
     engine.write_bytes(b"engine")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from toolkit.cli import main
+from modnas.toolkit.cli import main
 
 TINY = "|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|"
 OTHER = "|skip_connect~0|+|none~0|skip_connect~1|+|none~0|none~1|skip_connect~2|"
@@ -30,7 +30,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One epoch on 40 digits, then resumed to two (shared by the export tests)."""
     torch.set_num_threads(1)
-    from toolkit.training import train_arch
+    from modnas.toolkit.workflow.training import train_arch
 
     out = tmp_path_factory.mktemp("ckpt")
     train_arch(TINY, space_name="nb201", images="digits", out=out, epochs=2, max_images=40, quiet=True)
@@ -42,7 +42,7 @@ def test_resume_adds_epochs(tmp_path: Path, capsys: pytest.CaptureFixture[str], 
     code, first, _ = run_cli(capsys, "train", TINY, *IMAGES, "--epochs", "1", "--out", str(out))
     assert code == 0 and first["epochs"] == 1 and first["checkpoint"] == str(out / "checkpoint.safetensors")
     assert set(first["accuracy"]) == {"train", "heldout"} and 0 <= first["accuracy"]["heldout"] <= 1
-    from toolkit.training import read_checkpoint
+    from modnas.toolkit.workflow.training import read_checkpoint
 
     tensors1, meta1 = read_checkpoint(out / "checkpoint.safetensors")
     assert meta1["epochs"] == 1 and meta1["arch"] == TINY and any(k.startswith("optim.") for k in tensors1)
@@ -100,7 +100,7 @@ def test_bad_input_exit_2_nothing_written(tmp_path: Path, trained: Path, capsys:
 
 @pytest.fixture(scope="module")
 def exported(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
-    from toolkit.exporting import export_arch
+    from modnas.toolkit.workflow.exporting import export_arch
 
     out = tmp_path_factory.mktemp("export")
     doc = export_arch(TINY, space_name="nb201", formats=["onnx", "tvm"], out=out, weights=str(trained),
@@ -113,9 +113,9 @@ def test_trained_weights_reach_every_exporter(trained: Path, exported: tuple[dic
     import tvm
     from tvm import relax
 
-    from toolkit.artifacts import build_model
-    from toolkit.spaces import get_space
-    from toolkit.training import model_from_checkpoint
+    from modnas.toolkit.workflow.artifacts import build_model
+    from modnas.toolkit.spaces import get_space
+    from modnas.toolkit.workflow.training import model_from_checkpoint
 
     doc, _ = exported
     model, _ = model_from_checkpoint(trained, "nb201", TINY)
@@ -132,8 +132,8 @@ def test_trained_weights_reach_every_exporter(trained: Path, exported: tuple[dic
 
 
 def test_accuracy_of_every_file_beside_it(trained: Path, exported: tuple[dict, Path]) -> None:
-    from toolkit.accuracy import accuracy_path
-    from toolkit.training import heldout_images, model_from_checkpoint, evaluate
+    from modnas.toolkit.workflow.accuracy import accuracy_path
+    from modnas.toolkit.workflow.training import heldout_images, model_from_checkpoint, evaluate
 
     doc, _ = exported
     acc = doc["accuracy"]
@@ -151,7 +151,7 @@ def test_accuracy_of_every_file_beside_it(trained: Path, exported: tuple[dict, P
 
 
 def test_heldout_split_is_fixed_and_disjoint() -> None:
-    from toolkit.datasets import split_heldout
+    from modnas.toolkit.data.datasets import split_heldout
 
     a_train, a_held = split_heldout(100, seed=5, fraction=0.2)
     b_train, b_held = split_heldout(100, seed=5, fraction=0.2)
@@ -161,7 +161,7 @@ def test_heldout_split_is_fixed_and_disjoint() -> None:
 
 
 def test_augmentation_crops_and_flips() -> None:
-    from toolkit.training import augment
+    from modnas.toolkit.workflow.training import augment
 
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
     same = augment(x, 0, False, torch.Generator().manual_seed(0))

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from exporters import EXPORTERS, ExportMismatch, get_exporter
-from exporters.result import read_sidecar, sha256_file
-from exporters.targets import host_arch, resolve_target
-from exporters.tvm import compile_tvm, onnx_input, verify_tvm
-from exporters.tvm_schedule import DEFAULT_SCHEDULE, SCHEDULES
-from profilers.board.runtimes import get_runtime
-from toolkit.errors import BadInput
+from modnas.exporters import EXPORTERS, ExportMismatch, get_exporter
+from modnas.exporters.result import read_sidecar, sha256_file
+from modnas.exporters.targets import host_arch, resolve_target
+from modnas.exporters.tvm import compile_tvm, onnx_input, verify_tvm
+from modnas.exporters.tvm_schedule import DEFAULT_SCHEDULE, SCHEDULES
+from modnas.profilers.board.runtimes import get_runtime
+from modnas.toolkit.errors import BadInput
 
 EM_X86_64, EM_AARCH64 = 62, 183
 ARCH = "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
@@ -55,7 +55,7 @@ def _tiny() -> Any:
 def _nb201_small() -> Any:
     """A one-cell-per-stage NB201 network from the search space (the plain tiny net if it is absent)."""
     try:
-        from toolkit.spaces import get_space
+        from modnas.toolkit.spaces import get_space
     except ImportError:
         return _tiny()
     import torch
@@ -71,7 +71,7 @@ def _elf_machine(data: bytes) -> int:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from exporters.onnx import export_onnx
+    from modnas.exporters.onnx import export_onnx
 
     root = tmp_path_factory.mktemp("tvm")
     shape = (1, 3, 32, 32)
@@ -123,7 +123,7 @@ def test_reloaded_library_still_matches(built: dict[str, Any]) -> None:
 def test_verify_catches_a_different_model(built: dict[str, Any], tmp_path: Path) -> None:
     import torch
 
-    from exporters.onnx import export_onnx
+    from modnas.exporters.onnx import export_onnx
 
     other = _tiny()
     with torch.no_grad():
@@ -146,7 +146,7 @@ def test_aarch64_build_is_an_aarch64_library(built: dict[str, Any]) -> None:
 
 def test_without_cross_compiler_a_tar_of_aarch64_objects(built: dict[str, Any], tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import exporters.tvm as tvm_exporter
+    import modnas.exporters.tvm as tvm_exporter
 
     monkeypatch.setattr(tvm_exporter, "CROSS_COMPILERS", {"aarch64": "no-such-gcc-for-modnas"})
     result = compile_tvm(built["onnx"]["tiny"], resolve_target(None, "cortex-a76"), tmp_path, name="tiny-a76",
@@ -205,7 +205,7 @@ def test_unknown_schedule_is_bad_input(built: dict[str, Any], tmp_path: Path) ->
 
 def test_parallel_schedule_beats_plain_loops(built: dict[str, Any], tmp_path: Path) -> None:
     """The default schedule must beat TVM's plain loops on the same model (it uses threads and vectors)."""
-    from profilers.board.timing import time_block
+    from modnas.profilers.board.timing import time_block
 
     runtime = get_runtime("tvm")
     fast = compile_tvm(built["onnx"]["tiny"], {"kind": "llvm"}, tmp_path, name="fast", schedule="parallel")

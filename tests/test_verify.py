@@ -11,9 +11,9 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from toolkit.cli import main
-from toolkit.report import repeatability
-from toolkit.store import Store
+from modnas.toolkit.cli import main
+from modnas.toolkit.workflow.report import repeatability
+from modnas.toolkit.store import Store
 
 QUICK = {"warmup_s": 0.02, "min_runs": 3, "min_time_s": 0.02, "repeats": 2, "cooldown_s": 0.0, "timeout_s": 60.0}
 
@@ -141,7 +141,7 @@ def test_repeatability_definition() -> None:
 
 def test_replay_board_picks_between_measured_values(data_dir, tmp_path, capsys, monkeypatch) -> None:
     """A replay board without noise: measured values are the table's, so budgets can sit between them."""
-    from toolkit.replay import table_values, write_device
+    from modnas.toolkit.data.replay import table_values, write_device
 
     if not (data_dir / "help").exists():
         pytest.skip(f"no shared tables under {data_dir}")

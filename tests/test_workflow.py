@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.cli import main
-from toolkit.store import Store
+from modnas.toolkit.cli import main
+from modnas.toolkit.store import Store
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -95,7 +95,7 @@ def test_quickstart_in_a_fresh_home(tmp_path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     env = dict(os.environ, HOME=str(home), MODNAS_HOME=str(home / ".modnas"))
-    proc = subprocess.run([sys.executable, "-m", "toolkit.cli", "quickstart", "--out", str(tmp_path / "qs"), "--json"],
+    proc = subprocess.run([sys.executable, "-m", "modnas.toolkit.cli", "quickstart", "--out", str(tmp_path / "qs"), "--json"],
                           env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(proc.stdout)

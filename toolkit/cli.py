@@ -8,28 +8,28 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from toolkit.errors import BadInput, BoardError, ModnasError, NotAvailable
+from modnas.toolkit.errors import BadInput, BoardError, ModnasError, NotAvailable, exit_status
 
 Handler = Callable[[argparse.Namespace], tuple[Any, str]]
 
 
 # -- shared helpers ------------------------------------------------------------------------------
 def check_run_dir(run: str | None) -> None:
-    """One-line refusal of a damaged ``--run`` directory (see ``toolkit.search.run.check_run_dir``)."""
-    from toolkit.search.run import check_run_dir as check
+    """One-line refusal of a damaged ``--run`` directory (see ``modnas.toolkit.search.run.check_run_dir``)."""
+    from modnas.toolkit.search.run import check_run_dir as check
 
     check(run)
 
 
 def open_store(args: argparse.Namespace) -> Any:
-    from toolkit.config import default_db
-    from toolkit.store import Store
+    from modnas.toolkit.config import default_db
+    from modnas.toolkit.store import Store
 
     return Store(Path(os.path.expanduser(args.db)) if args.db else default_db())
 
 
 def load_device_ref(ref: str, store: Any) -> Any:
-    from toolkit.config import NAME_RE, load_device
+    from modnas.toolkit.config import NAME_RE, load_device
 
     stored = store.get_device(ref) if NAME_RE.match(ref) else None
     if stored is not None and set(stored) == {"name"}:
@@ -39,17 +39,26 @@ def load_device_ref(ref: str, store: Any) -> Any:
 
 def device_name(ref: str) -> str:
     """A device given by name for commands that only need the store."""
-    from toolkit.config import check_name
+    from modnas.toolkit.names import check_name
 
     return check_name(ref, "device name")
 
 
 def table(rows: list[list[Any]], header: list[str]) -> str:
-    cells = [header] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    """A plain-text table (rich's, no colour, never wrapped) for a command's report on stdout."""
+    import io
+
+    from rich.box import Box
+    from rich.console import Console
+    from rich.table import Table
+
+    rule_under_header = Box("    \n    \n -- \n    \n    \n    \n    \n    \n", ascii=True)  # ASCII for logs and pipes
+    grid = Table(*header, box=rule_under_header, show_edge=False, pad_edge=False, header_style="", highlight=False)
+    for row in rows:
+        grid.add_row(*(str(c) for c in row))
+    buf = io.StringIO()
+    Console(file=buf, width=100_000, color_system=None, force_terminal=False, highlight=False).print(grid)
+    return "\n".join(line.rstrip() for line in buf.getvalue().splitlines() if line.strip())
 
 
 def _fmt(x: Any, nd: int = 3) -> str:
@@ -58,7 +67,7 @@ def _fmt(x: Any, nd: int = 3) -> str:
 
 # -- commands ------------------------------------------------------------------------------------
 def cmd_doctor(args: argparse.Namespace) -> tuple[Any, str]:
-    from toolkit.profiling import fingerprint_device
+    from modnas.toolkit.workflow.profiling import fingerprint_device
 
     with open_store(args) as store:
         cfg = load_device_ref(args.device, store)
@@ -80,8 +89,8 @@ def cmd_doctor(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def cmd_profile(args: argparse.Namespace) -> tuple[Any, str]:
-    from toolkit.profiling import profile_many, resolve_archs
-    from toolkit.spaces import get_space
+    from modnas.toolkit.workflow.profiling import profile_many, resolve_archs
+    from modnas.toolkit.spaces import get_space
 
     space = get_space(args.space)
     archs = resolve_archs(space, args.archs, args.seed)
@@ -117,9 +126,9 @@ def cmd_devices(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def cmd_import(args: argparse.Namespace) -> tuple[Any, str]:
-    from toolkit.importer import read_measurement_csv
-    from toolkit.onboarding import refresh_embedding
-    from toolkit.spaces import get_space
+    from modnas.toolkit.data.importer import read_measurement_csv
+    from modnas.toolkit.prediction.device_state import refresh_embedding
+    from modnas.toolkit.spaces import get_space
 
     space = get_space(args.space)
     name = device_name(args.device)
@@ -137,7 +146,7 @@ def cmd_import(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def cmd_space_refs(args: argparse.Namespace) -> tuple[Any, str]:
-    from toolkit.spaces import get_space
+    from modnas.toolkit.spaces import get_space
 
     refs = get_space(args.space).reference_archs()
     return refs, "\n".join(refs)
@@ -149,7 +158,7 @@ def _space_of(args: argparse.Namespace) -> str:
     if args.space:
         return str(args.space)
     if args.run:
-        from toolkit.search.run import load_run
+        from modnas.toolkit.search.run import load_run
 
         return load_run(args.run).config.space
     return "nb201"
@@ -157,14 +166,14 @@ def _space_of(args: argparse.Namespace) -> str:
 
 def _load_run(args: argparse.Namespace) -> Any:
     """``--run`` (or the run shipped for ``--space`` or ``--task``), checked to have searched them."""
-    from toolkit.search.run import load_run
+    from modnas.toolkit.search.run import load_run
 
     check_run_dir(args.run)
     return load_run(args.run, args.space, getattr(args, "task", None))
 
 
 def cmd_export(args: argparse.Namespace) -> tuple[Any, str]:
-    from toolkit.exporting import export_arch
+    from modnas.toolkit.workflow.exporting import export_arch
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     if args.task and not args.run:  # the run shipped for the task (checked to be that task's)
@@ -183,7 +192,7 @@ def cmd_export(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def cmd_train(args: argparse.Namespace) -> tuple[Any, str]:
-    from toolkit.training import train_arch
+    from modnas.toolkit.workflow.training import train_arch
 
     space = _space_of(args)
     doc = train_arch(args.arch, space_name=space, images=args.images, out=Path(args.out), epochs=args.epochs,
@@ -204,10 +213,10 @@ def _data_dir(value: str | None) -> Path:
 
 
 def cmd_predict(args: argparse.Namespace) -> tuple[Any, str]:
-    from toolkit import predictors
-    from toolkit.prediction import device_from_store
-    from toolkit.profiling import resolve_archs
-    from toolkit.spaces import get_space
+    from modnas.toolkit.prediction import predictors
+    from modnas.toolkit.prediction.device_cost import device_from_store
+    from modnas.toolkit.workflow.profiling import resolve_archs
+    from modnas.toolkit.spaces import get_space
 
     space = get_space(args.space)
     archs = resolve_archs(space, args.archs)
@@ -235,7 +244,7 @@ def _store_extra(store: Any, space: str, metric: str) -> dict[str, dict[str, flo
 
 
 def cmd_predictor_fit(args: argparse.Namespace) -> tuple[Any, str]:
-    from toolkit.predictors import fit_predictor
+    from modnas.toolkit.prediction.predictors import fit_predictor
 
     data = _data_dir(args.data)
     out = args.out or str(Path(os.path.expanduser("~/.modnas")) / "predictors" / f"{args.space}-{args.metric}.safetensors")
@@ -247,11 +256,11 @@ def cmd_predictor_fit(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def cmd_predictor_eval(args: argparse.Namespace) -> tuple[Any, str]:
-    from toolkit.predictors import evaluate_predictor
+    from modnas.toolkit.prediction.evaluation import evaluate
 
     if args.folds < 2 or args.extra < 0:
         raise BadInput("--folds must be at least 2 and --extra not negative")
-    res = evaluate_predictor(_data_dir(args.data), metric=args.metric, space=args.space, seed=args.seed,
+    res = evaluate(_data_dir(args.data), metric=args.metric, space=args.space, seed=args.seed,
                              folds=args.folds, n_extra=args.extra)
     if args.out:
         out = Path(args.out)
@@ -265,9 +274,9 @@ def cmd_predictor_eval(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def cmd_search(args: argparse.Namespace) -> tuple[Any, str]:
-    from toolkit.search.api import search
-    from toolkit.search.run import make_config
-    from toolkit.search.supernets import search_space
+    from modnas.toolkit.search.api import search
+    from modnas.toolkit.search.run import make_config
+    from modnas.toolkit.search.supernets import search_space
 
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
@@ -280,7 +289,7 @@ def cmd_search(args: argparse.Namespace) -> tuple[Any, str]:
     else:
         data = args.data
     if not devices:  # every table device that has its reference measurements and every objective
-        from toolkit.search.default_run import objective_keys
+        from modnas.toolkit.search.default_run import objective_keys
 
         devices, left_out = objective_keys(data, objectives, space=args.space)
         if left_out and not args.quiet:
@@ -308,14 +317,14 @@ def cmd_search(args: argparse.Namespace) -> tuple[Any, str]:
 
 def _device_cost(store: Any, name: str, space: str, data: str | None = None, metric: str = "latency") -> Any:
     """A store device by name, or a benchmark-table device (``source:device[:setting]``, read from --data)."""
-    from toolkit.search.api import resolve_device
+    from modnas.toolkit.search.api import resolve_device
 
     data_dir = str(_data_dir(data)) if ":" in name and data else None
     return resolve_device(name, space, metric, store=store, data_dir=data_dir)
 
 
 def cmd_pareto(args: argparse.Namespace) -> tuple[Any, str]:
-    from toolkit.search.readout import pareto
+    from modnas.toolkit.search.readout import pareto
 
     if args.preferences < 1:
         raise BadInput("--preferences must be at least 1")
@@ -335,8 +344,8 @@ def cmd_pareto(args: argparse.Namespace) -> tuple[Any, str]:
 
 def _select_verified(args: argparse.Namespace, run: Any) -> tuple[Any, str]:
     """``select --verify``: the pick measured on the board (DEVICE: a device file or a stored device)."""
-    from toolkit.spaces import get_space
-    from toolkit.verify import verify_on_board
+    from modnas.toolkit.spaces import get_space
+    from modnas.toolkit.workflow.verify import verify_on_board
 
     if args.verify_max < 0:
         raise BadInput(f"--verify-max must not be negative, got {args.verify_max}")
@@ -361,7 +370,7 @@ def _select_verified(args: argparse.Namespace, run: Any) -> tuple[Any, str]:
 
 
 def cmd_select(args: argparse.Namespace) -> tuple[Any, str]:
-    from toolkit.search.readout import select
+    from modnas.toolkit.search.readout import select
 
     run = _load_run(args)
     if getattr(args, "verify", False):
@@ -376,8 +385,8 @@ def cmd_select(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def cmd_onboard(args: argparse.Namespace) -> tuple[Any, str]:
-    from toolkit.spaces import get_space
-    from toolkit.workflow import onboard
+    from modnas.toolkit.spaces import get_space
+    from modnas.toolkit.workflow.new_board import onboard
 
     space = get_space(args.space)
     with open_store(args) as store:
@@ -402,8 +411,8 @@ def cmd_onboard(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def cmd_validate(args: argparse.Namespace) -> tuple[Any, str]:
-    from toolkit.spaces import get_space
-    from toolkit.workflow import validate
+    from modnas.toolkit.spaces import get_space
+    from modnas.toolkit.workflow.new_board import validate
 
     space = get_space(_space_of(args))
     with open_store(args) as store:
@@ -420,7 +429,7 @@ def cmd_validate(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> tuple[Any, str]:
-    from toolkit.workflow import quickstart
+    from modnas.toolkit.workflow.new_board import quickstart
 
     out = Path(args.out) if args.out else Path("modnas-quickstart")
     with open_store(args) as store:
@@ -465,7 +474,8 @@ def _common(p: argparse.ArgumentParser, top: bool) -> None:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, as for every bad input
-        raise BadInput(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("modnas").strip()  # main() prefixes "modnas: " once
+        raise BadInput(f"{command}: {message}" if command else message)
 
 
 def build_parser(handlers: dict[str, Handler]) -> argparse.ArgumentParser:
@@ -638,6 +648,12 @@ HANDLERS: dict[str, Handler] = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    # the SSH library logs a reset socket itself; the command reports the lost board in its own one line
+    ssh_log = logging.getLogger("paramiko")
+    if not ssh_log.handlers:
+        ssh_log.addHandler(logging.NullHandler())
     parser = build_parser(HANDLERS)
     as_json = False
     try:
@@ -646,15 +662,15 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "command", None):
             parser.print_help(sys.stderr)
             return 2
-        from toolkit.interrupts import signals_raise
+        from modnas.toolkit.interrupts import signals_raise
 
         with signals_raise():  # Ctrl-C and SIGTERM stop the command where it is (exit 130 / 143)
             doc, text = args.handler(args)
     except ModnasError as err:
         print(f"modnas: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (toolkit.interrupts.Terminated)
-        from toolkit.interrupts import MESSAGE, exit_code
+        return exit_status(err)
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (modnas.toolkit.interrupts.Terminated)
+        from modnas.toolkit.interrupts import MESSAGE, exit_code
 
         print(f"modnas: {MESSAGE}", file=sys.stderr)
         if argv is None:  # we are the process (console script, python -m): everything is stored and closed, so

@@ -10,20 +10,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from toolkit.errors import BadInput
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.names import NAME_RE
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 HOST_RE = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")
 REMOTE_PATH_RE = re.compile(r"^[A-Za-z0-9_./~+-]{1,255}$")
 DEVICE_CONFIG_DIR = Path(__file__).resolve().parents[1] / "device_configs"
 THIS_MACHINE = ("local", "replay")  # hosts whose agent runs on this machine: `python` defaults to sys.executable
-
-
-def check_name(name: str, what: str = "name") -> str:
-    """Names become file and table keys: letters, digits, '-' and '_' only."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise BadInput(f"invalid {what} {name!r}: use letters, digits, '-' and '_' (at most 64)")
-    return name
 
 
 class Strict(BaseModel):
@@ -236,7 +229,7 @@ def parse_device(data: Any, source: str = "device file", base_dir: Path | None =
     except ValidationError as err:
         raise _first_error(err, source) from None
     if cfg.replay is not None:
-        from toolkit.replay import load_tables
+        from modnas.toolkit.data.replay import load_tables
 
         load_tables(cfg)
     return cfg

@@ -1,26 +1,18 @@
-"""Typed errors that the command line turns into one line and an exit status."""
+"""Typed errors and the exit status the command line gives each: the kinds are defined by the lower layer
+(``modnas.profilers.errors``) so profilers and exporters raise them without importing the toolkit."""
 from __future__ import annotations
 
+from modnas.profilers.errors import BadInput, BoardError, ModnasError, NotAvailable
 
-class ModnasError(Exception):
-    """Base class; ``exit_code`` is what the command returns."""
-
-    exit_code = 1
+EXIT_CODES: tuple[tuple[type[ModnasError], int], ...] = ((BadInput, 2), (BoardError, 3), (NotAvailable, 1))
 
 
-class BadInput(ModnasError, ValueError):
-    """An argument, config file or data file is wrong (exit 2)."""
-
-    exit_code = 2
-
-
-class BoardError(ModnasError, RuntimeError):
-    """A board could not be reached or failed (exit 3)."""
-
-    exit_code = 3
+def exit_status(err: ModnasError) -> int:
+    """The command's exit status for an error: 2 bad input, 3 board failure, 1 anything else."""
+    for kind, code in EXIT_CODES:
+        if isinstance(err, kind):
+            return code
+    return 1
 
 
-class NotAvailable(ModnasError):
-    """A feature or dependency is missing here (exit 1)."""
-
-    exit_code = 1
+__all__ = ["BadInput", "BoardError", "ModnasError", "NotAvailable", "EXIT_CODES", "exit_status"]

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from toolkit.errors import BadInput
+from modnas.toolkit.errors import BadInput
 
 SCHEMA_VERSION = 1
 

@@ -1,4 +1,4 @@
-"""Entry point: `python -m profilers.board ...` here, `python agent-<hash>.pyz ...` on a board."""
+"""Entry point: `python -m modnas.profilers.board ...` here, `python agent-<hash>.pyz ...` on a board."""
 from __future__ import annotations
 
 import sys

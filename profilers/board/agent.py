@@ -120,7 +120,7 @@ def _read_job(path: str) -> Any:
 
 def _self_argv() -> List[str]:
     """How to start this agent again (from its zipapp or from a source tree) in a new process."""
-    package = __package__ or "profilers.board"
+    package = __package__ or "modnas.profilers.board"
     top = os.path.dirname(os.path.abspath(__file__))
     for _ in package.split("."):
         top = os.path.dirname(top)
@@ -347,10 +347,9 @@ def probe_energy(cfg: Optional[dict]) -> dict:
         return {"sensor": "none", "readable": False, "detail": "no energy sensor configured"}
     name = str(cfg.get("sensor"))
     try:
-        from . import sensors
+        from . import meter
 
-        probe = getattr(sensors, "probe_sensor", None) or getattr(sensors, "probe")
-        found = dict(probe(_energy_cfg(cfg)))
+        found = dict(meter.probe_sensor(_energy_cfg(cfg)))
     except Exception as exc:
         return {"sensor": name, "readable": False, "detail": _one_line(exc)}
     found.update(sensor=found.get("sensor", name), readable=bool(found.get("readable")),

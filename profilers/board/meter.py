@@ -22,8 +22,11 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from .sensors import make_sensor
 from .sensors.base import COUNTER, Reading, Sensor, SensorError
 from .sensors.sampling import RealClock, Sampler
+
+DEFAULT_PROBE_S = 1.5
 
 
 def _interp(ts: Sequence[float], vs: Sequence[float], t: float) -> float:
@@ -280,8 +283,6 @@ def settings_from(cfg: Dict[str, object]) -> Dict[str, object]:
 
 def measure_with_config(cfg: Dict[str, object], run_once: Callable[[], None], **overrides: object) -> Dict[str, object]:
     """Open the sensor an ``energy`` mapping names, measure ``run_once``, close the sensor."""
-    from .sensors import make_sensor
-
     settings = settings_from(cfg)
     settings.update(overrides)
     sensor = make_sensor(cfg)
@@ -289,3 +290,56 @@ def measure_with_config(cfg: Dict[str, object], run_once: Callable[[], None], **
         return measure_energy(sensor, run_once, **settings)  # type: ignore[arg-type]
     finally:
         sensor.close()
+
+
+def probe_sensor(cfg: Dict[str, object], duration_s: Optional[float] = None, clock: Optional[object] = None,
+                 **kwargs: object) -> Dict[str, object]:
+    """``{sensor, readable, detail, period_s, watts}``: read the sensor for ``duration_s``
+    (``probe_s`` in cfg, default 1.5 s) and report the observed update period and mean power.
+    ``clock`` (a RealClock or SimClock) and ``kwargs`` (for ``make_sensor``) serve tests."""
+    name = str(cfg.get("sensor", "")) if isinstance(cfg, dict) else ""
+    result = {"sensor": name, "readable": False, "detail": "", "period_s": None, "watts": None}  # type: Dict[str, object]
+    try:
+        sensor = make_sensor(cfg, **kwargs)
+    except SensorError as exc:
+        result["detail"] = str(exc)
+        return result
+    clock = clock or RealClock()
+    try:
+        seconds = _seconds(duration_s if duration_s is not None else cfg.get("probe_s", DEFAULT_PROBE_S))
+        sampler = Sampler(sensor, clock=clock)
+        sampler.start()
+        try:
+            clock.sleep(seconds)  # type: ignore[attr-defined]
+            sampler.mark()
+        finally:
+            sampler.stop()
+        items = sampler.readings()
+        updates = [r.t_mono for r, fresh in items if fresh]
+        result["period_s"] = _period(updates)
+        result["watts"] = _mean_watts(sensor, items)
+        result["readable"] = True
+        period = result["period_s"]
+        every = ("updates every %.3f s" % period) if period else "no update seen in %.1f s" % seconds
+        result["detail"] = "%s: %.2f W, %s" % (sensor.describe(), result["watts"] or 0.0, every)
+    except SensorError as exc:
+        result["detail"] = str(exc)
+    finally:
+        sensor.close()
+    return result
+
+
+def _seconds(value: object) -> float:
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise SensorError("energy: probe_s must be a number of seconds, got %r" % (value,)) from None
+    if seconds <= 0:
+        raise SensorError("energy: probe_s must be > 0, got %r" % (value,))
+    return seconds
+
+
+def _mean_watts(sensor: Sensor, items: List[Tuple[Reading, bool]]) -> Optional[float]:
+    if len(items) < 2:
+        return None
+    return mean_power(sensor, items, items[0][0].t_mono, items[-1][0].t_mono)

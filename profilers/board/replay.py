@@ -56,7 +56,7 @@ class ReplayBoard:
         self.seed = int(seed)
         self.describe = dict(describe or {})
 
-    # -- the runtime interface (as profilers.board.runtimes modules have it) ------------------------------
+    # -- the runtime interface (as modnas.profilers.board.runtimes modules have it) ------------------------------
     def available(self) -> Tuple[bool, str]:
         return True, "replay of %d architectures" % len(self.tables["latency"])
 

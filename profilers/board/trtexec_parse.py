@@ -1,6 +1,6 @@
 """Parse the text that ``trtexec`` prints: its timing summary, TensorRT version and device.
 
-Shared by the board (the TensorRT runtime's trtexec fallback) and the host (``exporters.tensorrt``);
+Shared by the board (the TensorRT runtime's trtexec fallback) and the host (``modnas.exporters.tensorrt``);
 stdlib only and Python 3.8 compatible. Handles both layouts trtexec has used:
 - TensorRT 8 and 10: ``=== Performance summary ===`` then one line per metric, e.g.
   ``Latency: min = 4.8 ms, max = ..., mean = ..., median = ..., percentile(90%) = ..., percentile(99%) = ...``;

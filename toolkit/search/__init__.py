@@ -1,6 +1,6 @@
 """MODNAS search: hypernetwork over preferences and devices, MGD, supernet, read-out.
 
-Names are imported lazily so ``import toolkit.search`` does no work.
+Names are imported lazily so ``import modnas.toolkit.search`` does no work.
 """
 from __future__ import annotations
 
@@ -8,23 +8,23 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "run_search": "toolkit.search.api",
-    "search": "toolkit.search.api",
-    "resolve_devices": "toolkit.search.api",
-    "load_run": "toolkit.search.run",
-    "default_run_path": "toolkit.search.run",
-    "SearchConfig": "toolkit.search.run",
-    "Run": "toolkit.search.run",
-    "pareto": "toolkit.search.readout",
-    "select": "toolkit.search.readout",
-    "preference_grid": "toolkit.search.readout",
+    "run_search": "modnas.toolkit.search.api",
+    "search": "modnas.toolkit.search.api",
+    "resolve_devices": "modnas.toolkit.search.api",
+    "load_run": "modnas.toolkit.search.run",
+    "default_run_path": "modnas.toolkit.search.run",
+    "SearchConfig": "modnas.toolkit.search.run",
+    "Run": "modnas.toolkit.search.run",
+    "pareto": "modnas.toolkit.search.readout",
+    "select": "modnas.toolkit.search.readout",
+    "preference_grid": "modnas.toolkit.search.preferences",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'toolkit.search' has no attribute {name!r}")
+    raise AttributeError(f"module 'modnas.toolkit.search' has no attribute {name!r}")
 
 
 __all__ = sorted(_EXPORTS)

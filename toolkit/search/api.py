@@ -11,22 +11,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from toolkit.errors import BadInput
-from toolkit.search.costs import LinearCost, as_cost_model, linear_costs_from_table
-from toolkit.search.ddp import init_from_env
-from toolkit.search.run import (SearchConfig, append_metrics, image_source, make_config, save_tensors,
-                                shipped_surrogate_dir)
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.search.costs import LinearCost, as_cost_model, linear_costs_from_table
+from modnas.toolkit.search.ddp import init_from_env
+from modnas.toolkit.search.run import (SearchConfig, append_metrics, image_source, make_config, save_tensors,
+                                       shipped_surrogate_dir)
 
 
 def resolve_devices(names: list[str], data_dir: str | Path | None = None, store: Any = None,
                     metric: str = "latency", allow_standin: bool = True, table: Any = None,
                     space: str = "nb201") -> tuple[list[Any], str]:
     """Cost models for device names: ``source:device`` keys of the benchmark tables or store names,
-    through ``toolkit.prediction`` (shipped predictor + calibration). When no predictor is shipped,
+    through ``modnas.toolkit.prediction.device_cost`` (shipped predictor + calibration). When no predictor is shipped,
     table devices fall back to the log-linear stand-in fitted to their column (said in the result).
     Returns the models and a word for where they came from."""
     try:
-        from toolkit import predictors, prediction
+        from modnas.toolkit.prediction import predictors, device_cost as prediction
         predictors.load_default(space, metric)
         have_predictor = True
     except (ImportError, BadInput):
@@ -36,11 +36,11 @@ def resolve_devices(names: list[str], data_dir: str | Path | None = None, store:
         for name in names:
             if ":" in name and data_dir is not None:
                 if table is None and space == "nb201":
-                    from toolkit.benchdata import load_table
+                    from modnas.toolkit.data.benchdata import load_table
 
                     table = load_table(data_dir, metric)
                 elif table is None and space == "ofa_mbv3" and metric == "latency":
-                    from toolkit.benchdata_ofa import load_latency
+                    from modnas.toolkit.data.benchdata_ofa import load_latency
 
                     table = load_latency(data_dir)
                 out.append(prediction.device_from_table(data_dir, name, space, metric, table=table))
@@ -55,7 +55,7 @@ def resolve_devices(names: list[str], data_dir: str | Path | None = None, store:
     if not allow_standin or data_dir is None or not all(":" in n for n in names):
         raise BadInput(f"no shipped {metric} predictor: only benchmark-table devices (with --data) can be searched")
     return (linear_costs_from_table(data_dir, names, metric, table=table),
-            "stand-in: log-linear cost model fitted per table column (toolkit.search.costs.LinearCost)")
+            "stand-in: log-linear cost model fitted per table column (modnas.toolkit.search.costs.LinearCost)")
 
 
 # a benchmark-table device key: ``source:device[:setting]`` (lower-case source, then letters, digits, '_', '.', '+', '-')
@@ -67,7 +67,7 @@ def resolve_device(name: str, space: str = "nb201", metric: str = "latency", sto
     """The cost model of one device named as ``search --devices`` takes it: a benchmark-table key
     (``source:device[:setting]``, needs ``data_dir``) or a store device name (checked as every store
     name is). A table key that names no device of the table is bad input."""
-    from toolkit.config import check_name
+    from modnas.toolkit.names import check_name
 
     if ":" in name:
         if not TABLE_KEY_RE.match(name):
@@ -80,17 +80,17 @@ def resolve_device(name: str, space: str = "nb201", metric: str = "latency", sto
     check_name(name, "device name")
     if store is None:
         raise BadInput(f"device {name!r}: no results store to read it from")
-    from toolkit.prediction import device_from_store
+    from modnas.toolkit.prediction.device_cost import device_from_store
 
     return device_from_store(store, name, space, metric)
 
 
 def _surrogate(cfg: SearchConfig, run_dir: Path) -> Any:
-    from toolkit.search.surrogate import SURROGATE_FILES, build_surrogate, load_surrogate
+    from modnas.toolkit.search.surrogate import SURROGATE_FILES, build_surrogate, load_surrogate
 
     sources = [Path(cfg.surrogate_dir)] if cfg.surrogate_dir else [shipped_surrogate_dir()]
     if not cfg.surrogate_dir and cfg.task is not None:  # the surrogate of the run shipped for the task
-        from toolkit.search.run import default_run_path
+        from modnas.toolkit.search.run import default_run_path
 
         sources.append(default_run_path("nb201", cfg.task) / "surrogate")
     target = run_dir / "surrogate"
@@ -116,7 +116,7 @@ def run_search(devices: list[Any], objectives: list[str] | tuple[str, ...] = ("e
                cost_source: str | None = None, plots: bool = True, **overrides: Any) -> dict[str, Any]:
     """One MODNAS search over ``devices`` (DeviceCost-like latency models; ``energy_devices`` in the
     same order when ``energy`` is an objective). Runs data-parallel under torchrun."""
-    from toolkit.search.loop import SearchDevice, Trainer
+    from modnas.toolkit.search.loop import SearchDevice, Trainer
 
     t_start = time.perf_counter()
     if not devices:
@@ -150,11 +150,11 @@ def run_search(devices: list[Any], objectives: list[str] | tuple[str, ...] = ("e
         surrogate = _surrogate(cfg, run_dir) if ctx.is_main else None
         ctx.barrier()
         if surrogate is None:
-            from toolkit.search.surrogate import load_surrogate
+            from modnas.toolkit.search.surrogate import load_surrogate
 
             surrogate = load_surrogate(run_dir / "surrogate")
     else:
-        from toolkit.datasets import load_images
+        from modnas.toolkit.data.datasets import load_images
 
         images = load_images(image_source(cfg), max_images=cfg.max_images, seed=cfg.seed)
     trainer = Trainer(cfg, sdevs, ctx, surrogate=surrogate, images=images)
@@ -175,7 +175,7 @@ def run_search(devices: list[Any], objectives: list[str] | tuple[str, ...] = ("e
             "seconds": seconds,
             "final": history[-1],
             "torch": torch.__version__,
-            "rebuild": ("toolkit.search.api.run_search(devices, objectives, accuracy, data_dir, epochs, out, seed, "
+            "rebuild": ("modnas.toolkit.search.api.run_search(devices, objectives, accuracy, data_dir, epochs, out, seed, "
                         "**overrides) with the config above; the device cost models named in config.devices"),
         }
         if trainer.supernet is not None:
@@ -208,9 +208,9 @@ def params_digest(module: torch.nn.Module) -> str:
 
 def _plots(run_dir: Path, history: list[dict[str, Any]], lat: list[Any], costs: list[dict[str, Any]],
            cfg: SearchConfig) -> None:
-    from toolkit.search.plots import plot_fronts, plot_losses
-    from toolkit.search.readout import pareto
-    from toolkit.search.run import load_run
+    from modnas.toolkit.search.plots import plot_fronts, plot_losses
+    from modnas.toolkit.search.readout import pareto
+    from modnas.toolkit.search.run import load_run
 
     plot_losses(history, run_dir / "loss.png")
     run = load_run(run_dir)

@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from toolkit.errors import BadInput
+from modnas.toolkit.errors import BadInput
 
 
 @runtime_checkable
@@ -114,7 +114,7 @@ class LinearCost:
         return np.exp(onehot.astype(np.float64) @ self.weight + self.bias)
 
     def predict(self, archs: list[str]) -> np.ndarray:
-        from toolkit.spaces import get_space
+        from modnas.toolkit.spaces import get_space
 
         return self.predict_onehot(get_space("nb201").encode(archs))
 
@@ -135,7 +135,7 @@ class LinearCost:
 # -- benchmark tables ------------------------------------------------------------------------
 def load_accuracy_column(data_dir: str | Path, column: str = "cifar10_test_200ep") -> np.ndarray:
     """Accuracy (%) per benchmark index."""
-    from toolkit.benchdata import load_accuracy
+    from modnas.toolkit.data.benchdata import load_accuracy
 
     table = load_accuracy(data_dir)
     if column not in table.columns:
@@ -147,8 +147,8 @@ def linear_costs_from_table(data_dir: str | Path, keys: list[str] | None = None,
                             table: Any = None) -> list[LinearCost]:
     """Stand-in cost models, one per table device (every device with all reference measurements
     when ``keys`` is None), fitted on the connected cells."""
-    from toolkit.benchdata import load_table
-    from toolkit.spaces import get_space
+    from modnas.toolkit.data.benchdata import load_table
+    from modnas.toolkit.spaces import get_space
 
     space = get_space("nb201")
     table = (load_table(data_dir, metric) if table is None else table).connected_only()
@@ -168,7 +168,7 @@ def linear_costs_from_table(data_dir: str | Path, keys: list[str] | None = None,
 
 
 def _all_onehot() -> np.ndarray:
-    from toolkit.spaces import get_space
+    from modnas.toolkit.spaces import get_space
 
     space = get_space("nb201")
     return space.encode(space.all_archs())

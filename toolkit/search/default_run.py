@@ -5,9 +5,9 @@
 ``ofa_mbv3``: a supernet-mode search on the digits for HELP's OFA GPU settings (batch 1 and 64) minus
 one held-out GPU; its supernet (37 MB) is not shipped: an accuracy surrogate distilled from it is.
 
-    python -m toolkit.search.default_run --data ../shared/data --out toolkit/assets/runs/default
-    python -m toolkit.search.default_run --task cifar100 --data ../shared/data --out toolkit/assets/runs/nb201_cifar100
-    python -m toolkit.search.default_run --space ofa_mbv3 --data ../shared/data --out toolkit/assets/runs/ofa_mbv3
+    python -m modnas.toolkit.search.default_run --data ../shared/data --out toolkit/assets/runs/default
+    python -m modnas.toolkit.search.default_run --task cifar100 --data ../shared/data --out toolkit/assets/runs/nb201_cifar100
+    python -m modnas.toolkit.search.default_run --space ofa_mbv3 --data ../shared/data --out toolkit/assets/runs/ofa_mbv3
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import numpy as np
 
 def split_devices(keys: list[str], seed: int = 0, share: float = 0.25) -> tuple[list[str], list[str], list[str]]:
     """(training keys, held-out keys, held-out groups): whole hardware groups are held out."""
-    from toolkit.benchdata import groups
+    from modnas.toolkit.data.benchdata import groups
 
     grp = groups(keys)
     names = sorted(grp)
@@ -34,11 +34,11 @@ def split_devices(keys: list[str], seed: int = 0, share: float = 0.25) -> tuple[
 
 def usable_keys(data_dir: str | Path, table: Any = None, space: str = "nb201") -> list[str]:
     """Table devices with (nearly) every architecture and all reference measurements."""
-    from toolkit.benchdata import load_table
-    from toolkit.spaces import get_space
+    from modnas.toolkit.data.benchdata import load_table
+    from modnas.toolkit.spaces import get_space
 
     if space == "ofa_mbv3":
-        from toolkit.benchdata_ofa import load_latency
+        from modnas.toolkit.data.benchdata_ofa import load_latency
 
         ofa = get_space(space)
         tab = load_latency(data_dir) if table is None else table
@@ -46,7 +46,7 @@ def usable_keys(data_dir: str | Path, table: Any = None, space: str = "nb201") -
         refs = [pos[a] for a in ofa.reference_archs() if a in pos]
         return [k for k in tab.keys if len(refs) == len(ofa.reference_archs()) and np.all(np.isfinite(tab.row(k)[refs]))]
     if space != "nb201":
-        from toolkit.errors import BadInput
+        from modnas.toolkit.errors import BadInput
 
         raise BadInput(f"no benchmark tables for the {space} space: name the devices with --devices")
     nb = get_space("nb201")
@@ -64,8 +64,8 @@ def objective_keys(data_dir: str | Path, objectives: list[str] | tuple[str, ...]
                    table: Any = None) -> tuple[list[str], list[str]]:
     """Table devices usable for every cost objective (latency, and energy when asked): the devices
     kept, and the latency devices left out because a table of another objective lacks them."""
-    from toolkit.benchdata import load_table
-    from toolkit.errors import BadInput
+    from modnas.toolkit.data.benchdata import load_table
+    from modnas.toolkit.errors import BadInput
 
     keys = usable_keys(data_dir, table, space)
     kept = list(keys)
@@ -85,22 +85,22 @@ def build_default_run(data_dir: str | Path, out: str | Path, epochs: int = 20, s
                       share: float = 0.25, cost: str = "auto", task: str = "cifar10") -> dict[str, Any]:
     """A shipped nb201 run for a benchmark ``task``: benchmark mode on the table devices minus the
     held-out hardware groups (the same split for every task)."""
-    from toolkit.benchdata import load_table
-    from toolkit.search.api import resolve_devices, run_search
-    from toolkit.search.costs import linear_costs_from_table
-    from toolkit.tasks import task_column
+    from modnas.toolkit.data.benchdata import load_table
+    from modnas.toolkit.search.api import resolve_devices, run_search
+    from modnas.toolkit.search.costs import linear_costs_from_table
+    from modnas.toolkit.data.tasks import task_column
 
     task_column(task)
     table = load_table(data_dir, "latency")
     train, held, held_groups = split_devices(usable_keys(data_dir, table), seed, share)
     if cost == "standin":
         models = linear_costs_from_table(data_dir, train, table=table)
-        source = "stand-in: log-linear cost model fitted per table column (toolkit.search.costs.LinearCost)"
+        source = "stand-in: log-linear cost model fitted per table column (modnas.toolkit.search.costs.LinearCost)"
     else:
         models, source = resolve_devices(train, data_dir, allow_standin=(cost == "auto"), table=table)
     note = (f"{'default' if task == 'cifar10' else 'shipped ' + task} run: benchmark mode ({task} accuracy) on "
             f"{len(train)} table devices; held-out hardware groups {held_groups} (seed {seed}, share {share}) are "
-            f"kept for evaluation. Rebuild: python -m toolkit.search.default_run --task {task} --data DATA --out OUT "
+            f"kept for evaluation. Rebuild: python -m modnas.toolkit.search.default_run --task {task} --data DATA --out OUT "
             f"--epochs {epochs} --seed {seed} --cost {cost}")
     # cifar10 reads the shipped surrogate; another task fits its own on the table (copied into the run)
     res = run_search(models, accuracy="benchmark", data_dir=None if task == "cifar10" else data_dir, epochs=epochs,
@@ -126,18 +126,18 @@ def build_ofa_run(data_dir: str | Path, out: str | Path, epochs: int = 10, seed:
     supernet mode on the digits (``warmup`` epochs on random subnets, then ``prefs`` preferences per
     device per step and ``random_subnets`` extra random subnets per weight step), then the accuracy
     surrogate distilled from the supernet."""
-    from toolkit.benchdata_ofa import batch_size
-    from toolkit.benchdata_ofa import gpu_group, load_latency
-    from toolkit.search.api import resolve_devices, run_search
-    from toolkit.search.run import load_run
-    from toolkit.search.surrogate import distil_surrogate
+    from modnas.toolkit.data.benchdata_ofa import batch_size
+    from modnas.toolkit.data.benchdata_ofa import gpu_group, load_latency
+    from modnas.toolkit.search.api import resolve_devices, run_search
+    from modnas.toolkit.search.run import load_run
+    from modnas.toolkit.search.surrogate import distil_surrogate
 
     table = load_latency(data_dir)
     train = [k for k in table.keys if gpu_group(k) != held_out and batch_size(k) in OFA_BATCHES]
     held = [k for k in table.keys if gpu_group(k) == held_out]
     models, source = resolve_devices(train, data_dir, table=table, space="ofa_mbv3")
     note = (f"shipped ofa_mbv3 run: supernet mode on the digits for {len(train)} HELP OFA settings; the "
-            f"{held_out} GPU ({len(held)} settings) is held out. Rebuild: python -m toolkit.search.default_run "
+            f"{held_out} GPU ({len(held)} settings) is held out. Rebuild: python -m modnas.toolkit.search.default_run "
             f"--space ofa_mbv3 --data DATA --out OUT --epochs {epochs} --seed {seed} (warm-up {warmup} epochs, "
             f"h_lr {h_lr}, {prefs} preferences per step, {random_subnets} random subnet(s) per weight step)")
     res = run_search(models, accuracy="supernet", data_dir="digits", epochs=epochs, out=out, seed=seed,

@@ -5,7 +5,7 @@ trains. Supernet mode: each step first updates the hypernetwork on an architectu
 (cross-entropy of the sampled subnet, min-max scaled with a range measured once on random subnets
 when the hypernetwork starts training, then frozen), then the supernet weights on a weight-half
 batch (mean CE over the devices' sampled subnets). The normalised objectives are combined under
-each preference by the configured scalarisation (toolkit.search.scalarise).
+each preference by the configured scalarisation (modnas.toolkit.search.scalarise).
 Randomness is keyed by (seed, epoch, step, device), so results do not depend on how devices are
 split over ranks.
 """
@@ -20,14 +20,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from toolkit.search.costs import CostModel
-from toolkit.search.ddp import DistContext
-from toolkit.search.hypernet import build_hypernet
-from toolkit.search.mgd import mgd_combine
-from toolkit.search.run import SearchConfig
-from toolkit.search.samplers import get_sampler
-from toolkit.search.scalarise import scalarise
-from toolkit.search.supernets import hypernet_layout, search_space
+from modnas.toolkit.search.costs import CostModel
+from modnas.toolkit.search.ddp import DistContext
+from modnas.toolkit.search.hypernet import build_hypernet
+from modnas.toolkit.search.mgd import mgd_combine
+from modnas.toolkit.search.run import SearchConfig
+from modnas.toolkit.search.samplers import get_sampler
+from modnas.toolkit.search.scalarise import scalarise
+from modnas.toolkit.search.supernets import hypernet_layout, search_space
 
 
 @dataclass
@@ -121,7 +121,7 @@ def draw_preferences(rng: np.random.Generator, m: int, n: int) -> np.ndarray:
 
 def error_range(surrogate: Any, quantile: float) -> tuple[float, float]:
     """(smallest predicted error, ``quantile`` of predicted errors) over the whole NB201 space."""
-    from toolkit.spaces import get_space
+    from modnas.toolkit.spaces import get_space
 
     space = get_space("nb201")
     with torch.no_grad():
@@ -257,7 +257,7 @@ class Trainer:
         """Freeze the error term's scale: the cross-entropies of ``ce_range_subnets`` uniformly random
         subnets on architecture-half batches, in training mode as the hypernetwork steps see them
         (batch-norm buffers restored afterwards; the same on every rank: same weights, same keys)."""
-        from toolkit.search.supernets import bn_state, restore_buffers
+        from modnas.toolkit.search.supernets import bn_state, restore_buffers
 
         (_, _), (xa, ya), _ = self.images_split
         batches = self._batches(xa, ya, epoch, 5) or [(xa, ya)]
@@ -375,7 +375,7 @@ class Trainer:
     @property
     def images_split(self) -> Any:
         if not hasattr(self, "_split"):
-            from toolkit.datasets import split_three
+            from modnas.toolkit.data.datasets import split_three
 
             self._split = split_three(self.images, self.cfg.seed)
         return self._split

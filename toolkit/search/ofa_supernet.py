@@ -4,7 +4,7 @@ Every stage holds 4 blocks at the largest choices (kernel 7, expand ratio 6). A 
 first ``d`` blocks of each stage, the centre ``k x k`` of each depthwise kernel and the first
 ``hidden`` channels of each expanded layer (BN statistics and SE weights sliced alike).
 :meth:`OFASupernet.extract` copies those slices into a state dict that loads strictly into the
-standalone :class:`toolkit.spaces.ofa_net.OFAMobileNetV3` of the same architecture.
+standalone :class:`modnas.toolkit.spaces.ofa_net.OFAMobileNetV3` of the same architecture.
 ``forward(x, arch)`` takes a string, an ``OFAConfig`` or a flat (straight-through) one-hot laid out
 as ``space.encode``, like the NB201 supernet's, so a sampler's output can drive it.
 """
@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from toolkit.errors import BadInput
-from toolkit.spaces.ofa_mbv3 import (
-    DEFAULT_WIDTH_MULT, DEPTHS, EXPANDS, KERNELS, N_STAGES, SLOTS, STAGE_HSWISH, STAGE_SE, STAGE_STRIDES,
-    OFAConfig, OFAMobileNetV3Space, hidden_width, make_divisible, widths,
-)
-from toolkit.spaces.ofa_net import ConvBNAct, FirstBlock, Head
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.spaces.ofa_mbv3 import OFAMobileNetV3Space
+from modnas.toolkit.spaces.ofa_blocks import (DEFAULT_WIDTH_MULT, DEPTHS, EXPANDS, KERNELS, N_STAGES, SLOTS,
+                                              STAGE_HSWISH, STAGE_SE, STAGE_STRIDES, OFAConfig, hidden_width,
+                                              make_divisible, widths)
+from modnas.toolkit.spaces.ofa_net import ConvBNAct, FirstBlock, Head
 
 MAX_KERNEL = max(KERNELS)
 
@@ -195,7 +195,7 @@ class OFASupernet(nn.Module):
 
     def subnet(self, arch: str | OFAConfig | torch.Tensor) -> nn.Module:
         """The standalone network of ``arch`` carrying the supernet's weights."""
-        from toolkit.spaces.ofa_net import OFAMobileNetV3
+        from modnas.toolkit.spaces.ofa_net import OFAMobileNetV3
 
         cfg = self._cfg(arch)
         net = OFAMobileNetV3(cfg, num_classes=self.num_classes, width_mult=self.width_mult, dropout=self.dropout)

@@ -1,16 +1,15 @@
 """Read-out of a trained run for any device given its embedding: fronts and budget picks."""
 from __future__ import annotations
 
-import itertools
-import math
 from typing import Any
 
 import numpy as np
 
-from toolkit.errors import BadInput
-from toolkit.pareto import greedy_hv_subset, nondominated_mask
-from toolkit.search.costs import as_cost_model
-from toolkit.search.run import COST_OBJECTIVES, Run
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.pareto import greedy_hv_subset, nondominated_mask
+from modnas.toolkit.search.costs import as_cost_model
+from modnas.toolkit.search.preferences import preference_grid
+from modnas.toolkit.search.run import COST_OBJECTIVES, Run
 
 DEFAULT_MARGIN = 0.05
 # the read-out queries the hypernetwork at this many times the preferences it returns, keeps the
@@ -20,24 +19,6 @@ OVERSAMPLE = 16
 # part of the front (NB201 held-out devices, 24 picks: HV/exhaustive 0.991 against 0.986 with the
 # weighted sum, benchmarks/scalarisation_eval.py)
 PREDICTOR_SCALARISATION = "tchebycheff"
-
-
-def preference_grid(n_objectives: int, count: int) -> np.ndarray:
-    """``count`` preferences on the simplex. Two objectives: ``(cos th, sin th)`` with th evenly
-    spaced strictly inside (0, pi/2), renormalised to sum 1. More: the largest even simplex grid
-    (interior-shifted) with at most ``count`` points."""
-    if count < 1:
-        raise BadInput("preferences must be at least 1")
-    if n_objectives == 2:
-        th = np.linspace(0.0, math.pi / 2, count + 2)[1:-1]
-        r = np.stack([np.cos(th), np.sin(th)], axis=1)
-        return r / r.sum(axis=1, keepdims=True)
-    h = 1
-    while math.comb(h + 1 + n_objectives - 1, n_objectives - 1) <= count:
-        h += 1
-    pts = [c for c in itertools.product(range(h + 1), repeat=n_objectives) if sum(c) == h]
-    grid = (np.asarray(pts, dtype=np.float64) + 0.05) / (h + 0.05 * n_objectives)
-    return grid
 
 
 def _devices_terms(run: Run, costs: dict[str, Any], archs: list[str]) -> dict[str, np.ndarray]:
@@ -79,7 +60,7 @@ def _normalised(run: Run, costs: dict[str, Any], terms: dict[str, np.ndarray]) -
     f = np.stack([terms[k] for k in keys], axis=1)
     lo, hi = f.min(axis=0), f.max(axis=0)
     if run.surrogate is not None and run.config.space == "nb201":
-        from toolkit.search.loop import error_range
+        from modnas.toolkit.search.loop import error_range
 
         e_lo, e_hi = error_range(run.surrogate, 1.0)
         lo[0], hi[0] = min(lo[0], e_lo), max(hi[0], e_hi)
@@ -132,7 +113,7 @@ def predictor_candidates(run: Run, costs: dict[str, Any], embedding: np.ndarray,
     surrogate and the device's cost models (no hypernetwork in the choice; the pool is the whole
     space where it is enumerable, else the hypernetwork's arg-maxes plus ``pool`` random
     architectures), then :func:`spread`."""
-    from toolkit.search.scalarise import minimisers
+    from modnas.toolkit.search.scalarise import minimisers
 
     if run.surrogate is None:
         raise BadInput("the predictor-only read-out needs an accuracy surrogate (a benchmark-mode run, or a "
@@ -159,7 +140,7 @@ def predictor_candidates(run: Run, costs: dict[str, Any], embedding: np.ndarray,
 
 def neighbours(arch: str, space: Any = None) -> list[str]:
     """Every architecture one decision away (NB201: 6 edges x 4 other ops), distinct and canonical."""
-    from toolkit.spaces import get_space
+    from modnas.toolkit.spaces import get_space
 
     space = space if space is not None else get_space("nb201")
     idx = space.to_indices(arch)

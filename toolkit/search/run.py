@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from toolkit.errors import BadInput
+from modnas.toolkit.errors import BadInput
 
 COST_OBJECTIVES = {"latency": "latency_ms", "energy": "energy_mj"}
 
@@ -40,7 +40,7 @@ class SearchConfig(BaseModel):
     epochs: int = Field(20, ge=1)
     # supernet mode: the first epochs train the supernet's weights on uniformly random subnets only
     # (no hypernetwork steps), so the hypernetwork later compares subnets that all had training
-    # (None: the space's default share of the epochs, see toolkit.search.supernets)
+    # (None: the space's default share of the epochs, see modnas.toolkit.search.supernets)
     warmup_epochs: int | None = Field(None, ge=0)
     supernet_prefs: int = Field(1, ge=1)        # supernet mode: preferences per device per hypernetwork step
     # supernet mode: extra uniformly random subnets per weight step (None: the space's default)
@@ -67,7 +67,7 @@ class SearchConfig(BaseModel):
     mgd_max_iter: int = 250
     mgd_tol: float = 1e-5
     # how the hypernetwork's loss combines the normalised objectives under a preference r
-    # (toolkit.search.scalarise); runs saved before this field existed trained with the weighted sum.
+    # (modnas.toolkit.search.scalarise); runs saved before this field existed trained with the weighted sum.
     # The weighted sum is the default because it measured best through the hypernetwork's read-out
     # (benchmarks/scalarisation_eval.py), though Tchebycheff's exact minimisers reach further
     scalarisation: Literal["weighted_sum", "tchebycheff", "smooth_tchebycheff"] = "weighted_sum"
@@ -95,7 +95,7 @@ class SearchConfig(BaseModel):
     @model_validator(mode="after")
     def _space_defaults(self) -> "SearchConfig":
         """Refuse benchmark mode where the space has no accuracy table; fill the space's defaults."""
-        from toolkit.search.supernets import search_space
+        from modnas.toolkit.search.supernets import search_space
 
         support = search_space(self.space)
         if self.accuracy == "benchmark" and not support.benchmark_accuracy:
@@ -111,7 +111,7 @@ class SearchConfig(BaseModel):
 
     def _reconcile_task(self) -> None:
         """``task`` picks the accuracy column unless the column is given; both given must agree."""
-        from toolkit.tasks import task_column, task_of_column
+        from modnas.toolkit.data.tasks import task_column, task_of_column
 
         if self.task is None:
             self.task = task_of_column(self.accuracy_column)  # type: ignore[assignment]
@@ -153,19 +153,19 @@ def default_run_path(space: str = "nb201", task: str | None = None) -> Path:
     """The run shipped with the package for a space, or for an nb201 benchmark ``task`` (used when no
     ``--run`` is given)."""
     if task is not None:
-        from toolkit.tasks import task_column
+        from modnas.toolkit.data.tasks import task_column
 
         task_column(task)  # an unknown task is bad input naming the known ones
         if space != "nb201":
             raise BadInput(f"--task names an NB201 benchmark task; the {space} space has no benchmark tasks")
-        return Path(str(resources.files("toolkit") / "assets" / "runs" / SHIPPED_TASK_RUNS[task]))
+        return Path(str(resources.files("modnas.toolkit") / "assets" / "runs" / SHIPPED_TASK_RUNS[task]))
     if space not in SHIPPED_RUNS:
         raise BadInput(f"no search run is shipped for the {space} space; give --run RUN")
-    return Path(str(resources.files("toolkit") / "assets" / "runs" / SHIPPED_RUNS[space]))
+    return Path(str(resources.files("modnas.toolkit") / "assets" / "runs" / SHIPPED_RUNS[space]))
 
 
 def shipped_surrogate_dir() -> Path:
-    return Path(str(resources.files("toolkit") / "assets" / "surrogates" / "nb201_cifar10"))
+    return Path(str(resources.files("modnas.toolkit") / "assets" / "surrogates" / "nb201_cifar10"))
 
 
 def append_metrics(path: Path, row: dict[str, Any]) -> None:
@@ -184,7 +184,7 @@ class Run:
     """A loaded run: hypernetwork (eval mode) plus the accuracy source used for read-out."""
 
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
-        from toolkit.search.hypernet import build_hypernet
+        from modnas.toolkit.search.hypernet import build_hypernet
 
         self.path = path
         self.meta = meta
@@ -209,7 +209,7 @@ class Run:
             return self.hypernet(r, d)
 
     def archs(self, prefs: np.ndarray, embedding: np.ndarray) -> list[str]:
-        from toolkit.spaces import get_space
+        from modnas.toolkit.spaces import get_space
 
         space = get_space(self.config.space)
         idx = self.logits(prefs, embedding).argmax(dim=-1).numpy()
@@ -224,21 +224,21 @@ class Run:
             distilled = self.config.accuracy == "supernet" and not (self.path / "supernet.safetensors").exists() \
                 and (self.path / "surrogate").is_dir()
             if self.config.accuracy == "benchmark" or distilled:
-                from toolkit.search.surrogate import load_surrogate
+                from modnas.toolkit.search.surrogate import load_surrogate
 
                 self._surrogate = load_surrogate(self.path / "surrogate")
         return self._surrogate
 
     @property
     def space(self) -> Any:
-        from toolkit.spaces import get_space
+        from modnas.toolkit.spaces import get_space
 
         return get_space(self.config.space)
 
     @property
     def supernet(self) -> Any:
         if self._supernet is None and (self.path / "supernet.safetensors").exists():
-            from toolkit.search.supernets import search_space
+            from modnas.toolkit.search.supernets import search_space
 
             self._supernet = search_space(self.config.space).load_supernet(self.meta["supernet_args"])
             self._supernet.load_state_dict(_load_tensors(self.path / "supernet.safetensors"), strict=True)
@@ -256,10 +256,10 @@ class Run:
                 return self.surrogate.error(x).numpy().astype(np.float64)
         if self.supernet is None:
             raise BadInput(f"run {self.path} has neither an accuracy surrogate nor supernet weights")
-        from toolkit.search.supernets import bn_state, encode_one, restore_buffers, search_space
+        from modnas.toolkit.search.supernets import bn_state, encode_one, restore_buffers, search_space
 
         if self._val is None:
-            from toolkit.datasets import load_images, split_three
+            from modnas.toolkit.data.datasets import load_images, split_three
 
             data = load_images(image_source(self.config), max_images=self.config.max_images,
                                seed=self.config.seed)
@@ -290,7 +290,7 @@ class Run:
         """The standalone network of ``arch`` with the supernet's weights; None without a supernet."""
         if self.supernet is None:
             return None
-        from toolkit.search.supernets import search_space
+        from modnas.toolkit.search.supernets import search_space
 
         return search_space(self.config.space).subnet(self.supernet, self.space.canonical(arch))
 

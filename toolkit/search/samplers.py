@@ -77,7 +77,7 @@ SAMPLERS: dict[str, Callable[..., object]] = {"reinmax": ReinMaxSampler, "gdas":
 
 def get_sampler(name: str, **kwargs: float) -> ReinMaxSampler | GDASSampler:
     """A sampler by registry name."""
-    from toolkit.errors import BadInput
+    from modnas.toolkit.errors import BadInput
 
     if name not in SAMPLERS:
         raise BadInput(f"unknown sampler {name!r}; known: {', '.join(sorted(SAMPLERS))}")

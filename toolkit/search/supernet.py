@@ -1,6 +1,6 @@
 """Weight-sharing NB201 supernet that runs only the sampled op per edge (GDAS style).
 
-Module names mirror ``toolkit.spaces.nb201_net.NB201Network`` with one extra level per edge:
+Module names mirror ``modnas.toolkit.spaces.nb201_net.NB201Network`` with one extra level per edge:
 ``layers.<l>.edges.<j_i>.<op>.<rest>`` in the supernet is ``layers.<l>.edges.<j_i>.<rest>`` in
 the standalone network, so extracting a subnet is a key mapping.
 """
@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from toolkit.spaces.nb201 import EDGES, OPS
-from toolkit.spaces.nb201_net import NB201Network, build_macro, make_op
+from modnas.toolkit.spaces.nb201_cell import EDGES, OPS
+from modnas.toolkit.spaces.nb201_net import NB201Network, build_macro, make_op
 
 
 class SuperCell(nn.Module):
@@ -81,7 +81,7 @@ def extract_state(super_state: dict[str, torch.Tensor], indices: list[int]) -> d
 
 def extract_subnet(supernet: NB201Supernet, arch: str) -> NB201Network:
     """A standalone ``NB201Network`` with the weights the supernet shares with ``arch``."""
-    from toolkit.spaces import get_space
+    from modnas.toolkit.spaces import get_space
 
     indices = get_space("nb201").to_indices(arch)
     net = NB201Network(indices, **supernet.config())
@@ -93,7 +93,7 @@ def save_subnet(supernet: NB201Supernet, arch: str, path: str | Path) -> Path:
     """Write the inherited subnet weights as safetensors (the exporters' input)."""
     from safetensors.torch import save_file
 
-    from toolkit.spaces import get_space
+    from modnas.toolkit.spaces import get_space
 
     space = get_space("nb201")
     state = extract_state(supernet.state_dict(), space.to_indices(arch))

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from toolkit.errors import BadInput
-from toolkit.spaces import Space, get_space
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.spaces import Space, get_space
 
 
 def hypernet_layout(space: Space) -> dict[str, Any]:
@@ -80,12 +80,12 @@ class NB201Search(SearchSpace):
     benchmark_accuracy = True
 
     def build_supernet(self, num_classes: int, cfg: Any) -> nn.Module:
-        from toolkit.search.supernet import NB201Supernet
+        from modnas.toolkit.search.supernet import NB201Supernet
 
         return NB201Supernet(num_classes=num_classes, channels=cfg.channels, cells=cfg.cells)
 
     def load_supernet(self, args: dict[str, Any]) -> nn.Module:
-        from toolkit.search.supernet import NB201Supernet
+        from modnas.toolkit.search.supernet import NB201Supernet
 
         return NB201Supernet(**args)
 
@@ -93,7 +93,7 @@ class NB201Search(SearchSpace):
         return supernet(x, onehot.reshape(6, 5))
 
     def subnet(self, supernet: nn.Module, arch: str) -> nn.Module:
-        from toolkit.search.supernet import extract_subnet
+        from modnas.toolkit.search.supernet import extract_subnet
 
         return extract_subnet(supernet, arch)  # type: ignore[arg-type]
 
@@ -110,18 +110,18 @@ class OFASearch(SearchSpace):
 
     def __init__(self) -> None:
         super().__init__()
-        from toolkit.spaces.ofa_mbv3 import RESOLUTIONS
+        from modnas.toolkit.spaces.ofa_blocks import RESOLUTIONS
 
         self.resolutions = RESOLUTIONS
         self.r_offset = self.space.onehot_dim - len(RESOLUTIONS)
 
     def build_supernet(self, num_classes: int, cfg: Any) -> nn.Module:
-        from toolkit.search.ofa_supernet import OFASupernet
+        from modnas.toolkit.search.ofa_supernet import OFASupernet
 
         return OFASupernet(num_classes=num_classes)  # the width the predictors and exports use
 
     def load_supernet(self, args: dict[str, Any]) -> nn.Module:
-        from toolkit.search.ofa_supernet import OFASupernet
+        from modnas.toolkit.search.ofa_supernet import OFASupernet
 
         return OFASupernet(**args)
 
@@ -139,7 +139,7 @@ class OFASearch(SearchSpace):
         return supernet(x, onehot.reshape(-1)) * weight  # straight-through: 1 in value
 
     def prepare_eval(self, supernet: nn.Module, x: torch.Tensor, onehot: torch.Tensor) -> None:
-        from toolkit.search.ofa_supernet import calibrate_bn
+        from modnas.toolkit.search.ofa_supernet import calibrate_bn
 
         arch = self.space.decode(onehot.reshape(-1).detach().numpy())
         calibrate_bn(supernet, self.resize(x, onehot)[0], arch)  # type: ignore[arg-type]

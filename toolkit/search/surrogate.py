@@ -105,14 +105,14 @@ def load_surrogate(directory: str | Path) -> AccuracySurrogate:
 def build_surrogate(data_dir: str | Path, out_dir: str | Path, column: str = "cifar10_test_200ep",
                     seed: int = 0, epochs: int = 300) -> dict[str, Any]:
     """Fit on the accuracy table and write the surrogate files; returns the fit statistics."""
-    from toolkit.search.costs import load_accuracy_column
-    from toolkit.spaces import get_space
+    from modnas.toolkit.search.costs import load_accuracy_column
+    from modnas.toolkit.spaces import get_space
 
     space = get_space("nb201")
     acc = load_accuracy_column(data_dir, column)
     model, stats = fit_surrogate(space.encode(space.all_archs()), acc, seed=seed, epochs=epochs)
     save_surrogate(model, out_dir, {"column": column, "fit": stats,
-                                    "rebuild": f"toolkit.search.surrogate.build_surrogate(DATA, OUT, {column!r}, seed={seed}, epochs={epochs})"})
+                                    "rebuild": f"modnas.toolkit.search.surrogate.build_surrogate(DATA, OUT, {column!r}, seed={seed}, epochs={epochs})"})
     return stats
 
 
@@ -124,8 +124,8 @@ def distil_surrogate(run: Any, n_archs: int = 600, seed: int = 0, epochs: int = 
     is refitted on everything and written to ``<run>/surrogate``. Returns the fit statistics."""
     from scipy.stats import spearmanr
 
-    from toolkit.errors import BadInput
-    from toolkit.search.readout import preference_grid
+    from modnas.toolkit.errors import BadInput
+    from modnas.toolkit.search.preferences import preference_grid
 
     if run.supernet is None:
         raise BadInput(f"run {run.path} has no supernet weights to distil")
@@ -154,7 +154,7 @@ def distil_surrogate(run: Any, n_archs: int = 600, seed: int = 0, epochs: int = 
     stats["fit"] = fit
     save_surrogate(model, Path(run.path) / "surrogate",
                    {"column": "supernet", "distilled": stats,
-                    "rebuild": f"toolkit.search.surrogate.distil_surrogate(load_run(RUN), {n_archs}, seed={seed}, "
+                    "rebuild": f"modnas.toolkit.search.surrogate.distil_surrogate(load_run(RUN), {n_archs}, seed={seed}, "
                                f"epochs={epochs}) on the run with its supernet.safetensors"})
     return stats
 

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from toolkit.errors import BadInput
-from toolkit.spaces.base import Decision, Space
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.spaces.base import Decision, Space
 
 SPACES: dict[str, str] = {
-    "nb201": "toolkit.spaces.nb201:NB201Space",
-    "ofa_mbv3": "toolkit.spaces.ofa_mbv3:OFAMobileNetV3Space",
+    "nb201": "modnas.toolkit.spaces.nb201:NB201Space",
+    "ofa_mbv3": "modnas.toolkit.spaces.ofa_mbv3:OFAMobileNetV3Space",
 }
 
 _cache: dict[str, Space] = {}

@@ -7,12 +7,10 @@ from functools import cached_property
 from importlib import resources
 from typing import Any
 
-from toolkit.errors import BadInput
-from toolkit.spaces.base import Decision, Space
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.spaces.base import Decision, Space
+from modnas.toolkit.spaces.nb201_cell import EDGES, OPS
 
-OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-# (to_node, from_node) in the order of the cell string: 1<-0 | 2<-0 2<-1 | 3<-0 3<-1 3<-2
-EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
 
 # The ten reference architectures of the hardware embedding (benchmark indices).
 REFERENCE_INDICES: tuple[int, ...] = (11982, 431, 55, 9, 14451, 8636, 9881, 13479, 6196, 1462)
@@ -72,7 +70,7 @@ class NB201Space(Space):
     # -- the benchmark's index order ---------------------------------------------------------
     @cached_property
     def _index_codes(self) -> list[str]:
-        raw = resources.files("toolkit").joinpath("assets/nb201_index.txt.gz").read_bytes()
+        raw = resources.files("modnas.toolkit").joinpath("assets/nb201_index.txt.gz").read_bytes()
         codes = gzip.decompress(raw).decode().split()
         if len(codes) != 15625:
             raise RuntimeError("toolkit/assets/nb201_index.txt.gz is damaged: reinstall the package")
@@ -132,6 +130,6 @@ class NB201Space(Space):
         return total / 1e6
 
     def build(self, arch: str, num_classes: int = 10, channels: int = 16, cells: int = 5) -> Any:
-        from toolkit.spaces.nb201_net import NB201Network
+        from modnas.toolkit.spaces.nb201_net import NB201Network
 
         return NB201Network(self.to_indices(arch), num_classes=num_classes, channels=channels, cells=cells)

@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from toolkit.spaces.nb201 import EDGES, OPS
+from modnas.toolkit.spaces.nb201_cell import EDGES, OPS
 
 
 class ReLUConvBN(nn.Sequential):

@@ -7,7 +7,7 @@ Two ways to run, best first:
 2. ``trtexec --loadEngine`` when only the command-line tool is present. A process per inference would
    time process start-up, so run_once() then carries ``run_once.trtexec_timing(warmup_ms, duration_s,
    iterations)``: one trtexec run that times on the board and returns the parsed summary
-   (see ``profilers.board.trtexec_parse``); the agent should prefer it for latency.
+   (see ``modnas.profilers.board.trtexec_parse``); the agent should prefer it for latency.
 """
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import BadInput
-from toolkit.spaces import Space
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.spaces import Space
 
 MAX_BYTES = 64 * 1024 * 1024
 

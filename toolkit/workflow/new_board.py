@@ -5,16 +5,18 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from toolkit.config import DeviceConfig, load_device, modnas_home
-from toolkit.errors import BadInput, BoardError
-from toolkit.onboarding import refresh_embedding
-from toolkit.profiling import fingerprint_device, latency_row, profile_device, resolve_archs
-from toolkit.spaces import Space, get_space
-from toolkit.store import Store
+from modnas.toolkit.config import DeviceConfig, load_device, modnas_home
+from modnas.toolkit.errors import BadInput, BoardError
+from modnas.toolkit.prediction.device_cost import device_cost
+from modnas.toolkit.prediction.device_model import choose_extras
+from modnas.toolkit.prediction.device_state import refresh_embedding
+from modnas.toolkit.spaces import Space, get_space
+from modnas.toolkit.store import Store
+from modnas.toolkit.workflow.profiling import fingerprint_device, latency_row, profile_device, resolve_archs
 
 BUDGET_PERCENTILES = (25, 50, 75)
 READOUT_PREFERENCES = 24
@@ -35,7 +37,7 @@ def _stored_rows(store: Store, cfg: DeviceConfig, space: Space, archs: list[str]
 def onboard(cfg: DeviceConfig, store: Store, space: Space, extra: int = 0, seed: int = 0,
             quiet: bool = False) -> dict[str, Any]:
     """Doctor, profile the references, then ``extra`` architectures chosen with the device model so far
-    (toolkit.device_model.choose_extras), and fit the device model to all of them."""
+    (modnas.toolkit.prediction.device_model.choose_extras), and fit the device model to all of them."""
     if extra < 0:
         raise BadInput(f"--extra must not be negative, got {extra}")
     fingerprint, probe = fingerprint_device(cfg, store, runtimes=[cfg.runtime])
@@ -43,7 +45,6 @@ def onboard(cfg: DeviceConfig, store: Store, space: Space, extra: int = 0, seed:
     if not probe.get("runtimes", {}).get(runtime, {}).get("available", True):
         raise BoardError(f"board {cfg.name}: runtime {runtime} is not usable there: "
                          f"{probe['runtimes'][runtime].get('detail', '')}")
-    from toolkit.device_model import extras_for
 
     refs = space.reference_archs()
     result = profile_device(cfg, store, space, refs, quiet=quiet)  # phase 1: the references
@@ -70,7 +71,7 @@ def onboard(cfg: DeviceConfig, store: Store, space: Space, extra: int = 0, seed:
 def _cost_without(store: Store, name: str, space: Space, exclude: set[str]) -> Any:
     """The device's cost model calibrated without the architectures being validated (the stored device
     model itself when none of them is among its measurements: nothing to refit)."""
-    from toolkit.prediction import device_cost, device_from_store
+    from modnas.toolkit.prediction.device_cost import device_cost, device_from_store
 
     measured = store.values(name, space.name, "latency")
     values = {a: v for a, v in measured.items() if a not in exclude}
@@ -111,7 +112,7 @@ def _round_rows(store: Store, cfg: DeviceConfig, space: Space, archs: set[str]) 
 def _store_rounds(store: Store, cfg: DeviceConfig, space: Space, taken: dict[str, list[dict]]) -> None:
     """Each architecture measured in several rounds is stored once: its value the median of the round
     medians, its samples every round's blocks (``summary.rounds`` keeps the round medians)."""
-    from profilers.stats import summarize
+    from modnas.profilers.stats import summarize
 
     for arch, rows in taken.items():
         if len(rows) < 2 or any(not r["samples"] for r in rows):
@@ -156,10 +157,10 @@ def validate(cfg: DeviceConfig, store: Store, space: Space, run: str | None = No
              out: Path | None = None, quiet: bool = False, rounds: int = VALIDATE_ROUNDS) -> dict[str, Any]:
     """Measure the chosen architectures on the board in interleaved rounds and compare the median of
     rounds with the predictions, beside the board's own repeatability between rounds."""
-    from toolkit.report import (agreement, markdown_report, plot_fronts, plot_predicted_vs_measured,
-                                repeatability)
-    from toolkit.search.readout import candidates
-    from toolkit.search.run import load_run
+    from modnas.toolkit.workflow.report import (agreement, markdown_report, plot_fronts,
+                                                plot_predicted_vs_measured, repeatability)
+    from modnas.toolkit.search.readout import candidates
+    from modnas.toolkit.search.run import load_run
 
     if not 1 <= rounds <= MAX_ROUNDS:
         raise BadInput(f"--rounds must be between 1 and {MAX_ROUNDS}, got {rounds}")
@@ -169,7 +170,7 @@ def validate(cfg: DeviceConfig, store: Store, space: Space, run: str | None = No
         chosen = candidates(run_obj, cost.emb, READOUT_PREFERENCES)[0]
         if len(chosen) < MIN_VALIDATED and run_obj.surrogate is not None:
             # a front of one or two: add the one-edit refinement's front (cheap with a surrogate)
-            from toolkit.search.readout import refine
+            from modnas.toolkit.search.readout import refine
 
             chosen = list(dict.fromkeys(chosen + refine(run_obj, {"latency": cost}, chosen, 1)))
         if len(chosen) < 2:
@@ -234,12 +235,12 @@ def quickstart_budgets(validation: dict[str, Any]) -> list[float]:
 def quickstart(store: Store, out: Path, quiet: bool = False, space_name: str = "nb201") -> dict[str, Any]:
     """Onboard this machine, validate its read-out front in rounds, pick for three budgets with the
     board verifying each pick, export the picks."""
-    from toolkit.exporting import export_arch
-    from toolkit.prediction import device_from_store
-    from toolkit.report import markdown_report
-    from toolkit.search.readout import pareto
-    from toolkit.search.run import load_run
-    from toolkit.verify import verify_on_board
+    from modnas.toolkit.workflow.exporting import export_arch
+    from modnas.toolkit.prediction.device_cost import device_from_store
+    from modnas.toolkit.workflow.report import markdown_report
+    from modnas.toolkit.search.readout import pareto
+    from modnas.toolkit.search.run import load_run
+    from modnas.toolkit.workflow.verify import verify_on_board
 
     start = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
@@ -278,3 +279,29 @@ def quickstart(store: Store, out: Path, quiet: bool = False, space_name: str = "
             "validation": {k: validation[k] for k in ("spearman", "kendall", "mape", "within_10pct", "rounds",
                                                       "repeatability_mape", "plot", "front_plot", "report")},
             "seconds": time.monotonic() - start, "out": str(out)}
+
+
+def shipped_error(space_name: str) -> Callable[[list[str]], np.ndarray] | None:
+    """The shipped run's predicted error, where it comes from a surrogate (cheap for thousands)."""
+    try:
+        from modnas.toolkit.search.run import load_run
+
+        run = load_run(None, space_name)
+        return run.predict_error if run.surrogate is not None else None
+    except (BadInput, OSError):
+        return None
+
+
+def extras_for(store: Any, name: str, space: Any, n: int, seed: int = 0) -> list[str]:
+    """The ``n`` architectures to measure after the references on a stored device.
+
+    Chosen from the reference measurements alone, so an interrupted onboarding chooses the same
+    ones again and measures only what is missing; random where no predictor fits the space.
+    """
+    values = store.values(name, space.name, "latency")
+    refs = [space.canonical(r) for r in space.reference_archs()]
+    try:
+        cost = device_cost(name, {r: values[r] for r in refs if r in values}, space, "latency")
+    except BadInput:
+        return [a for a in space.sample(n + len(refs), seed) if a not in refs][:n]
+    return choose_extras(cost, n, seed, shipped_error(space.name))

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from toolkit.errors import BadInput, BoardError
+from modnas.toolkit.errors import BadInput, BoardError
 
 DEFAULT_VERIFY_MAX = 8
 MIN_VERIFY_MARGIN = 0.02   # the least margin a measured pick keeps below the budget
@@ -42,7 +42,7 @@ Measure = Callable[[str], "Measured | None"]
 
 def candidate_pool(run: Any, cost: Any, preferences: int = 24, dense: int = 201) -> tuple[list[str], dict[str, Any]]:
     """The distinct architectures ``select`` ranks, with the preference each was first read out at."""
-    from toolkit.search.readout import candidates, refine
+    from modnas.toolkit.search.readout import candidates, refine
 
     archs_a, prefs_a = candidates(run, cost.emb, preferences)
     archs_b, prefs_b = candidates(run, cost.emb, dense)
@@ -72,7 +72,7 @@ def stored_measurements(store: Any, device: str, space: str, runtime: str) -> di
 
 def board_measure(cfg: Any, store: Any, space: Any, run: str | None = None, quiet: bool = True) -> Measure:
     """Measure one architecture on the board (stored as usual); None when it fails there."""
-    from toolkit.profiling import profile_device
+    from modnas.toolkit.workflow.profiling import profile_device
 
     def measure(arch: str) -> Measured | None:
         res = profile_device(cfg, store, space, [arch], quiet=quiet, run=run)
@@ -106,7 +106,7 @@ def verified_select(run: Any, cost: Any, budget_ms: float, measure: Measure, kno
     measurements already stored, judged without measuring. Board loss propagates as ``BoardError``.
     ``pool``: ``candidate_pool(run, cost)`` when the caller already has it (several budgets, one device).
     """
-    from toolkit.search.readout import resolve_margin
+    from modnas.toolkit.search.readout import resolve_margin
 
     if not budget_ms > 0:
         raise BadInput(f"budget must be a positive number of ms, got {budget_ms}")

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.artifacts import build_model
-from toolkit.config import DeviceConfig
-from toolkit.errors import BadInput
-from toolkit.spaces import get_space
+from modnas.toolkit.workflow.artifacts import build_model
+from modnas.toolkit.config import DeviceConfig
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.spaces import get_space
 
 FORMATS = ("onnx", "tvm", "tensorrt")
 
@@ -51,7 +51,7 @@ def _eval_data(space: Any, arch: str, ckpt_meta: dict[str, Any] | None, images: 
     """Everything read before a file is written, so bad input leaves nothing behind."""
     import torch
 
-    from toolkit.training import heldout_images, load_training_data
+    from modnas.toolkit.workflow.training import heldout_images, load_training_data
 
     heldout = calibration = None
     record: dict[str, Any] = {}
@@ -97,12 +97,12 @@ def export_arch(arch: str, *, space_name: str, formats: list[str], out: Path, de
     arch = space.canonical(arch)
     if "tensorrt" in formats and device is None:
         raise BadInput("--format tensorrt needs --device: engines are built on the board that runs them")
-    from exporters.onnx import export_onnx
+    from modnas.exporters.onnx import export_onnx
 
     ckpt_meta = None
     if weights is not None:
-        from exporters.result import sha256_file
-        from toolkit.training import model_from_checkpoint
+        from modnas.exporters.result import sha256_file
+        from modnas.toolkit.workflow.training import model_from_checkpoint
 
         model, ckpt_meta = model_from_checkpoint(weights, space.name, arch)
         weights_tag = "checkpoint-" + sha256_file(weights)[:16]
@@ -125,7 +125,7 @@ def export_arch(arch: str, *, space_name: str, formats: list[str], out: Path, de
         doc["max_abs_diff"]["onnx"] = onnx_res.max_abs_diff
         built["onnx"] = onnx_res.path
     if quantize:
-        from exporters.quantize import quantize_int8
+        from modnas.exporters.quantize import quantize_int8
 
         int8 = quantize_int8(onnx_res.path, evald.calibration, out / f"{stem}-int8.onnx",
                              meta={"calibration_source": "checkpoint training split" if ckpt_meta else str(images)})
@@ -133,8 +133,8 @@ def export_arch(arch: str, *, space_name: str, formats: list[str], out: Path, de
         built["onnx_int8"] = int8.path
     tvm_runs_here = False
     if "tvm" in formats:
-        from exporters.targets import resolve_target, runs_here
-        from exporters.tvm import compile_tvm
+        from modnas.exporters.targets import resolve_target, runs_here
+        from modnas.exporters.tvm import compile_tvm
 
         target = resolve_target(device.target if device else None, target_preset)
         tvm_res = compile_tvm(onnx_res.path, target, out, name=f"{stem}-tvm")
@@ -144,8 +144,8 @@ def export_arch(arch: str, *, space_name: str, formats: list[str], out: Path, de
         if tvm_runs_here:
             built["tvm"] = tvm_res.path
     if "tensorrt" in formats:
-        from exporters.tensorrt import build_on_board
-        from profilers.connection import open_connection
+        from modnas.exporters.tensorrt import build_on_board
+        from modnas.toolkit.workflow.profiling import connect
 
         source, precision = tensorrt_build_plan(quantize, tensorrt_precision)
         trt_onnx = onnx_res.path
@@ -154,7 +154,7 @@ def export_arch(arch: str, *, space_name: str, formats: list[str], out: Path, de
                                      meta={"calibration_source": "checkpoint training split" if ckpt_meta
                                            else str(images)}).path
             doc["onnx_int8_tensorrt"] = str(trt_onnx)
-        with open_connection(device) as conn:
+        with connect(device) as conn:
             trt = build_on_board(conn, trt_onnx, precision, out_dir=out,
                                  workdir=f"{device.workdir.rstrip('/')}/engines", name=f"{stem}-trt")
         doc["tensorrt"] = str(trt.path)
@@ -171,7 +171,7 @@ def export_arch(arch: str, *, space_name: str, formats: list[str], out: Path, de
 
 def _measure_accuracy(model: Any, built: dict[str, Path], evald: _EvalData, checkpoint: str) -> dict[str, float]:
     """PyTorch's accuracy and each built file's on the held-back images, written beside each file."""
-    from toolkit.accuracy import accuracy_onnx, accuracy_pytorch, accuracy_tvm, write_accuracy
+    from modnas.toolkit.workflow.accuracy import accuracy_onnx, accuracy_pytorch, accuracy_tvm, write_accuracy
 
     assert evald.heldout is not None
     x, y = evald.heldout

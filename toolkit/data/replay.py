@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from toolkit.errors import BadInput
+from modnas.toolkit.errors import BadInput
 
 MAX_TABLE_BYTES = 64 * 1024 * 1024
 HEADER = ["arch", "value"]
@@ -37,7 +37,7 @@ class ReplayTable:
 
 
 def _spaces(space: str | None) -> list[str]:
-    from toolkit.spaces import SPACES
+    from modnas.toolkit.spaces import SPACES
 
     if space is None:
         return list(SPACES)
@@ -48,7 +48,7 @@ def _spaces(space: str | None) -> list[str]:
 
 def _canonical(arch: str, names: list[str], where: str) -> tuple[str, str]:
     """(space, canonical arch) in the first of ``names`` that parses it, else BadInput naming the line."""
-    from toolkit.spaces import get_space
+    from modnas.toolkit.spaces import get_space
 
     first: BadInput | None = None
     for name in names:
@@ -139,8 +139,8 @@ def load_tables(cfg: Any) -> dict[str, ReplayTable]:
 
 def replay_connection(cfg: Any) -> Any:
     """The connection to a replay board: this machine, with the agent answering from the tables in this process."""
-    from profilers.board.replay import ReplayBoard
-    from profilers.replay import ReplayConnection
+    from modnas.profilers.board.replay import ReplayBoard
+    from modnas.profilers.replay import ReplayConnection
 
     tables = load_tables(cfg)
     board = ReplayBoard(
@@ -155,11 +155,11 @@ def table_values(data_dir: str | Path, key: str, metric: str = "latency", space:
                  table: Any = None) -> dict[str, float]:
     """One device column of the shared tables as {arch: value} (measured cells only).
 
-    ``key`` is a ``toolkit.benchdata`` key (``help:pixel3``) for nb201 or a ``toolkit.benchdata_ofa`` key
+    ``key`` is a ``modnas.toolkit.data.benchdata`` key (``help:pixel3``) for nb201 or a ``modnas.toolkit.data.benchdata_ofa`` key
     (``help_ofa:v100_64``) for ofa_mbv3; pass an already loaded ``table`` to read many columns cheaply."""
     if space == "nb201":
-        from toolkit import benchdata
-        from toolkit.spaces import get_space
+        from modnas.toolkit.data import benchdata
+        from modnas.toolkit.spaces import get_space
 
         loaded = table if table is not None else benchdata.load_table(data_dir, metric)
         row = loaded.row(key)
@@ -168,7 +168,7 @@ def table_values(data_dir: str | Path, key: str, metric: str = "latency", space:
     if space == "ofa_mbv3":
         if metric != "latency":
             raise BadInput("the OFA tables have latency only")
-        from toolkit import benchdata_ofa
+        from modnas.toolkit.data import benchdata_ofa
 
         loaded = table if table is not None else benchdata_ofa.load_latency(data_dir)
         return {a: float(v) for a, v in loaded.values_by_arch(key).items() if math.isfinite(v) and v > 0}
@@ -198,7 +198,7 @@ def write_device(out_dir: str | Path, name: str, latency: Mapping[str, float],
     """Write ``<name>.yaml`` and its tables under ``out_dir``; the device file's path.
 
     ``measurement`` sets repeats and min_runs (how many raw samples each measurement carries)."""
-    from toolkit.config import check_name
+    from modnas.toolkit.names import check_name
 
     check_name(name, "device name")
     out = Path(out_dir)
@@ -224,11 +224,11 @@ def device_name_for(key: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m toolkit.replay --data DIR --device KEY [--device KEY ...] --out DIR``: replay device files."""
+    """``python -m modnas.toolkit.data.replay --data DIR --device KEY [--device KEY ...] --out DIR``: replay device files."""
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m toolkit.replay",
+    parser = argparse.ArgumentParser(prog="python -m modnas.toolkit.data.replay",
                                      description="write replay boards (device file + tables) for shared-table devices")
     parser.add_argument("--data", required=True, help="the measured tables (laid out as shared/data)")
     parser.add_argument("--device", action="append", required=True, help="a table key, e.g. help:pixel3")
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         latency = energy = None
         if args.space == "nb201":  # every key's column from one read of each table
-            from toolkit import benchdata
+            from modnas.toolkit.data import benchdata
 
             latency, energy = benchdata.load_table(args.data, "latency"), benchdata.load_table(args.data, "energy")
         for key in args.device:
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             path = write_device(args.out, device_name_for(key), lat, en, noise=args.noise, seed=args.seed)
             print(path)
     except BadInput as err:
-        print(f"python -m toolkit.replay: {err}", file=sys.stderr)
+        print(f"python -m modnas.toolkit.data.replay: {err}", file=sys.stderr)
         return 2
     return 0
 

@@ -6,8 +6,8 @@ then onboarded from those 10 values only, and all its other (connected) architec
 predicted. Baselines get the same 10 values: FLOPs (calibrated), the nearest training device by
 embedding (calibrated), and the predictor without calibration.
 
-Spaces with tables (``toolkit.predictors.TABLE_SPACES``): nb201 (every source of
-``toolkit.benchdata``) and ofa_mbv3 (HELP's OFA GPU latency, ``toolkit.benchdata_ofa``; its
+Spaces with tables (``modnas.toolkit.prediction.predictors.TABLE_SPACES``): nb201 (every source of
+``modnas.toolkit.data.benchdata``) and ofa_mbv3 (HELP's OFA GPU latency, ``modnas.toolkit.data.benchdata_ofa``; its
 hardware groups are the GPUs, so each fold holds out all batch sizes of one GPU; FLOPs are the
 width-1.2 MACs).
 """
@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from toolkit.errors import BadInput
+from modnas.toolkit.errors import BadInput
 
 
 def scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
@@ -54,7 +54,7 @@ def make_folds(groups: list[str], folds: int | Sequence[Sequence[str]], seed: in
 
 
 def _calibrated(values: np.ndarray, ref_idx: list[int], refs: np.ndarray) -> np.ndarray:
-    from toolkit import calibration
+    from modnas.toolkit.prediction import calibration
 
     cal = calibration.fit(values[ref_idx], refs)
     return cal.apply(values)
@@ -70,9 +70,10 @@ def evaluate(data_dir: str | Path, metric: str = "latency", space: str = "nb201"
     measured architectures (``calibrated_<n>``) and, in addition, fine-tuned on them
     (``finetuned_<n>``); those architectures are then left out of the scores of these two.
     """
-    from toolkit import benchdata, predictors
-    from toolkit.embedding import minmax
-    from toolkit.spaces import get_space
+    from modnas.toolkit.data import benchdata
+    from modnas.toolkit.prediction import predictors
+    from modnas.toolkit.prediction.embedding import minmax
+    from modnas.toolkit.spaces import get_space
 
     if space not in predictors.TABLE_SPACES:
         raise BadInput(f"leave-devices-out evaluation needs benchmark tables; none for space {space!r}")
@@ -82,7 +83,7 @@ def evaluate(data_dir: str | Path, metric: str = "latency", space: str = "nb201"
     if space == "nb201":
         raw_tables = {m: benchdata.load_table(data_dir, m) for m in {metric, *cfg.donor_metrics}}
     else:
-        from toolkit import benchdata_ofa
+        from modnas.toolkit.data import benchdata_ofa
 
         if metric != "latency":
             raise BadInput(f"no {metric} table for {space} (HELP's OFA data has latency only)")
@@ -174,7 +175,7 @@ def _methods(n_extra: int) -> list[tuple[str, str]]:
 def _few_shot(entry: dict[str, Any], pred: Any, archs: list[str], onehot: np.ndarray, row: np.ndarray, truth: np.ndarray,
               ref_idx: list[int], n_extra: int, steps: int, seed: int) -> None:
     """Scores with ``n_extra`` more measured architectures: re-calibrated, and fine-tuned too."""
-    from toolkit.embedding import minmax
+    from modnas.toolkit.prediction.embedding import minmax
 
     cand = np.flatnonzero(np.isfinite(truth))
     pick = np.random.default_rng(seed).choice(cand, size=min(n_extra, len(cand)), replace=False)

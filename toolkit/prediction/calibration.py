@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from toolkit.errors import BadInput
+from modnas.toolkit.errors import BadInput
 
 MIN_POINTS_FOR_SLOPE = 4
 MIN_POINTS_FOR_OFFSET = 15

@@ -12,12 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from toolkit.errors import BadInput
+from modnas.toolkit.errors import BadInput
 
 
 def _nb201_graph() -> tuple[np.ndarray, int]:
     """Op-node DAG of the NB201 cell: node 0 input, 1..6 the edges' ops, 7 output."""
-    from toolkit.spaces.nb201 import EDGES
+    from modnas.toolkit.spaces.nb201_cell import EDGES
 
     n = len(EDGES) + 2
     adj = np.zeros((n, n), dtype=np.float32)  # adj[dst, src]

@@ -6,13 +6,13 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Callable
 
-from toolkit.artifacts import build_artifact
-from toolkit.config import DeviceConfig, modnas_home
-from toolkit.errors import BadInput, BoardError
-from toolkit.interrupts import Stop
-from toolkit.progress import Progress
-from toolkit.spaces import Space
-from toolkit.store import Store
+from modnas.toolkit.workflow.artifacts import build_artifact
+from modnas.toolkit.config import DeviceConfig, modnas_home
+from modnas.toolkit.errors import BadInput, BoardError
+from modnas.toolkit.interrupts import Stop
+from modnas.toolkit.progress import Progress
+from modnas.toolkit.spaces import Space
+from modnas.toolkit.store import Store
 
 MAX_PARALLEL_BOARDS = 4
 STOP_WAIT_S = 3.0  # after Ctrl-C/SIGTERM: how long to wait for the other boards' campaigns to end
@@ -85,10 +85,26 @@ def board_runtime(cfg: DeviceConfig, runtime: str | None = None) -> str:
     return chosen
 
 
-def open_board(cfg: DeviceConfig) -> Any:
-    from profilers.campaign import Board
+def connect(cfg: DeviceConfig) -> Any:
+    """The connection to a board: a replay board answers from its tables, any other through ``profilers``."""
+    if cfg.host == "replay":
+        from modnas.toolkit.data.replay import replay_connection
 
-    return Board(cfg)
+        return replay_connection(cfg)
+    from modnas.profilers.connection import open_connection
+
+    return open_connection(cfg)
+
+
+def open_board(cfg: DeviceConfig) -> Any:
+    from modnas.profilers.campaign import Board
+
+    connection = connect(cfg)
+    try:
+        return Board(cfg, connection=connection)
+    except BaseException:
+        connection.close()
+        raise
 
 
 def fingerprint_device(cfg: DeviceConfig, store: Store,
@@ -123,7 +139,7 @@ def profile_device(cfg: DeviceConfig, store: Store, space: Space, archs: list[st
 
     Ctrl-C or SIGTERM (in this thread), or ``stop`` set from another, ends the campaign at once: the running
     measurement is aborted on the board, the campaign is recorded as interrupted, finished results stay."""
-    from profilers.campaign import MeasureJob
+    from modnas.profilers.campaign import MeasureJob
 
     runtime = board_runtime(cfg, runtime)
     settings = cfg.measurement

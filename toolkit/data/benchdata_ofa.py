@@ -18,17 +18,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from toolkit.errors import BadInput
-from toolkit.spaces.ofa_mbv3 import (
-    DEFAULT_WIDTH_MULT, STAGE_HSWISH, STAGE_SE, OFAMobileNetV3Space, block_specs, widths,
-)
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.spaces.ofa_mbv3 import OFAMobileNetV3Space
+from modnas.toolkit.spaces.ofa_blocks import DEFAULT_WIDTH_MULT, STAGE_HSWISH, STAGE_SE, block_specs, widths
 
 SOURCE = "help_ofa"
 _STR_COLS = {c: str for c in ("ks", "e", "d", "ks_active", "e_active")}
 
 
 def _space() -> OFAMobileNetV3Space:
-    from toolkit.spaces import get_space
+    from modnas.toolkit.spaces import get_space
 
     space = get_space("ofa_mbv3")
     assert isinstance(space, OFAMobileNetV3Space)

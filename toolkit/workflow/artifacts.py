@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit.spaces import Space
+from modnas.toolkit.spaces import Space
 
 # torch.onnx.export and TVM compilation are not safe to run from several threads at once
 _BUILD_LOCK = threading.Lock()
@@ -36,7 +36,7 @@ def build_model(space: Space, arch: str, run: str | None = None) -> Any:
     import torch
 
     if run is not None:
-        from toolkit.search.run import run_subnet
+        from modnas.toolkit.search.run import run_subnet
 
         inherited = run_subnet(Path(run), space.name, arch)
         if inherited is not None:
@@ -58,8 +58,8 @@ def build_artifact(space: Space, arch: str, runtime: str, cache_dir: Path,
     naming the architecture for a replay board's ``replay`` runtime.
 
     With ``run``, the network carries the run's inherited supernet weights (when it has any)."""
-    from exporters.onnx import export_onnx
-    from exporters.result import read_sidecar, sha256_file
+    from modnas.exporters.onnx import export_onnx
+    from modnas.exporters.result import read_sidecar, sha256_file
 
     cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if runtime == "replay":
@@ -75,8 +75,8 @@ def build_artifact(space: Space, arch: str, runtime: str, cache_dir: Path,
             return _int8_artifact(onnx_path, runtime, shape, cache_key(space.name, arch, "onnx_int8", None, weights))
         if runtime != "tvm":
             return Artifact(onnx_path, sha256_file(onnx_path), "onnx", shape, read_sidecar(onnx_path))
-        from exporters.targets import resolve_target
-        from exporters.tvm import compile_tvm
+        from modnas.exporters.targets import resolve_target
+        from modnas.exporters.tvm import compile_tvm
 
         tgt = resolve_target(target)
         key = cache_key(space.name, arch, "tvm", tgt, weights)
@@ -91,7 +91,7 @@ def build_artifact(space: Space, arch: str, runtime: str, cache_dir: Path,
 
 def replay_artifact(space: Space, arch: str, cache_dir: Path) -> Artifact:
     """What a replay board runs: a tiny JSON file naming the architecture (canonical form) and its space."""
-    from profilers.board.replay import ARTIFACT_FORMAT
+    from modnas.profilers.board.replay import ARTIFACT_FORMAT
 
     canonical = space.canonical(arch)
     body = json.dumps({"format": ARTIFACT_FORMAT, "space": space.name, "arch": canonical}, sort_keys=True) + "\n"
@@ -114,9 +114,9 @@ def _int8_artifact(onnx_path: Path, runtime: str, shape: tuple[int, ...], key: s
     set: profiling measures speed, not accuracy, so the scales only need to be deterministic."""
     import numpy as np
 
-    from exporters.quantize import quantize_int8
-    from exporters.result import read_sidecar, sha256_file
-    from toolkit.errors import BadInput
+    from modnas.exporters.quantize import quantize_int8
+    from modnas.exporters.result import read_sidecar, sha256_file
+    from modnas.toolkit.errors import BadInput
 
     if runtime != "onnxruntime":
         raise BadInput(f"precision: int8 is profiled with runtime onnxruntime, not {runtime} (for TensorRT, "
@@ -135,6 +135,6 @@ def _run_tag(run: str | None) -> str:
     weights = Path(run) / "supernet.safetensors"
     if not weights.exists():
         return "untrained"
-    from exporters.result import sha256_file
+    from modnas.exporters.result import sha256_file
 
     return "run-" + sha256_file(weights)[:16]

@@ -2,7 +2,7 @@
 
 Target: the log of the measured value standardised by the device's own reference measurements,
 ``z = (log v - mean(log refs)) / std(log refs)``. The min-max embedding carries no scale, so the
-predictor learns only the *shape* of a device's cost; :mod:`toolkit.calibration` maps it to ms/mJ
+predictor learns only the *shape* of a device's cost; :mod:`modnas.toolkit.prediction.calibration` maps it to ms/mJ
 from the same reference measurements. Uncalibrated values are ``exp(z * sd0 + mu0)`` with the
 training devices' mean ``mu0``/``sd0`` (a "typical device"), so they are in roughly the right
 unit but can be several times off on any one device.
@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from toolkit.errors import BadInput
+from modnas.toolkit.errors import BadInput
 
 FORMAT_VERSION = 1
 EXTRA_MIN_POINTS = 30
@@ -91,7 +91,7 @@ class Predictor:
         return float(self.meta["scale"]["sd0"])
 
     def space(self) -> Any:
-        from toolkit.spaces import get_space
+        from modnas.toolkit.spaces import get_space
 
         return get_space(self.space_name)
 
@@ -127,7 +127,7 @@ class Predictor:
         """A copy adapted to one device; its outputs keep this predictor's scale."""
         import torch
 
-        from toolkit import calibration
+        from modnas.toolkit.prediction import calibration
 
         emb = _check_emb(emb, len(self.references))
         onehot = self.space().encode(list(archs))
@@ -177,7 +177,7 @@ def _check_emb(emb: Any, n: int) -> np.ndarray:
 
 
 def build_net(meta: dict[str, Any]) -> Any:
-    from toolkit.predictor_nets import CostNet
+    from modnas.toolkit.prediction.nets import CostNet
 
     cfg = PredictorConfig(**meta["config"])
     return CostNet(cfg.branch, int(meta["onehot_dim"]), len(meta["references"]), cfg.hidden, cfg.hw_hidden,
@@ -208,7 +208,7 @@ def load(path: str | Path) -> Predictor:
 
 def load_default(space: str = "nb201", metric: str = "latency") -> Predictor:
     """The predictor shipped in ``toolkit/assets/predictors/<space>-<metric>.*``."""
-    base = resources.files("toolkit").joinpath("assets", "predictors")
+    base = resources.files("modnas.toolkit").joinpath("assets", "predictors")
     st, js = base.joinpath(f"{space}-{metric}.safetensors"), base.joinpath(f"{space}-{metric}.json")
     if not (st.is_file() and js.is_file()):
         raise BadInput(f"no shipped predictor for space {space!r} and metric {metric!r}; "
@@ -237,15 +237,15 @@ class SpaceTables:
 
 def space_tables(data_dir: str | Path, space_name: str, metrics: Sequence[str],
                  tables: Mapping[str, Any] | None = None) -> SpaceTables:
-    """NB201: every source's table per metric (``toolkit.benchdata``); ofa_mbv3: HELP's OFA GPU
-    latency (``toolkit.benchdata_ofa``, latency only). ``tables`` are already loaded raw tables."""
-    from toolkit.spaces import get_space
+    """NB201: every source's table per metric (``modnas.toolkit.data.benchdata``); ofa_mbv3: HELP's OFA GPU
+    latency (``modnas.toolkit.data.benchdata_ofa``, latency only). ``tables`` are already loaded raw tables."""
+    from modnas.toolkit.spaces import get_space
 
     space = get_space(space_name)
     refs = space.reference_archs()
     given = dict(tables or {})
     if space_name == "nb201":
-        from toolkit import benchdata
+        from modnas.toolkit.data import benchdata
 
         out = {}
         for m in metrics:
@@ -254,7 +254,7 @@ def space_tables(data_dir: str | Path, space_name: str, metrics: Sequence[str],
         return SpaceTables(space_name, space.all_archs(), benchdata.nb201_onehot(),
                            [space.index(r) for r in refs], out)
     if space_name == "ofa_mbv3":
-        from toolkit import benchdata_ofa
+        from modnas.toolkit.data import benchdata_ofa
 
         out = {}
         for m in metrics:
@@ -309,11 +309,11 @@ def training_devices(data_dir: str | Path | None, space_name: str, metric: str, 
                      tables: dict[str, Any] | None = None) -> tuple[np.ndarray, list[TrainDevice], dict[str, Any]]:
     """The architecture pool (one-hot rows) and every training device, with a record of the inputs.
 
-    ``tables`` maps metric -> an already loaded :class:`toolkit.benchdata.DeviceTable`, so that a
+    ``tables`` maps metric -> an already loaded :class:`modnas.toolkit.data.benchdata.DeviceTable`, so that a
     caller fitting several times parses the files once.
     """
-    from toolkit import benchdata
-    from toolkit.spaces import get_space
+    from modnas.toolkit.data import benchdata
+    from modnas.toolkit.spaces import get_space
 
     space = get_space(space_name)
     refs = space.reference_archs()
@@ -407,8 +407,8 @@ def train(pool: np.ndarray, devices: list[TrainDevice], space_name: str, metric:
     """Fit the network on every device's standardised log values, reproducibly from ``seed``."""
     import torch
 
-    from toolkit.predictor_nets import CostNet
-    from toolkit.spaces import get_space
+    from modnas.toolkit.prediction.nets import CostNet
+    from modnas.toolkit.spaces import get_space
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -482,7 +482,7 @@ def fit_predictor(data_dir: str | Path | None, out_path: str | Path | None = Non
                   tables: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train on every table device (minus ``held_out`` keys or hardware groups) plus ``extra``.
 
-    A held-out key takes its whole hardware group with it (``toolkit.benchdata.hardware_group``).
+    A held-out key takes its whole hardware group with it (``modnas.toolkit.data.benchdata.hardware_group``).
 
     ``extra`` is ``{device name: {arch: value}}`` (or a callable returning it), e.g. store
     measurements. Saves to ``out_path`` when given. Returns ``{"path", "devices", "metrics",
@@ -511,11 +511,3 @@ def _config(config: PredictorConfig | Mapping[str, Any] | None, metric: str) -> 
     base: dict[str, Any] = {"donor_metrics": ["latency"]} if metric == "energy" else {}
     base.update(dict(config or {}))
     return PredictorConfig(**base)
-
-
-def evaluate_predictor(data_dir: str | Path, metric: str = "latency", space: str = "nb201", seed: int = 0,
-                       folds: int | Sequence[Sequence[str]] = 4, **kwargs: Any) -> dict[str, Any]:
-    """Leave-hardware-groups-out evaluation; see :func:`toolkit.predictor_eval.evaluate`."""
-    from toolkit.predictor_eval import evaluate
-
-    return evaluate(data_dir, metric=metric, space=space, seed=seed, folds=folds, **kwargs)

@@ -12,14 +12,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from toolkit.calibration import Calibration
-from toolkit.errors import BadInput
+from modnas.toolkit.prediction.calibration import Calibration
+from modnas.toolkit.errors import BadInput
 
 MINMAX_SAMPLES = 20000
 
 
 def _space(space: Any) -> Any:
-    from toolkit.spaces import get_space
+    from modnas.toolkit.spaces import get_space
 
     return get_space(space) if isinstance(space, str) else space
 
@@ -35,7 +35,7 @@ class DeviceCost:
     emb: np.ndarray
     calibration: Calibration
     measured: dict[str, float] = field(default_factory=dict)
-    fixed: np.ndarray | None = None  # per-op fixed cost, ms (or mJ) per one-hot entry (toolkit.device_model)
+    fixed: np.ndarray | None = None  # per-op fixed cost, ms (or mJ) per one-hot entry (modnas.toolkit.prediction.device_model)
     fit: dict[str, Any] = field(default_factory=dict)  # what the device fit kept and its held-out error
     _minmax: tuple[float, float] | None = field(default=None, repr=False)
 
@@ -44,7 +44,7 @@ class DeviceCost:
         base = np.exp(self.calibration.apply_log(self.predictor.predict_log_onehot(x, self.emb)))
         if self.fixed is None:
             return base
-        from toolkit.device_model import FLOOR
+        from modnas.toolkit.prediction.device_model import FLOOR
 
         return np.maximum(base + x.astype(np.float64) @ self.fixed, FLOOR * base)
 
@@ -61,7 +61,7 @@ class DeviceCost:
         base = torch.exp(self.calibration.apply_log(logp))
         if self.fixed is None:
             return base
-        from toolkit.device_model import FLOOR
+        from modnas.toolkit.prediction.device_model import FLOOR
 
         extra = onehot @ torch.as_tensor(self.fixed, dtype=onehot.dtype, device=onehot.device)
         return torch.maximum(base + extra, FLOOR * base)
@@ -71,7 +71,7 @@ class DeviceCost:
         if self._minmax is None:
             sp = self.space
             if sp.name == "nb201":
-                from toolkit.benchdata import nb201_onehot
+                from modnas.toolkit.data.benchdata import nb201_onehot
 
                 vals = self.predict_onehot(nb201_onehot())
             else:
@@ -89,7 +89,7 @@ class DeviceCost:
 
 
 def _check_predictor(predictor: Any, space: Any, metric: str) -> Any:
-    from toolkit import predictors
+    from modnas.toolkit.prediction import predictors
 
     pred = predictor if predictor is not None else predictors.load_default(space.name, metric)
     if pred.space_name != space.name or pred.metric != metric:
@@ -112,14 +112,14 @@ def device_cost(name: str, values: dict[str, float], space: Any, metric: str = "
                 stored: dict[str, Any] | None = None) -> DeviceCost:
     """A cost model from measured ``{arch: value}``; the reference architectures must be among them.
 
-    ``model`` (default): the device model of :mod:`toolkit.device_model` fitted to all the points
+    ``model`` (default): the device model of :mod:`modnas.toolkit.prediction.device_model` fitted to all the points
     (calibration, per-op fixed cost and fine-tuning, each where it helps held out); ``stored`` is a
     record of an earlier fit of the same points (:meth:`DeviceCost.record`), rebuilt without the
     cross-validation. ``model=False``: calibration only (``finetune`` forces the old fine-tuning
     from ``finetune_min`` points).
     """
-    from toolkit import calibration, device_model
-    from toolkit.embedding import hardware_embedding
+    from modnas.toolkit.prediction import calibration, device_model
+    from modnas.toolkit.prediction.embedding import hardware_embedding
 
     sp = _space(space)
     pred = _check_predictor(predictor, sp, metric)
@@ -164,7 +164,7 @@ def device_from_store(store: Any, name: str, space: Any = "nb201", metric: str =
     measurements are unchanged it is rebuilt from the record, and refitted (and stored again)
     once a campaign has added any.
     """
-    from toolkit.device_model import measurement_digest
+    from modnas.toolkit.prediction.device_model import measurement_digest
 
     sp = _space(space)
     values = store.values(name, sp.name, metric)
@@ -189,10 +189,10 @@ def device_from_table(data_dir: str | Path, key: str, space: Any = "nb201", metr
                       finetune: bool = False) -> DeviceCost:
     """A benchmark-table device onboarded from its reference values (plus ``n_extra`` random ones).
 
-    NB201: the combined tables of :mod:`toolkit.benchdata`; ofa_mbv3: HELP's OFA GPU latency
-    (:mod:`toolkit.benchdata_ofa`, keys ``help_ofa:<setting>``).
+    NB201: the combined tables of :mod:`modnas.toolkit.data.benchdata`; ofa_mbv3: HELP's OFA GPU latency
+    (:mod:`modnas.toolkit.data.benchdata_ofa`, keys ``help_ofa:<setting>``).
     """
-    from toolkit import benchdata
+    from modnas.toolkit.data import benchdata
 
     sp = _space(space)
     if sp.name not in ("nb201", "ofa_mbv3"):
@@ -205,7 +205,7 @@ def device_from_table(data_dir: str | Path, key: str, space: Any = "nb201", metr
         archs = sp.all_archs()
         usable = benchdata.connected_mask()
     else:
-        from toolkit import benchdata_ofa
+        from modnas.toolkit.data import benchdata_ofa
 
         if metric != "latency":
             raise BadInput(f"no {metric} table for ofa_mbv3 (HELP's OFA data has latency only)")

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from toolkit.errors import BadInput
+from modnas.toolkit.errors import BadInput
 
 N_NB201 = 15625
 METRICS = ("latency", "energy")
@@ -50,7 +50,7 @@ class DeviceTable:
 
     def keys_with_references(self, space_name: str = "nb201") -> list[str]:
         """Devices whose reference architectures are all measured (they can be onboarded from the table)."""
-        from toolkit.spaces import get_space
+        from modnas.toolkit.spaces import get_space
 
         space = get_space(space_name)
         idx = [space.index(a) for a in space.reference_archs()]
@@ -77,8 +77,8 @@ _OP_TOKEN = re.compile(r"([a-z_0-9]+)~\d")
 
 def nb201_codes() -> np.ndarray:
     """Op code per edge for every benchmark cell, int [15625, 6], in benchmark index order."""
-    from toolkit.spaces import get_space
-    from toolkit.spaces.nb201 import OPS
+    from modnas.toolkit.spaces import get_space
+    from modnas.toolkit.spaces.nb201_cell import OPS
 
     code = {op: i for i, op in enumerate(OPS)}
     return np.array([[code[t] for t in _OP_TOKEN.findall(a)] for a in get_space("nb201").all_archs()],
@@ -93,7 +93,7 @@ def nb201_onehot(codes: np.ndarray | None = None) -> np.ndarray:
 
 def connected_mask(codes: np.ndarray | None = None) -> np.ndarray:
     """Boolean [15625]: whether each benchmark cell connects input to output."""
-    from toolkit.spaces.nb201 import NB201Space
+    from modnas.toolkit.spaces.nb201 import NB201Space
 
     c = nb201_codes() if codes is None else codes
     return np.array([NB201Space.is_connected(list(row)) for row in c])

@@ -1,7 +1,7 @@
 """Hardware embeddings: a device's measured cost of the space's reference architectures.
 
 The embedding is the vector of the reference measurements, min-max scaled to [0, 1] within the
-vector. It is scale-free: absolute values come from calibration (``toolkit.calibration``).
+vector. It is scale-free: absolute values come from calibration (``modnas.toolkit.prediction.calibration``).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.errors import BadInput
+from modnas.toolkit.errors import BadInput
 
 
 def reference_values(values: Mapping[str, float] | Sequence[float] | np.ndarray, space: Any,

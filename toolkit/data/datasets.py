@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toolkit.errors import BadInput
+from modnas.toolkit.errors import BadInput
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm"}
 

@@ -1,7 +1,7 @@
 """The NB201 benchmark tasks: which accuracy column each one reads, and its chance level."""
 from __future__ import annotations
 
-from toolkit.errors import BadInput
+from modnas.toolkit.errors import BadInput
 
 # task name (as the command line spells it) -> column of nb201/nb201_accuracy.csv.gz (200-epoch test accuracy)
 TASK_COLUMNS: dict[str, str] = {

@@ -2,7 +2,7 @@
 
 Three parts, each kept only where the board's own points say it helps:
 
-* the calibration (:func:`toolkit.calibration.fit`, with its fixed per-inference offset);
+* the calibration (:func:`modnas.toolkit.prediction.calibration.fit`, with its fixed per-inference offset);
 * a per-operator fixed cost: ``measured ~ calibrated + counts @ c``, where ``counts`` counts each
   choice of the space's decisions (NB201: how many edges carry each op), ridge-regularised, the
   ridge strength chosen by leave-one-out. It is linear in the one-hot, so it is stored as one ms
@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from toolkit import calibration
-from toolkit.calibration import Calibration
-from toolkit.errors import BadInput
+from modnas.toolkit.prediction import calibration
+from modnas.toolkit.prediction.calibration import Calibration
+from modnas.toolkit.errors import BadInput
 
 MIN_POINTS_FIXED = 15  # a per-op fixed cost needs at least this many measurements
 MIN_POINTS_FINETUNE = 20  # fine-tuning is tried from this many measurements
@@ -123,7 +122,7 @@ def _finetune_path(predictor: Any, onehot: np.ndarray, measured: np.ndarray, emb
 def finetuned_predictor(predictor: Any, archs: list[str], measured: np.ndarray, emb: np.ndarray, steps: int,
                         seed: int = 0) -> Any:
     """The predictor fine-tuned for ``steps`` (deterministic for a seed); itself when ``steps`` is 0."""
-    from toolkit.predictors import Predictor
+    from modnas.toolkit.prediction.predictors import Predictor
 
     if steps <= 0:
         return predictor
@@ -263,7 +262,7 @@ TYPICAL_DRAW = 1  # off the front: the least sure of this many random candidates
 
 def _candidates(space: Any, seed: int) -> list[str]:
     if space.name == "nb201":
-        from toolkit.benchdata import connected_mask
+        from modnas.toolkit.data.benchdata import connected_mask
 
         archs = space.all_archs()
         return [a for a, ok in zip(archs, connected_mask()) if ok]
@@ -292,7 +291,7 @@ def choose_extras(cost: Any, n: int, seed: int = 0, error_fn: Callable[[list[str
     under perturbed reference measurements; candidates within one edit of a measured or chosen
     architecture are passed over. Deterministic for a seed.
     """
-    from toolkit.embedding import hardware_embedding
+    from modnas.toolkit.prediction.embedding import hardware_embedding
 
     if n <= 0:
         return []
@@ -336,31 +335,3 @@ def choose_extras(cost: Any, n: int, seed: int = 0, error_fn: Callable[[list[str
         picks.append(best)
         dist = np.minimum(dist, n_dec - onehot @ onehot[best])
     return [pool[i] for i in picks]
-
-
-def _error_source(space_name: str) -> Callable[[list[str]], np.ndarray] | None:
-    """The shipped run's predicted error, where it comes from a surrogate (cheap for thousands)."""
-    try:
-        from toolkit.search.run import load_run
-
-        run = load_run(None, space_name)
-        return run.predict_error if run.surrogate is not None else None
-    except (BadInput, OSError):
-        return None
-
-
-def extras_for(store: Any, name: str, space: Any, n: int, seed: int = 0) -> list[str]:
-    """The ``n`` architectures to measure after the references on a stored device.
-
-    Chosen from the reference measurements alone, so an interrupted onboarding chooses the same
-    ones again and measures only what is missing; random where no predictor fits the space.
-    """
-    from toolkit.prediction import device_cost
-
-    values = store.values(name, space.name, "latency")
-    refs = [space.canonical(r) for r in space.reference_archs()]
-    try:
-        cost = device_cost(name, {r: values[r] for r in refs if r in values}, space, "latency")
-    except BadInput:
-        return [a for a in space.sample(n + len(refs), seed) if a not in refs][:n]
-    return choose_extras(cost, n, seed, _error_source(space.name))

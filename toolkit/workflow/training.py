@@ -25,9 +25,9 @@ from typing import Any, TextIO
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from toolkit.datasets import ImageData, data_digest, load_images, split_heldout
-from toolkit.errors import BadInput
-from toolkit.spaces import Space, get_space
+from modnas.toolkit.data.datasets import ImageData, data_digest, load_images, split_heldout
+from modnas.toolkit.errors import BadInput
+from modnas.toolkit.spaces import Space, get_space
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 FORMAT = "modnas-checkpoint-1"
@@ -136,12 +136,12 @@ def _initial_model(space: Space, arch: str, num_classes: int, run: str | None
     """From the run's supernet weights when it has them (the classifier too when the class count
     matches), else from scratch (seeded per architecture); returns the model, its build kwargs and
     where its weights came from."""
-    from toolkit.artifacts import weights_seed
+    from modnas.toolkit.workflow.artifacts import weights_seed
 
     build: dict[str, Any] = {"num_classes": num_classes}
     inherited = None
     if run is not None:
-        from toolkit.search.run import load_run
+        from modnas.toolkit.search.run import load_run
 
         loaded_run = load_run(Path(run), space.name)
         inherited = loaded_run.subnet(arch)

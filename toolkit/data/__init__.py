@@ -1,0 +1,1 @@
+"""Data the toolkit reads: benchmark tables, image datasets, imported measurements, benchmark tasks, replay tables."""

@@ -1,0 +1,1 @@
+"""Predicting a board's costs: hardware embeddings, the predictor, its evaluation, calibration and the device model."""
