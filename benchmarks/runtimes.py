@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
 SETTINGS = {"warmup_s": 0.5, "min_runs": 50, "min_time_s": 1.0, "repeats": 3, "cooldown_s": 0.1}
 
 
-def _median_ms(run_once: Any) -> dict[str, float]:
+def median_ms(run_once: Any) -> dict[str, float]:
     from modnas.profilers.board.timing import measure
 
     blocks = measure(run_once, SETTINGS)
@@ -41,7 +41,9 @@ def run(threads: int, out_dir: Path, count: int, tuned_trials: int | None, sched
     os.environ["TVM_NUM_THREADS"] = str(threads)  # before TVM starts its thread pool
     from modnas.exporters.onnx import export_onnx
     from modnas.exporters.targets import resolve_target
-    from modnas.exporters.tvm import compile_tvm, tune_tvm
+    from modnas.exporters.tvm import compile_tvm
+    from modnas.exporters.tvm_tune import TuneBudget, tune_and_build
+    from modnas.toolkit.config import modnas_home
     from modnas.profilers.board.runtimes import get_runtime
     from modnas.toolkit.spaces import get_space
 
@@ -54,17 +56,18 @@ def run(threads: int, out_dir: Path, count: int, tuned_trials: int | None, sched
         name = f"ref{index}"
         onnx = export_onnx(space.build(arch).eval(), shape, out_dir / f"{name}.onnx")
         row: dict[str, Any] = {"arch": arch, "onnx_sha256": onnx.sha256}
-        row["onnxruntime"] = _median_ms(ort.load(str(onnx.path), threads, shape, {}))
+        row["onnxruntime"] = median_ms(ort.load(str(onnx.path), threads, shape, {}))
         row["tvm"], row["tvm_compile_s"], row["tvm_max_abs_diff"] = {}, {}, {}
         for schedule in schedules:
             started = time.perf_counter()
             lib = compile_tvm(onnx.path, target, out_dir, name=f"{name}-{schedule}", schedule=schedule)
             row["tvm_compile_s"][schedule] = round(time.perf_counter() - started, 2)
             row["tvm_max_abs_diff"][schedule] = lib.max_abs_diff
-            row["tvm"][schedule] = _median_ms(tvm_rt.load(str(lib.path), threads, shape, lib.meta))
+            row["tvm"][schedule] = median_ms(tvm_rt.load(str(lib.path), threads, shape, lib.meta))
         if tuned_trials:
-            tuned = tune_tvm(onnx.path, target, out_dir / "tuned", trials=tuned_trials, name=name)
-            row["tvm_tuned"] = _median_ms(tvm_rt.load(str(tuned.path), threads, shape, tuned.meta))
+            tuned = tune_and_build(onnx.path, target, out_dir / "tuned", board="local", home=modnas_home(),
+                                   budget=TuneBudget(trials=tuned_trials), name=name)
+            row["tvm_tuned"] = median_ms(tvm_rt.load(str(tuned.path), threads, shape, tuned.meta))
         rows.append(row)
         tvm_ms = ", ".join(f"tvm/{k} {v['median']:.3f} ms" for k, v in row["tvm"].items())
         print(f"[{index + 1}/{count}] ort {row['onnxruntime']['median']:.3f} ms, {tvm_ms}", file=sys.stderr)
@@ -72,7 +75,7 @@ def run(threads: int, out_dir: Path, count: int, tuned_trials: int | None, sched
     import tvm
 
     return {
-        "machine": {"cpu": _cpu_name(), "arch": platform.machine(), "cores": os.cpu_count(), "threads": threads},
+        "machine": {"cpu": cpu_name(), "arch": platform.machine(), "cores": os.cpu_count(), "threads": threads},
         "versions": {"onnxruntime": onnxruntime.__version__, "tvm": tvm.__version__},
         "target": target,
         "schedules": schedules,
@@ -81,7 +84,7 @@ def run(threads: int, out_dir: Path, count: int, tuned_trials: int | None, sched
     }
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

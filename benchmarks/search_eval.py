@@ -10,9 +10,11 @@ the rest, reference point all ones, the method's protocol): HV relative to the e
 IGD+, the distinct picks (predicted non-dominated) and how many of them are truly non-dominated among
 themselves, of
 
-- ``modnas``: the run's read-out (24 preferences, ``modnas.toolkit.search.readout.pareto``'s default),
-  ``modnas-grid``: the plain 24-preference grid (one arg-max each), ``modnas-refine``: two rounds
-  of one-edit refinement (``select``'s default);
+- ``modnas``: the run's read-out (24 picks, ``modnas.toolkit.search.readout.pareto``'s default: the
+  hypernetwork's top-k cells at each preference of a finer grid, chosen by predicted hypervolume),
+  ``modnas-argmax``: the same from its arg-maxes only (``top_k=1``, the read-out before the top-k
+  one), ``modnas-grid``: the plain 24-preference grid (one arg-max each), ``modnas-refine``: the
+  read-out plus two rounds of one-edit refinement (``select``'s default);
 - ``exact-<scalarisation>``: the exact minimisers of each scalarised objective for the same 24
   preferences, enumerated over all 15,625 cells with the run's accuracy surrogate and the device's
   predictor, normalised as the training loop normalises them (the hypernetwork's amortisation gap
@@ -22,6 +24,9 @@ themselves, of
   by predicted hypervolume;
 - ``blind-24``: 24 chosen the same way from the front of (predicted error, a device-blind cost: the
   mean percentile rank of the training devices' measured values);
+- ``random-pool``: the control of the top-k read-out: as many random cells as its pool holds
+  (``topk_pool_cells`` in the summary), 24 chosen the same way; the gap to ``modnas`` is what the
+  hypernetwork's distribution adds over scoring that many cells blindly;
 - ``random``, ``nsga2`` (pymoo): on the same predictors at equal wall time (the search's cost per
   training device plus the read-out's).
 
@@ -68,7 +73,23 @@ def _args() -> argparse.Namespace:
     p.add_argument("--max-devices", type=int, default=0, help="cap on held-out devices (0 = all)")
     p.add_argument("--no-baselines", action="store_true", help="skip random search and NSGA-II")
     p.add_argument("--supernet-epoch", action="store_true", help="also time one supernet-mode epoch")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                   help="when training, a run configuration field (e.g. entropy_bonus=0.02); repeatable")
     return p.parse_args()
+
+
+def _overrides(items: list[str]) -> dict[str, Any]:
+    """``FIELD=JSON`` pairs (a value that is not JSON is taken as a string)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
 
 
 def _log(msg: str) -> None:
@@ -315,7 +336,7 @@ def main() -> None:
                          objectives, accuracy="benchmark", data_dir=args.data, epochs=args.epochs,
                          out=run_dir, seed=args.seed, steps_per_epoch=args.steps, cost_source=source,
                          energy_devices=train_costs["energy"][0] if "energy" in metrics else None,
-                         task=task, plots=False)
+                         task=task, plots=False, **_overrides(args.set))
         search_s = time.perf_counter() - t0
         run = load_run(res["run"])
         run_name = str(run_dir)
@@ -350,6 +371,7 @@ def main() -> None:
     has_oversample = "oversample" in inspect.signature(pareto).parameters
     has_predictor_only = "predictor_only" in inspect.signature(pareto).parameters
     rows: list[dict[str, Any]] = []
+    pool_sizes: list[int] = []  # distinct cells in the top-k read-out's pool, per held-out device
     for d, name in enumerate(held):
         costs = {m: held_costs[m][d] for m in metrics}
         lat_cost = costs.get("latency")
@@ -376,13 +398,33 @@ def main() -> None:
         front = pareto(run, lat_cost, PREFERENCES, energy_cost=energy_cost)
         t_read = time.perf_counter() - t0
         methods: dict[str, list[int]] = {"modnas": [index_of[r["arch"]] for r in front]}
+        if "top_k" in inspect.signature(pareto).parameters:
+            methods["modnas-argmax"] = [index_of[r["arch"]] for r in
+                                        pareto(run, lat_cost, PREFERENCES, energy_cost=energy_cost, top_k=1)]
         if has_oversample:
             methods["modnas-grid"] = [index_of[r["arch"]] for r in
-                                      pareto(run, lat_cost, PREFERENCES, energy_cost=energy_cost, oversample=1)]
+                                      pareto(run, lat_cost, PREFERENCES, energy_cost=energy_cost, oversample=1,
+                                             **({"top_k": 1} if "top_k" in inspect.signature(pareto).parameters else {}))]
         if has_predictor_only:
             methods["modnas-predictor-only"] = [index_of[r["arch"]] for r in
                                                 pareto(run, lat_cost, PREFERENCES, energy_cost=energy_cost,
                                                        predictor_only=True)]
+        if "top_k" in inspect.signature(pareto).parameters:
+            # the control for the top-k read-out: as many cells as its pool holds, drawn at random,
+            # chosen the same way (predicted hypervolume); what is left is the hypernetwork's share
+            from modnas.toolkit.search.preferences import preference_grid as _grid
+            from modnas.toolkit.search.readout import _top_k
+            from modnas.toolkit.search.topk import TOPK_PREFERENCES, topk_candidates
+
+            k_default = _top_k(run)
+            if k_default > 1:
+                pool_archs, _ = topk_candidates(run, as_cost_model(lat_cost).embedding,
+                                                _grid(len(run.objectives), max(PREFERENCES, TOPK_PREFERENCES)), k_default)
+                pool_sizes.append(len(pool_archs))
+                drawn = np.random.default_rng(args.seed + len(pool_sizes)).choice(n_all, size=len(pool_archs),
+                                                                                 replace=False)
+                drawn = [int(i) for i in drawn]
+                methods["random-pool"] = front_of([drawn[i] for i in spread_picks(pred[drawn], PREFERENCES)])
         methods["modnas-refine"] = [index_of[r["arch"]] for r in
                                     pareto(run, lat_cost, PREFERENCES, energy_cost=energy_cost, refine_rounds=2)]
         for kind in kinds:
@@ -455,6 +497,9 @@ def main() -> None:
         summary["methods"][mname] = s
     if args.supernet_epoch:
         summary["supernet_epoch"] = _time_supernet(train_costs["latency"][0][:2], out / "supernet_run", args.seed)
+    if pool_sizes:
+        summary["topk_pool_cells"] = float(np.mean(pool_sizes))
+        summary["space_cells"] = n_all
     summary["benchmark_seconds"] = time.perf_counter() - t_bench
     tag = args.tag or f"{task}_{'-'.join(metrics)}_{Path(run_name).name}"
     md = markdown(summary)

@@ -17,7 +17,7 @@ from typing import Any
 from modnas.exporters.result import ExportMismatch, ExportResult, sha256_file, write_sidecar
 from modnas.exporters.targets import runs_here, target_arch, validate_target
 from modnas.exporters.tvm_schedule import DEFAULT_SCHEDULE, SCHEDULES, relax_pipeline
-from modnas.profilers.errors import BadInput, NotAvailable
+from modnas.profilers.errors import BadInput
 
 TOLERANCE = 1e-4
 CROSS_COMPILERS: dict[str, str] = {"aarch64": "aarch64-linux-gnu-gcc", "armv7l": "arm-linux-gnueabihf-gcc"}
@@ -55,7 +55,7 @@ def compile_tvm(onnx_path: str | Path, target: dict[str, Any], out_dir: str | Pa
     """Compile an ONNX file for ``target`` into ``out_dir``; verify against ONNX Runtime when it runs here.
 
     ``schedule`` names an untuned schedule from ``modnas.exporters.tvm_schedule.SCHEDULES`` (``parallel``
-    by default; ``none`` is TVM's default single-threaded loops). For tuned builds see :func:`tune_tvm`.
+    by default; ``none`` is TVM's default single-threaded loops). For tuned builds see :mod:`modnas.exporters.tvm_tune`.
     """
     import onnx
     import tvm
@@ -147,88 +147,6 @@ def _flatten(value: Any) -> list[Any]:
     for item in value:
         out.extend(_flatten(item))
     return out
-
-
-def tune_tvm(onnx_path: str | Path, target: dict[str, Any], out_dir: str | Path, *, trials: int,
-             runner: str | dict[str, Any] = "local", work_dir: str | Path | None = None,
-             name: str | None = None, builder_timeout_s: float = 120.0) -> ExportResult:
-    """MetaSchedule-tuned build (slow: minutes per few dozen trials; never run in tests or CI).
-
-    ``trials`` is the global trial budget. ``runner="local"`` measures candidates on this machine (only
-    for a target that runs here); ``runner={"tracker_host": h, "tracker_port": p, "tracker_key": k}``
-    measures them on a board registered with a TVM RPC tracker (``python -m tvm.exec.rpc_server
-    --tracker=h:p --key=k`` on the board), candidates linked with the cross compiler. Tuning logs go
-    to ``work_dir`` (default ``out_dir/<name>-tuning``) and are reused by a later call.
-    ``builder_timeout_s`` bounds each candidate's build: MetaSchedule's 30 s default is too short on a
-    loaded 2-core host (every build worker imports TVM first), and timed-out candidates count as failed.
-    """
-    import onnx
-    import tvm
-    from tvm.relax.frontend.onnx import from_onnx
-    from tvm.s_tir import meta_schedule as ms
-
-    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
-        raise BadInput(f"trials: expected a positive integer, got {trials!r}")
-    target = validate_target(dict(target))
-    onnx_path = Path(onnx_path)
-    stem = name or onnx_path.stem
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    logs = Path(work_dir) if work_dir else out / f"{stem}-tuning"
-    ms_runner: Any
-    cc = cross_compiler(target)
-    if runner == "local":
-        if not runs_here(target):
-            raise BadInput("runner: a local runner cannot time code for another CPU; give an RPC tracker")
-        ms_runner = "local"
-    elif isinstance(runner, dict) and {"tracker_host", "tracker_port", "tracker_key"} <= set(runner):
-        config = ms.runner.RPCConfig(tracker_host=str(runner["tracker_host"]), tracker_port=int(runner["tracker_port"]),
-                                     tracker_key=str(runner["tracker_key"]), session_timeout_sec=int(runner.get("timeout_s", 60)))
-        ms_runner = ms.runner.RPCRunner(rpc_config=config)
-        if not runs_here(target) and not cc:
-            raise NotAvailable(f"tuning for {target_arch(target)} needs its cross compiler here")
-    else:
-        raise BadInput("runner: expected 'local' or {tracker_host, tracker_port, tracker_key}")
-    builder = ms.builder.LocalBuilder(timeout_sec=float(builder_timeout_s),
-                                      f_export=_exporter_with(cc) if cc else None)
-    input_name, input_shape = onnx_input(onnx_path)
-    mod = from_onnx(onnx.load(str(onnx_path)), shape_dict={input_name: input_shape}, dtype_dict="float32")
-    tvm_target = tvm.target.Target(target)
-    started = time.perf_counter()
-    with tvm_target:
-        mod = tvm.transform.Sequential([
-            tvm.relax.transform.DecomposeOpsForInference(),
-            tvm.relax.transform.CanonicalizeBindings(),
-            tvm.relax.pipeline.zero_pipeline(),
-        ])(mod)
-    database = ms.relax_integration.tune_relax(mod, params={}, target=tvm_target, work_dir=str(logs),
-                                               max_trials_global=trials, builder=builder, runner=ms_runner)
-    executable = ms.relax_integration.compile_relax(database, mod, tvm_target, params=None)
-    artifact = out / f"{stem}.so"
-    if cc:
-        executable.export_library(str(artifact), cc=cc)
-    else:
-        executable.export_library(str(artifact))
-    diff = verify_tvm(artifact, onnx_path) if runs_here(target) else None
-    meta = {"format": "tvm", "tvm_version": str(tvm.__version__), "target": target, "arch": target_arch(target),
-            "linked": "so", "cc": cc, "input_name": input_name, "input_shape": input_shape, "dtype": "float32",
-            "onnx_sha256": sha256_file(onnx_path), "compile_seconds": round(time.perf_counter() - started, 3),
-            "max_abs_diff": diff, "tuned": True, "trials": trials, "tuning_logs": str(logs)}
-    write_sidecar(artifact, meta)
-    return ExportResult(path=artifact, sha256=sha256_file(artifact), max_abs_diff=diff, meta=meta)
-
-
-def _exporter_with(cc: str) -> Any:
-    """An ``f_export`` for MetaSchedule's builder that links candidates with ``cc``."""
-    import os
-    import tempfile
-
-    def export(module: Any) -> str:
-        path = os.path.join(tempfile.mkdtemp(prefix="modnas-tune-"), "candidate.so")
-        module.export_library(path, cc=cc)
-        return path
-
-    return export
 
 
 def _first_line(exc: BaseException) -> str:

@@ -80,3 +80,10 @@ def scheduler(name: str) -> Callable[[Any], Any]:
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; known: {', '.join(sorted(SCHEDULES))}")
     return lambda target: relax_pipeline(name, target)
+
+
+def parallel_rule() -> Any:
+    """The ``parallel`` schedule as a DLight rule (the fallback of tuned builds for kernels not tuned)."""
+    from tvm.s_tir import dlight
+
+    return dlight.ScheduleRule.from_callable("modnas_parallel")(_parallel_rule)

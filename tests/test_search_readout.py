@@ -180,6 +180,7 @@ def test_readout_spreads_to_at_most_k_distinct_nondominated(run_dir: Path, table
     from modnas.toolkit.pareto import hypervolume, nondominated_mask
     from modnas.toolkit.search.readout import pareto, preference_grid, spread
     from modnas.toolkit.search.run import load_run
+    from modnas.toolkit.search.topk import TOPK_PREFERENCES
 
     run = load_run(run_dir)
     device = table_costs["samsung_a50"]
@@ -191,8 +192,9 @@ def test_readout_spreads_to_at_most_k_distinct_nondominated(run_dir: Path, table
             assert 1 <= len(front) <= k and len(set(archs)) == len(archs)
             pts = np.array([[r["predicted"]["error"], r["predicted"]["latency_ms"]] for r in front])
             assert nondominated_mask(pts).all()
-            grid = preference_grid(2, k * 16)
-            assert all(np.isclose(grid, r["preference"]).all(axis=1).any() for r in front)   # from the fine grid
+            # from the fine grid: the oversampled one (predictor-only), the top-k read-out's otherwise
+            grid = preference_grid(2, k * 16 if kw else max(k, TOPK_PREFERENCES))
+            assert all(np.isclose(grid, r["preference"]).all(axis=1).any() for r in front)
     # the scalarisation's minimisers reach further than the plain 24-preference grid
     assert len(pareto(run, device, 24, predictor_only=True)) > 3
     # greedy hypervolume picks beat the first k non-dominated candidates of a large pool

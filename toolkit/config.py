@@ -10,6 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from modnas.exporters.tvm_tune import TvmRpcSettings
 from modnas.toolkit.errors import BadInput
 from modnas.toolkit.names import NAME_RE
 
@@ -103,6 +104,7 @@ class DeviceConfig(Strict):
     # int8: profiling measures each architecture's static INT8 (QDQ) ONNX model (onnxruntime)
     precision: Literal["fp32", "int8"] = "fp32"
     target: dict[str, Any] | None = None
+    tvm_rpc: TvmRpcSettings | None = None  # `export --tune` times candidates there (else: here, if the target runs here)
     measurement: MeasurementSettings = MeasurementSettings()
     energy: EnergySettings = EnergySettings()
     replay: ReplaySettings | None = None

@@ -119,6 +119,13 @@ def draw_preferences(rng: np.random.Generator, m: int, n: int) -> np.ndarray:
     return rng.dirichlet(np.ones(m), size=n)
 
 
+def mean_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Mean entropy (nats) of the per-decision categoricals of ``logits [L, P, n, k]``, per leading
+    row ``[L]``; masked choices (probability 0) add nothing."""
+    logp = torch.log_softmax(logits, dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1).mean(dim=(1, 2))
+
+
 def error_range(surrogate: Any, quantile: float) -> tuple[float, float]:
     """(smallest predicted error, ``quantile`` of predicted errors) over the whole NB201 space."""
     from modnas.toolkit.spaces import get_space
@@ -215,7 +222,8 @@ class Trainer:
                                       for k, t in enumerate(local)]))
         objs = torch.stack(terms, dim=-1)                     # [L, P, M]
         losses = self._scalarise(objs, r).mean(dim=-1)        # [L]
-        (g_logits,) = torch.autograd.grad(losses.sum(), leaf)
+        total = losses - self._entropy_weight(epoch) * mean_entropy(per_dev)
+        (g_logits,) = torch.autograd.grad(total.sum(), leaf)
         # ... then one vector-Jacobian product of the hypernetwork per device (rows masked)
         mask = torch.eye(len(local)).repeat_interleave(p, dim=1)             # [L, L*P]
         batched = mask[:, :, None, None] * g_logits.unsqueeze(0)
@@ -248,6 +256,11 @@ class Trainer:
             return torch.stack(losses).mean(), [float(v) for v in np.mean(stats, axis=0)]
 
         return fn
+
+    def _entropy_weight(self, epoch: int) -> float:
+        """The entropy bonus of this epoch: ``entropy_bonus`` annealed linearly to 0 at the last epoch."""
+        cfg = self.cfg
+        return float(cfg.entropy_bonus) * (1.0 - epoch / max(1, cfg.epochs - 1))
 
     def _scalarise(self, objs: torch.Tensor, prefs: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg

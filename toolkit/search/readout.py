@@ -10,6 +10,7 @@ from modnas.toolkit.pareto import greedy_hv_subset, nondominated_mask
 from modnas.toolkit.search.costs import as_cost_model
 from modnas.toolkit.search.preferences import preference_grid
 from modnas.toolkit.search.run import COST_OBJECTIVES, Run
+from modnas.toolkit.search.topk import TOPK_PREFERENCES, default_top_k, topk_candidates
 
 DEFAULT_MARGIN = 0.05
 # the read-out queries the hypernetwork at this many times the preferences it returns, keeps the
@@ -38,6 +39,14 @@ def _costs_for(run: Run, device_cost: Any, energy_cost: Any = None, require_all:
     if missing:
         raise BadInput(f"the run optimises {', '.join(missing)}: give a cost model for it")
     return costs
+
+
+def _top_k(run: Run) -> int:
+    """The top-k read-out's default k: by the number of objectives on an enumerable space (NB201,
+    where it was measured) with an accuracy surrogate; else 1, the arg-maxes (without a surrogate each
+    candidate costs a supernet evaluation; on ofa_mbv3 the pool's size and gain are unmeasured)."""
+    enumerable = hasattr(run.space, "all_archs")
+    return default_top_k(len(run.objectives)) if enumerable and run.surrogate is not None else 1
 
 
 def candidates(run: Run, embedding: np.ndarray, preferences: int) -> tuple[list[str], np.ndarray]:
@@ -172,19 +181,29 @@ def refine(run: Run, costs: dict[str, Any], archs: list[str], rounds: int) -> li
 
 
 def pareto(run: Run, device_cost: Any, preferences: int = 24, energy_cost: Any = None,
-           refine_rounds: int = 0, oversample: int = OVERSAMPLE, predictor_only: bool = False
-           ) -> list[dict[str, Any]]:
+           refine_rounds: int = 0, oversample: int = OVERSAMPLE, predictor_only: bool = False,
+           top_k: int | None = None, topk_preferences: int = TOPK_PREFERENCES) -> list[dict[str, Any]]:
     """The non-dominated read-out for a device (seen in training or not), sorted by latency: at most
-    ``preferences`` distinct predicted non-dominated architectures, from the hypernetwork queried at
-    ``preferences * oversample`` preferences (``oversample`` 1: the plain grid) and chosen by
-    predicted hypervolume; each row's ``preference`` is the first that produced its architecture.
-    ``predictor_only`` takes Tchebycheff's minimisers over the predictors instead of the
-    hypernetwork's arg-maxes (:func:`predictor_candidates`). ``refine_rounds`` > 0 adds a local
-    refinement with the predictors (rows it adds carry ``preference: null``)."""
+    ``preferences`` distinct predicted non-dominated architectures chosen by predicted hypervolume
+    from a pool; each row's ``preference`` is the first that produced its architecture. The pool:
+    with ``top_k`` > 1 (default :func:`modnas.toolkit.search.topk.default_top_k` on NB201 with an
+    accuracy surrogate, else 1), the ``top_k`` most probable architectures of the hypernetwork's
+    distribution at each of ``max(preferences, topk_preferences)`` preferences
+    (:func:`modnas.toolkit.search.topk.topk_candidates`); with ``top_k`` 1, its arg-maxes at
+    ``preferences * oversample`` preferences (``oversample`` 1: the plain grid).
+    ``predictor_only`` takes Tchebycheff's minimisers over the predictors instead
+    (:func:`predictor_candidates`). ``refine_rounds`` > 0 adds a local refinement with the
+    predictors (rows it adds carry ``preference: null``)."""
+    top_k = _top_k(run) if top_k is None else top_k
+    if top_k < 1 or topk_preferences < 1:
+        raise BadInput("top_k and topk_preferences must be at least 1")
     costs = _costs_for(run, device_cost, energy_cost)
     first = next(iter(costs.values()))
     if predictor_only:
         archs, prefs = predictor_candidates(run, costs, first.embedding, preferences, oversample)
+    elif top_k > 1:
+        grid = preference_grid(len(run.objectives), max(preferences, topk_preferences))
+        archs, prefs = spread(run, costs, *topk_candidates(run, first.embedding, grid, top_k), preferences)
     elif oversample > 1:
         archs, prefs = spread_candidates(run, costs, first.embedding, preferences, oversample)
     else:
@@ -217,11 +236,12 @@ def resolve_margin(device_cost: Any, margin: float | None) -> float:
 
 def select(run: Run, device_cost: Any, budget_ms: float, margin: float | None = None,
            preferences: int = 24, dense: int = 201, margin_ms: float = 0.0,
-           energy_cost: Any = None, refine_rounds: int | None = None) -> dict[str, Any]:
+           energy_cost: Any = None, refine_rounds: int | None = None, top_k: int | None = None) -> dict[str, Any]:
     """The architecture with the highest predicted accuracy whose predicted latency meets the budget
     with a safety margin: ``latency * (1 + margin) + margin_ms <= budget_ms``. Candidates: the run's
     read-out at ``preferences`` plus a denser grid of ``max(dense, preferences * OVERSAMPLE)``
-    preferences (every arg-max of the spreading read-out's grid). ``margin`` is relative
+    preferences (every arg-max of the spreading read-out's grid), plus, with ``top_k`` > 1, the
+    top-k read-out's pool (:func:`pareto`'s default, so every row it returns is a candidate). ``margin`` is relative
     (default: the device's calibration margin, else 5 %); ``margin_ms`` an absolute extra.
     ``refine_rounds`` (default 2 with an accuracy surrogate, 0 in supernet mode, where each error
     costs a supernet evaluation) adds one-edit neighbours of the candidates' predicted front."""
@@ -235,6 +255,11 @@ def select(run: Run, device_cost: Any, budget_ms: float, margin: float | None = 
     archs_a, prefs_a = candidates(run, model.embedding, preferences)
     archs_b, prefs_b = candidates(run, model.embedding, max(dense, preferences * OVERSAMPLE))
     pool = dict(zip(archs_a, prefs_a))
+    top_k = _top_k(run) if top_k is None else top_k
+    if top_k > 1:
+        grid = preference_grid(len(run.objectives), max(preferences, TOPK_PREFERENCES))
+        archs_c, prefs_c = topk_candidates(run, model.embedding, grid, top_k)
+        archs_b, prefs_b = archs_b + archs_c, np.concatenate([prefs_b, prefs_c])
     for a, p in zip(archs_b, prefs_b):
         pool.setdefault(a, p)
     archs = list(pool)

@@ -47,6 +47,9 @@ class SearchConfig(BaseModel):
     random_subnets: int | None = Field(None, ge=0)
     steps_per_epoch: int = Field(50, ge=1)      # benchmark mode
     prefs_per_step: int = Field(16, ge=1)       # preferences per device per step (benchmark mode)
+    # benchmark mode: weight of the hypernetwork's mean per-decision entropy subtracted from its loss,
+    # annealed linearly to 0 at the last epoch, so the distribution stays informative while it trains
+    entropy_bonus: float = Field(0.0, ge=0.0, le=1.0)
     batch_size: int = Field(64, ge=2)
     max_images: int | None = Field(None, ge=10)
     seed: int = 0

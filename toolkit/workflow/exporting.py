@@ -75,13 +75,14 @@ def _eval_data(space: Any, arch: str, ckpt_meta: dict[str, Any] | None, images: 
 def export_arch(arch: str, *, space_name: str, formats: list[str], out: Path, device: DeviceConfig | None = None,
                 run: str | None = None, tensorrt_precision: str = "fp32",
                 target_preset: str | None = None, weights: str | None = None, quantize: str | None = None,
-                images: str | None = None) -> dict[str, Any]:
+                images: str | None = None, tune: Any = None) -> dict[str, Any]:
     """Export one architecture; the reply names each artifact and its difference to PyTorch.
 
     ``weights`` is a ``modnas train`` checkpoint: the files carry its weights and each file's accuracy
     on the checkpoint's held-back images is measured (``accuracy`` in the reply, ``<file>.accuracy.json``
     beside it). ``quantize="int8"`` adds a static INT8 ONNX model calibrated on training images
-    (the checkpoint's training split, or ``images`` without a checkpoint)."""
+    (the checkpoint's training split, or ``images`` without a checkpoint). ``tune`` (an
+    ``modnas.exporters.tvm_tune.TuneBudget``) MetaSchedule-tunes the TVM build with the board's tuning database."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise BadInput(f"--format {','.join(formats)!r}: choose from {', '.join(FORMATS)}")
@@ -93,6 +94,8 @@ def export_arch(arch: str, *, space_name: str, formats: list[str], out: Path, de
         raise BadInput("--images is for --quantize int8 or --weights")
     if weights is not None and run is not None:
         raise BadInput("give --weights CKPT or --run RUN, not both: the checkpoint holds the trained weights")
+    if tune is not None and "tvm" not in formats:
+        raise BadInput("--tune tunes the TVM build: add tvm to --format")
     space = get_space(space_name)
     arch = space.canonical(arch)
     if "tensorrt" in formats and device is None:
@@ -137,7 +140,16 @@ def export_arch(arch: str, *, space_name: str, formats: list[str], out: Path, de
         from modnas.exporters.tvm import compile_tvm
 
         target = resolve_target(device.target if device else None, target_preset)
-        tvm_res = compile_tvm(onnx_res.path, target, out, name=f"{stem}-tvm")
+        if tune is not None:
+            from modnas.exporters.tvm_tune import tune_and_build
+            from modnas.toolkit.config import modnas_home
+
+            tvm_res = tune_and_build(onnx_res.path, target, out, board=device.name if device else "local",
+                                     home=modnas_home(), budget=tune, runner=device.tvm_rpc if device else None,
+                                     name=f"{stem}-tvm", threads=device.threads if device else None)
+            doc["tvm_tuning"] = {"tuned": True, **tvm_res.meta["tuning"]}
+        else:
+            tvm_res = compile_tvm(onnx_res.path, target, out, name=f"{stem}-tvm")
         doc["tvm"] = str(tvm_res.path)
         doc["max_abs_diff"]["tvm"] = tvm_res.max_abs_diff
         tvm_runs_here = runs_here(target)
