@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from modnas.toolkit.errors import BadInput
-from modnas.toolkit.search.costs import LinearCost, embedding_from_values
+from modnas.toolkit.search.costs import LinearCost, linear_costs_from_table
 from modnas.toolkit.search.topk import kbest, topk_candidates
 from modnas.toolkit.spaces import get_space
 
@@ -59,19 +59,8 @@ def test_topk_candidates_skip_masked_choices() -> None:
 @pytest.fixture(scope="module")
 def held_out_device(data_dir: Path) -> LinearCost:
     """A stand-in cost model of a device the shipped run never trained on (HELP's samsung_s7)."""
-    import pandas as pd
-
-    path = data_dir / "combined" / "nb201_wide.csv.gz"
-    if not path.exists():
-        pytest.skip(f"benchmark tables not found at {path}")
-    col = "help:samsung_s7:latency_ms"
-    wide = pd.read_csv(path, usecols=["arch_index", "arch_str", "input_output_connected", col]).sort_values("arch_index")
-    space = get_space("nb201")
-    values = wide[col].to_numpy(dtype=float)
-    refs = [space.index(a) for a in space.reference_archs()]
-    connected = wide["input_output_connected"].to_numpy() == 1
-    return LinearCost.fit(col, space.encode(list(wide["arch_str"])), np.where(connected, values, np.nan),
-                          embedding_from_values(values[refs]))
+    (cost,) = linear_costs_from_table(data_dir, ["help:samsung_s7"])
+    return cost
 
 
 def test_topk_readout_spreads_on_a_held_out_device(held_out_device: LinearCost) -> None:
