@@ -74,7 +74,7 @@ def _calibrated(values: np.ndarray, fit_idx: np.ndarray, measured: np.ndarray) -
 
 
 def leave_gpus_out(data_dir: Path, epochs: int | None, seed: int, log: Any) -> dict[str, Any]:
-    from modnas.toolkit.data import benchdata_ofa as bd
+    from modnas.toolkit.spaces.ofa_mbv3 import tables as bd
     from modnas.toolkit.prediction.embedding import minmax
     from modnas.toolkit.prediction.evaluation import scores
     from modnas.toolkit.spaces import get_space
@@ -276,7 +276,7 @@ def this_machine(data_dir: Path | None, n_random: int, threads: int, seed: int, 
             "compile_s_median": round(float(statistics.median(compile_s)), 1) if compile_s else None,
         }
     if data_dir is not None and randoms:
-        from modnas.toolkit.data import benchdata_ofa as bd
+        from modnas.toolkit.spaces.ofa_mbv3 import tables as bd
         from modnas.toolkit.prediction import calibration
         from modnas.toolkit.prediction.embedding import minmax
         from modnas.toolkit.prediction.evaluation import scores

@@ -35,7 +35,6 @@ def _data_dir(arg: str | None) -> Path:
 
 def _readout(run: Any, data_dir: Path, keys: list[str], table: Any, refine: int = 0) -> list[dict[str, Any]]:
     from modnas.toolkit.search.api import resolve_devices
-    from modnas.toolkit.search.costs import as_cost_model
     from modnas.toolkit.search.readout import candidates, pareto
 
     models, _ = resolve_devices(keys, data_dir, table=table, space="ofa_mbv3")
@@ -43,7 +42,7 @@ def _readout(run: Any, data_dir: Path, keys: list[str], table: Any, refine: int 
     for key, model in zip(keys, models):
         t0 = time.perf_counter()
         front = pareto(run, model, preferences=24, refine_rounds=refine)
-        distinct = len(candidates(run, as_cost_model(model).embedding, 24)[0])
+        distinct = len(candidates(run, model.embedding, 24)[0])
         lat = [r["predicted"]["latency_ms"] for r in front]
         err = [r["predicted"]["error"] for r in front]
         rows.append({"device": key, "distinct_archs": distinct, "front": len(front),
@@ -63,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from modnas.toolkit.data.benchdata_ofa import gpu_group, load_latency
+    from modnas.toolkit.spaces.ofa_mbv3.tables import gpu_group, load_latency
     from modnas.toolkit.search.default_run import OFA_HELD_OUT, build_ofa_run
     from modnas.toolkit.search.run import load_run, read_metrics
 
@@ -87,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "torch_threads": 1},
         "run": str(run_dir), "devices": run.config.devices, "images": "digits (1,797, 32 px, 10 % held back)",
-        "epochs": len(metrics), "warmup_epochs": len(warm), "batch_size": run.config.batch_size,
+        "epochs": len(metrics), "warmup_epochs": len(warm), "batch_size": run.config.supernet.batch_size,
         "epoch_seconds": {"warmup_mean": float(np.mean(warm)) if warm else None,
                           "search_mean": float(np.mean(search)) if search else None,
                           "search_per_device": float(np.mean(search)) / n_dev if search else None},
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "distilled_surrogate": run.meta.get("distilled_surrogate"),
     }
     if run.supernet is not None:  # is the read-out's pick better than other subnets on these images?
-        from modnas.toolkit.search.ofa_supernet import largest_arch
+        from modnas.toolkit.spaces.ofa_mbv3.supernet import largest_arch
         from modnas.toolkit.search.readout import candidates
 
         emb = np.asarray(run.meta["devices"][0]["embedding"], dtype=np.float32)

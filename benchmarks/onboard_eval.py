@@ -63,7 +63,7 @@ class ReplayBoards:
 
     def _cfg(self, key: str, row: np.ndarray) -> Any:
         from modnas.toolkit.config import load_device
-        from modnas.toolkit.data.replay import device_name_for, write_device
+        from modnas.toolkit.data.replay_tables import device_name_for, write_device
 
         if key not in self.cfgs:
             name = device_name_for(key)
@@ -103,7 +103,9 @@ def _budget_picks(pred: np.ndarray, true: np.ndarray, acc: np.ndarray, usable: n
 def evaluate_space(args: argparse.Namespace, space_name: str, log: Any) -> dict[str, Any]:
     import torch
 
-    from modnas.toolkit.data import benchdata
+    from modnas.toolkit.spaces.nb201 import tables as benchdata
+
+    from modnas.toolkit.data import groups as hwgroups
     from modnas.toolkit.prediction import predictors
     from modnas.toolkit.prediction.device_model import choose_extras, fit_device
     from modnas.toolkit.workflow.new_board import shipped_error
@@ -119,14 +121,14 @@ def evaluate_space(args: argparse.Namespace, space_name: str, log: Any) -> dict[
         raw = {"latency": benchdata.load_table(args.data, "latency")}
         acc = benchdata.load_accuracy(args.data)["cifar10_test_200ep"].to_numpy(np.float64)
     else:
-        from modnas.toolkit.data import benchdata_ofa
+        from modnas.toolkit.spaces.ofa_mbv3 import tables as benchdata_ofa
 
         raw = {"latency": benchdata_ofa.load_latency(args.data)}
         acc = None
     st = predictors.space_tables(args.data, space_name, ["latency"], raw)
     table = st.tables["latency"]
     ref_idx = st.ref_idx
-    gmap = benchdata.groups(table.keys)
+    gmap = hwgroups.groups(table.keys)
     evaluable = sorted(g for g, ks in gmap.items() if any(np.all(np.isfinite(table.row(k)[ref_idx])) for k in ks))
     group_emb = {g: np.mean([minmax(table.row(k)[ref_idx]) for k in gmap[g]
                              if np.all(np.isfinite(table.row(k)[ref_idx]))], axis=0) for g in evaluable}
@@ -178,7 +180,7 @@ def evaluate_space(args: argparse.Namespace, space_name: str, log: Any) -> dict[
             values = {archs[i]: v for i, v in meas.items()}
             base = device_cost(key, values, sp, "latency", pred)
             cand = [archs[i] for i in np.flatnonzero(usable)]
-            entry: dict[str, Any] = {"device": key, "group": benchdata.hardware_group(key), "fold": f}
+            entry: dict[str, Any] = {"device": key, "group": hwgroups.hardware_group(key), "fold": f}
 
             def scored(cost: DeviceCost, measured_idx: list[int]) -> dict[str, Any]:
                 truth = np.where(usable, row, np.nan)
@@ -203,9 +205,9 @@ def evaluate_space(args: argparse.Namespace, space_name: str, log: Any) -> dict[
                 entry[f"{name}_cal"] = scored(device_cost(key, vals, sp, "latency", pred, model=False), idx)
                 if name == "chosen":
                     a_list = list(vals)
-                    fitted = fit_device(pred, a_list, np.array([vals[a] for a in a_list]), base.emb,
+                    fitted = fit_device(pred, a_list, np.array([vals[a] for a in a_list]), base.embedding,
                                         seed=args.seed, finetune=False)
-                    c_fixed = DeviceCost(key, sp, "latency", pred, base.emb, fitted.calibration, vals, fitted.fixed,
+                    c_fixed = DeviceCost(key, sp, "latency", pred, base.embedding, fitted.calibration, vals, fitted.fixed,
                                          fitted.report)
                     entry["chosen_fixed"] = scored(c_fixed, idx)
                 full = device_cost(key, vals, sp, "latency", pred, seed=args.seed)

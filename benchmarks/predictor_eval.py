@@ -34,14 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
 
-    from modnas.toolkit.prediction.evaluation import evaluate
+    from modnas.toolkit.prediction.evaluation import leave_groups_out
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for metric in args.metric or ["latency", "energy"]:
         t0 = time.time()
         config = {"epochs": args.epochs} if args.epochs else None
-        res = evaluate(args.data, metric=metric, seed=args.seed, folds=args.folds, config=config,
+        res = leave_groups_out(args.data, metric=metric, seed=args.seed, folds=args.folds, config=config,
                                  max_folds=args.max_folds, n_extra=args.extra, log=lambda s: print(s, file=sys.stderr, flush=True))
         res["seconds"] = round(time.time() - t0, 1)
         (out / f"predictor_eval_{metric}.json").write_text(json.dumps(res, indent=1) + "\n")

@@ -89,7 +89,7 @@ def main() -> None:
            "campaign_wall_s": campaign_s, "agent_measure_s": agent_s,
            "overhead_pct": 100 * (campaign_s - agent_s) / agent_s,
            "ratio_min": min(ratios), "ratio_max": max(ratios), "ratio_median": statistics.median(ratios),
-           "rows": table, "failed": result["failed"]}
+           "rows": table, "failed": [f.to_json() for f in result.failed]}
     print(json.dumps(doc, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")

@@ -28,10 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from modnas.toolkit.data import benchdata
+    from modnas.toolkit.spaces.nb201 import tables as benchdata
     from modnas.toolkit.config import read_device_file
     from modnas.toolkit.workflow.profiling import profile_device
-    from modnas.toolkit.data.replay import device_name_for, table_values, write_device
+    from modnas.toolkit.data.replay_tables import device_name_for, table_values, write_device
     from modnas.toolkit.spaces import get_space
     from modnas.toolkit.store import Store
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             t3 = time.perf_counter()
             gaps = [b - a for a, b in zip(per, per[1:])]
             rows.append({"device": key, "write_s": t1 - t0, "load_s": t2 - t1, "campaign_s": t3 - t2,
-                         "measured": len(result["measured"]), "failed": len(result["failed"]),
+                         "measured": len(result.measured), "failed": len(result.failed),
                          "per_measurement_s": statistics.median(gaps) if gaps else None,
                          "first_measurement_s": (per[0] - t2) if per else None})
         store.close()

@@ -60,12 +60,11 @@ def train(kind: str, train_costs: list[Any], source: str, out: Path, args: argpa
 def main() -> None:
     torch.set_num_threads(1)
     args = _args()
-    from modnas.toolkit.data.benchdata import load_accuracy, load_table
+    from modnas.toolkit.spaces.nb201.tables import load_accuracy, load_table
     from modnas.toolkit.pareto import hypervolume, nondominated, nondominated_mask, normalise
     from modnas.toolkit.search.api import resolve_devices
     from modnas.toolkit.search.default_run import split_devices, usable_keys
     from modnas.toolkit.search.loop import error_range
-    from modnas.toolkit.search.costs import as_cost_model
     from modnas.toolkit.search.readout import pareto, predictor_candidates, preference_grid
     from modnas.toolkit.search.run import load_run
     from modnas.toolkit.search.scalarise import minimisers
@@ -105,7 +104,7 @@ def main() -> None:
         cfg = run.config
         with torch.no_grad():
             pred_err = run.surrogate.error(torch.as_tensor(space.encode(archs_all))).numpy().astype(np.float64)
-        elo, ehi = error_range(run.surrogate, cfg.error_quantile)
+        elo, ehi = error_range(run.surrogate, cfg.benchmark.error_quantile, run.space)
         prefs = preference_grid(2, args.preferences)
         for cost in held_costs:
             lat_true = table.row(cost.name)
@@ -120,10 +119,11 @@ def main() -> None:
             lat_pred = np.asarray(cost.predict(archs_all), dtype=np.float64)
             llo, lhi = cost.minmax() if hasattr(cost, "minmax") else (lat_pred.min(), lat_pred.max())
             objs = np.stack([(pred_err - elo) / (ehi - elo), (lat_pred - llo) / (lhi - llo)], 1)
-            exact = list(minimisers(objs, prefs, cfg.scalarisation, cfg.smooth_mu, cfg.ideal_point))
+            sc = cfg.scalarisation
+            exact = list(minimisers(objs, prefs, sc.kind, sc.smooth_mu, sc.ideal_point))
             hv_x, nd_x = score(exact, lat_true, lo, hi)
-            po, _ = predictor_candidates(run, {"latency": as_cost_model(cost)}, as_cost_model(cost).embedding,
-                                         args.preferences, scalarisation=cfg.scalarisation)
+            po, _ = predictor_candidates(run, {"latency": cost}, cost.embedding,
+                                         args.preferences, scalarisation=cfg.scalarisation.kind)
             hv_p, nd_p = score([index_of[a] for a in po], lat_true, lo, hi)
             rows.append({"predictor_only_hv": hv_p / hv_exh, "predictor_only_picks": len(po),
                          "predictor_only_true_nondominated": nd_p,

@@ -1,6 +1,6 @@
 """Evaluate a benchmark-mode MODNAS search on held-out table devices, against every baseline.
 
-Held-out devices are whole hardware groups (``modnas.toolkit.data.benchdata.hardware_group``) drawn with the
+Held-out devices are whole hardware groups (``modnas.toolkit.data.hwgroups.hardware_group``) drawn with the
 seed, never a fixed list (the split of ``modnas.toolkit.search.default_run``, so the shipped runs never saw
 them). Where every device with the objectives is one board (energy: the Raspberry Pi 5 settings
 only), the held-out unit is a runtime of that board instead, drawn the same way, and said so.
@@ -49,6 +49,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from modnas.toolkit.pareto import greedy_hv_subset, hypervolume, igd_plus, nondominated, nondominated_mask, normalise
 
 PERCENTILES = (10, 25, 50, 75)
 PREFERENCES = 24
@@ -100,7 +102,7 @@ def _log(msg: str) -> None:
 def split_held_out(keys: list[str], seed: int, share: float) -> tuple[list[str], list[str], list[str], str]:
     """(training, held-out, held-out units, unit): whole hardware groups, or runtimes of the one board
     when every device is the same hardware."""
-    from modnas.toolkit.data.benchdata import groups, hardware_group
+    from modnas.toolkit.data.groups import groups, hardware_group
     from modnas.toolkit.search.default_run import split_devices
 
     if len(groups(keys)) >= 2:
@@ -130,31 +132,6 @@ def _costs(data: str, keys: list[str], mode: str, metric: str, table: Any) -> tu
 
 
 # -- method helpers ------------------------------------------------------------------------------
-def nd_mask(points: np.ndarray) -> np.ndarray:
-    """Non-dominated mask (minimisation; duplicates all kept), fast for many points in 3-D: in order of
-    the sum of min-max scaled objectives each surviving point is non-dominated (a dominator has a
-    smaller sum) and removes every point it dominates, so the work is one pass over the set per
-    non-dominated point."""
-    f = np.asarray(points, dtype=np.float64)
-    if len(f) == 0:
-        return np.zeros(0, dtype=bool)
-    lo, hi = f.min(axis=0), f.max(axis=0)
-    order = np.argsort(((f - lo) / np.where(hi > lo, hi - lo, 1.0)).sum(axis=1), kind="stable")
-    alive = np.ones(len(f), dtype=bool)
-    for i in order:
-        if alive[i]:
-            dominated = np.all(f[i] <= f, axis=1) & np.any(f[i] < f, axis=1)
-            alive &= ~dominated
-    return alive
-
-
-def nondominated_points(points: np.ndarray) -> np.ndarray:
-    """The unique non-dominated rows (as ``modnas.toolkit.pareto.nondominated``, with :func:`nd_mask`)."""
-    f = np.asarray(points, dtype=np.float64)
-    front = np.unique(f[nd_mask(f)], axis=0)
-    return front[np.argsort(front[:, 0], kind="stable")]
-
-
 def percentile_rank(values: np.ndarray) -> np.ndarray:
     """Rank of each finite value among the finite ones, in [0, 1] (ties share their mean rank); NaN stays NaN."""
     from scipy.stats import rankdata
@@ -169,10 +146,8 @@ def percentile_rank(values: np.ndarray) -> np.ndarray:
 def spread_picks(points: np.ndarray, k: int) -> list[int]:
     """Up to ``k`` indices of ``points`` (minimised, any scale) spread along their non-dominated
     set: greedy by hypervolume on the points min-max scaled with 5 % room past the worst."""
-    from modnas.toolkit.pareto import greedy_hv_subset
-
     f = np.asarray(points, dtype=np.float64)
-    nd = np.flatnonzero(nd_mask(f))
+    nd = np.flatnonzero(nondominated_mask(f))
     _, first = np.unique(np.round(f[nd], 12), axis=0, return_index=True)
     nd = np.sort(nd[first])
     if len(nd) <= k:
@@ -207,7 +182,7 @@ def _random_search(seconds: float, score: Callable[[list[int]], np.ndarray], n_a
         rows.append(score(batch))
         idx += batch
     f = np.vstack(rows)
-    return [i for i, m in zip(idx, nd_mask(f)) if m]
+    return [i for i, m in zip(idx, nondominated_mask(f)) if m]
 
 
 def _nsga2(seconds: float, score: Callable[[list[int]], np.ndarray], n_obj: int, seed: int) -> list[int]:
@@ -240,7 +215,7 @@ def _nsga2(seconds: float, score: Callable[[list[int]], np.ndarray], n_obj: int,
                  mutation=PM(eta=20, vtype=float, repair=RoundingRepair()), eliminate_duplicates=True)
     res = minimize(P(), algo, TimeBasedTermination(max_time=seconds), seed=seed, verbose=False)
     x = np.atleast_2d(res.pop.get("X")).astype(int)
-    mask = nd_mask(np.atleast_2d(res.pop.get("F")))
+    mask = nondominated_mask(np.atleast_2d(res.pop.get("F")))
     return list(dict.fromkeys(to_index(row) for row in x[mask]))
 
 
@@ -248,12 +223,10 @@ def _nsga2(seconds: float, score: Callable[[list[int]], np.ndarray], n_obj: int,
 def score_set(picks: list[int], truth: np.ndarray, valid: np.ndarray, lo: np.ndarray, hi: np.ndarray,
               ref_front: np.ndarray, hv_exh: float) -> dict[str, float]:
     """HV ratio, IGD+ and counts of a set of picked cells on the true (normalised) objectives."""
-    from modnas.toolkit.pareto import hypervolume, igd_plus, normalise
-
     distinct = list(dict.fromkeys(picks))
     ok = [i for i in distinct if valid[i]]
     pts = normalise(truth[ok], lo, hi) if ok else np.zeros((0, truth.shape[1]))
-    true_nd = int(nd_mask(pts).sum()) if ok else 0
+    true_nd = int(nondominated_mask(pts).sum()) if ok else 0
     return {"hv_ratio": hypervolume(pts) / hv_exh, "igd_plus": igd_plus(pts, ref_front),
             "distinct": len(distinct), "true_nondominated": true_nd}
 
@@ -279,16 +252,14 @@ def main() -> None:
     torch.set_num_threads(1)
     args = _args()
     t_bench = time.perf_counter()
-    from modnas.toolkit.data.benchdata import load_accuracy, load_table
-    from modnas.toolkit.pareto import hypervolume, normalise
+    from modnas.toolkit.spaces.nb201.tables import load_accuracy, load_table
     from modnas.toolkit.search.api import run_search
-    from modnas.toolkit.search.costs import as_cost_model
     from modnas.toolkit.search.default_run import objective_keys
     from modnas.toolkit.search.loop import error_range
     from modnas.toolkit.search.readout import pareto, preference_grid, resolve_margin, select
     from modnas.toolkit.search.run import load_run
     from modnas.toolkit.spaces import get_space
-    from modnas.toolkit.data.tasks import CHANCE_ACCURACY, task_column
+    from modnas.toolkit.spaces.nb201.tasks import CHANCE_ACCURACY, task_column
 
     run = load_run(args.run) if args.run else None
     if run is not None:
@@ -297,10 +268,10 @@ def main() -> None:
             raise SystemExit(f"--objectives {args.objectives} but run {args.run} optimised {','.join(objectives)}")
         if run.config.accuracy != "benchmark" or run.config.space != "nb201":
             raise SystemExit("only benchmark-mode nb201 runs can be scored against the tables")
-        task = run.config.task or "cifar10"
+        task = run.config.benchmark.task or "cifar10"
         if args.task and args.task != task:
             raise SystemExit(f"--task {args.task} but run {args.run} searched {task}")
-        column = run.config.accuracy_column
+        column = run.config.benchmark.accuracy_column
     else:
         objectives = [o.strip() for o in (args.objectives or "error,latency").split(",")]
         task = args.task or "cifar10"
@@ -344,8 +315,8 @@ def main() -> None:
         search_s = float(run.meta.get("seconds", 0.0))
         run_name = str(args.run)
     cfg = run.config
-    scal = getattr(cfg, "scalarisation", "weighted_sum")
-    mu, ideal = float(getattr(cfg, "smooth_mu", 0.02)), float(getattr(cfg, "ideal_point", 0.0))
+    scal = cfg.scalarisation.kind
+    mu, ideal = float(cfg.scalarisation.smooth_mu), float(cfg.scalarisation.ideal_point)
     try:
         from modnas.toolkit.search.scalarise import SCALARISATIONS
         kinds = list(SCALARISATIONS)
@@ -354,7 +325,7 @@ def main() -> None:
 
     with torch.no_grad():
         pred_err = run.surrogate.error(torch.as_tensor(space.encode(all_archs))).numpy().astype(np.float64)
-    e_lo, e_hi = error_range(run.surrogate, cfg.error_quantile)
+    e_lo, e_hi = error_range(run.surrogate, cfg.benchmark.error_quantile, run.space)
     index_of = {a: i for i, a in enumerate(all_archs)}
     prefs = preference_grid(len(objectives), PREFERENCES)
     n_train = len(train)
@@ -379,20 +350,20 @@ def main() -> None:
         truth = np.column_stack([100.0 - acc] + [tables[m].row(name) for m in metrics])
         valid = np.all(np.isfinite(truth), axis=1) & (acc > CHANCE_ACCURACY[task] + 0.5)
         lo, hi = truth[valid].min(axis=0), truth[valid].max(axis=0)
-        ref_front = normalise(nondominated_points(truth[valid]), lo, hi)
+        ref_front = normalise(nondominated(truth[valid]), lo, hi)
         hv_exh = hypervolume(ref_front)
         pred = np.column_stack([pred_err] + [np.asarray(costs[m].predict(all_archs), dtype=np.float64)
                                              for m in metrics])
         norm = np.empty_like(pred)
         norm[:, 0] = (pred[:, 0] - e_lo) / (e_hi - e_lo)
         for j, m in enumerate(metrics, start=1):
-            c_lo, c_hi = as_cost_model(costs[m]).minmax()
+            c_lo, c_hi = costs[m].minmax()
             norm[:, j] = (pred[:, j] - c_lo) / ((c_hi - c_lo) if c_hi > c_lo else 1.0)
 
         def front_of(idx: list[int]) -> list[int]:
             """The predicted non-dominated distinct members of ``idx`` (what a read-out would show)."""
             u = list(dict.fromkeys(idx))
-            return [i for i, m in zip(u, nd_mask(pred[u])) if m] if u else []
+            return [i for i, m in zip(u, nondominated_mask(pred[u])) if m] if u else []
 
         t0 = time.perf_counter()
         front = pareto(run, lat_cost, PREFERENCES, energy_cost=energy_cost)
@@ -418,7 +389,7 @@ def main() -> None:
 
             k_default = _top_k(run)
             if k_default > 1:
-                pool_archs, _ = topk_candidates(run, as_cost_model(lat_cost).embedding,
+                pool_archs, _ = topk_candidates(run, lat_cost.embedding,
                                                 _grid(len(run.objectives), max(PREFERENCES, TOPK_PREFERENCES)), k_default)
                 pool_sizes.append(len(pool_archs))
                 drawn = np.random.default_rng(args.seed + len(pool_sizes)).choice(n_all, size=len(pool_archs),
@@ -429,7 +400,7 @@ def main() -> None:
                                     pareto(run, lat_cost, PREFERENCES, energy_cost=energy_cost, refine_rounds=2)]
         for kind in kinds:
             methods[f"exact-{kind}"] = front_of(exact_minimisers(norm, prefs, kind, mu, ideal))
-        pf = [int(i) for i in np.flatnonzero(nd_mask(pred))]
+        pf = [int(i) for i in np.flatnonzero(nondominated_mask(pred))]
         methods["predicted-front"] = front_of(pf)
         methods["predicted-24"] = front_of([pf[i] for i in spread_picks(pred[pf], PREFERENCES)])
         methods["blind-24"] = list(blind_picks)
@@ -479,7 +450,7 @@ def main() -> None:
         "task": task, "objectives": objectives, "run": run_name, "scalarisation": scal,
         "train_devices": train, "held_out_units": held_units, "held_out_unit": unit, "held_out": held,
         "cost_source": source, "search_seconds": search_s, "epochs": cfg.epochs,
-        "steps_per_epoch": cfg.steps_per_epoch, "preferences": PREFERENCES, "torch_threads": 1, "methods": {}}
+        "steps_per_epoch": cfg.benchmark.steps_per_epoch, "preferences": PREFERENCES, "torch_threads": 1, "methods": {}}
     for mname in names:
         recs = [r["methods"][mname] for r in rows]
         hv = np.array([x["hv_ratio"] for x in recs])

@@ -44,7 +44,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from modnas.toolkit.data import benchdata
+    from modnas.toolkit.spaces.nb201 import tables as benchdata
+    from modnas.toolkit.data import groups as hwgroups
     from modnas.toolkit.prediction.device_cost import device_from_table
     from modnas.toolkit.search.run import load_run
     from modnas.toolkit.spaces import get_space
@@ -65,11 +66,10 @@ def main() -> None:
     table = benchdata.load_table(args.data, "latency")
     keys = table.keys_with_references("nb201")
     if args.per_group:
-        keys = [members[0] for members in benchdata.groups(keys).values()]
+        keys = [members[0] for members in hwgroups.groups(keys).values()]
     if args.devices:
         keys = keys[: args.devices]
     run = load_run(None, "nb201")
-    archs_all = space.all_archs()
     usable = benchdata.connected_mask()
     rows = []
     for key in keys:
@@ -87,10 +87,10 @@ def main() -> None:
             doc = verified_select(run, cost, budget, measure, known, max_measurements=args.verify_max, pool=pool)
             fits = [a for a in archs if np.isfinite(truth[a]) and truth[a] <= budget]
             oracle = min((err[a] for a in fits), default=None)
-            pick = doc["arch"]
-            unv = doc["unverified"]["arch"] if doc["unverified"] else None
+            pick = doc.arch
+            unv = doc.unverified["arch"] if doc.unverified else None
             rows.append({"device": key, "percentile": q, "budget_ms": budget, "arch": pick,
-                         "measurements": doc["measurements"],
+                         "measurements": doc.measurements,
                          "truly_over": bool(pick is not None and truth[pick] > budget),
                          "regret": (float(err[pick] - oracle) if pick is not None and oracle is not None else None),
                          "no_pick": pick is None, "oracle_exists": oracle is not None,

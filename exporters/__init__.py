@@ -3,7 +3,8 @@
 ``EXPORTERS[fmt]`` is ``"module:function"``; :func:`get_exporter` returns the function:
 ``onnx`` -> ``export_onnx(model, input_shape, path, check=True)``,
 ``tvm`` -> ``compile_tvm(onnx_path, target, out_dir, *, name=None)``,
-``tensorrt`` -> ``build_on_board(connection, onnx_local, precision, ...)`` (engines are built on the board).
+``tensorrt`` -> ``build_on_board(connection, onnx_local, precision, ...)`` (engines are built on the board),
+``executorch`` -> ``export_executorch(model, input_shape, path, check=True)`` (an XNNPACK-delegated ``.pte``).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ EXPORTERS: dict[str, str] = {
     "onnx": "modnas.exporters.onnx:export_onnx",
     "tvm": "modnas.exporters.tvm:compile_tvm",
     "tensorrt": "modnas.exporters.tensorrt:build_on_board",
+    "executorch": "modnas.exporters.executorch:export_executorch",
 }
 
 

@@ -64,18 +64,10 @@ def compile_tvm(onnx_path: str | Path, target: dict[str, Any], out_dir: str | Pa
     target = validate_target(dict(target))
     if schedule not in SCHEDULES:
         raise BadInput(f"schedule: expected one of {', '.join(sorted(SCHEDULES))}, got {schedule!r}")
-    onnx_path = Path(onnx_path)
-    input_name, input_shape = onnx_input(onnx_path)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = name or onnx_path.stem
+    onnx_path, input_name, input_shape, out, stem = build_paths(onnx_path, out_dir, name)
     started = time.perf_counter()
     mod = from_onnx(onnx.load(str(onnx_path)), shape_dict={input_name: input_shape}, dtype_dict="float32")
-    try:
-        tvm_target = tvm.target.Target(target)
-        executable = tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline(schedule, tvm_target))
-    except Exception as exc:
-        raise BadInput(f"TVM cannot compile {onnx_path.name} for {target}: {_first_line(exc)}") from None
+    executable = relax_compile(mod, target, schedule, onnx_path.name)
     cc = cross_compiler(target)
     if runs_here(target):
         artifact, linked = out / f"{stem}.so", "so"
@@ -121,7 +113,7 @@ def verify_tvm(lib_path: str | Path, onnx_path: str | Path, *, tolerance: float 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     expected = session.run(None, {input_name: x})
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib_path)), tvm.cpu())
-    got = _flatten(vm["main"](tvm.runtime.tensor(x, tvm.cpu())))
+    got = flatten_outputs(vm["main"](tvm.runtime.tensor(x, tvm.cpu())))
     if len(got) != len(expected):
         raise ExportMismatch(f"{Path(lib_path).name}: TVM gives {len(got)} outputs, ONNX Runtime {len(expected)}")
     diff, scale = 0.0, 0.0
@@ -139,16 +131,37 @@ def verify_tvm(lib_path: str | Path, onnx_path: str | Path, *, tolerance: float 
     return diff
 
 
-def _flatten(value: Any) -> list[Any]:
+def build_paths(onnx_path: str | Path, out_dir: str | Path, name: str | None) -> tuple[Path, str, tuple[int, ...], Path, str]:
+    """The ONNX file, its input's name and shape, the (created) output folder and the artifact stem."""
+    onnx_path = Path(onnx_path)
+    input_name, input_shape = onnx_input(onnx_path)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return onnx_path, input_name, input_shape, out, name or onnx_path.stem
+
+
+def relax_compile(mod: Any, target: dict[str, Any], schedule: str, what: str) -> Any:
+    """``tvm.compile`` of a Relax module with the named schedule; a failure is one BadInput line."""
+    import tvm
+
+    try:
+        tvm_target = tvm.target.Target(target)
+        return tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline(schedule, tvm_target))
+    except Exception as exc:
+        raise BadInput(f"TVM cannot compile {what} for {target}: {error_line(exc)}") from None
+
+
+def flatten_outputs(value: Any) -> list[Any]:
     """Relax VM outputs (a tensor or nested tuples of tensors) as a list of numpy arrays."""
     if hasattr(value, "numpy"):
         return [value.numpy()]
     out: list[Any] = []
     for item in value:
-        out.extend(_flatten(item))
+        out.extend(flatten_outputs(item))
     return out
 
 
-def _first_line(exc: BaseException) -> str:
+def error_line(exc: BaseException) -> str:
+    """The last non-empty line of an error (TVM puts the reason last)."""
     lines = [line for line in str(exc).splitlines() if line.strip()]
     return lines[-1].strip() if lines else type(exc).__name__

@@ -9,7 +9,7 @@ Numbers are still checked against ONNX Runtime by ``modnas.exporters.tvm.verify_
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 SCHEDULES: dict[str, str] = {
     "none": "TVM's default pipeline: naive loops, single-threaded",
@@ -73,13 +73,6 @@ def _schedule_block(sch: Any, kinds: str, loops: list[Any]) -> None:
     sch.parallel(fused)
     if inner is not None and not reductions:
         sch.vectorize(inner)
-
-
-def scheduler(name: str) -> Callable[[Any], Any]:
-    """``target -> relax_pipeline`` for a registered schedule name (ValueError otherwise)."""
-    if name not in SCHEDULES:
-        raise ValueError(f"unknown schedule {name!r}; known: {', '.join(sorted(SCHEDULES))}")
-    return lambda target: relax_pipeline(name, target)
 
 
 def parallel_rule() -> Any:

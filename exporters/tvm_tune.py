@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from modnas.exporters.tvm import error_line
 from modnas.profilers.errors import BadInput, NotAvailable
 
 PROGRESS_FILE = "progress.json"
@@ -86,7 +87,7 @@ def tuning_dir(board: str, target: dict[str, Any], home: Path) -> Path:
     return home / "tune" / board / target_digest(target)
 
 
-class Progress:
+class TuneProgressFile:
     """``progress.json``: per kernel key, its task name, trials spent and whether its budget is spent."""
 
     def __init__(self, path: Path) -> None:
@@ -146,7 +147,7 @@ def open_database(db_dir: Path) -> Any:
         return ms.database.JSONDatabase(str(db_dir / WORKLOADS_FILE), str(db_dir / RECORDS_FILE),
                                         allow_missing=True, module_equality="structural")
     except Exception as exc:  # a truncated or foreign file
-        raise BadInput(f"{db_dir}: cannot read the tuning database ({_first_line(exc)})") from None
+        raise BadInput(f"{db_dir}: cannot read the tuning database ({error_line(exc)})") from None
 
 
 def _kernel_key(mod: Any) -> str:
@@ -195,7 +196,7 @@ def in_process_builder(cc: str | None = None) -> Any:
                 try:
                     results.append(BuilderResult(export(default_build(item.mod, item.target, None)), None))
                 except Exception as exc:  # a candidate that does not build counts as failed, not fatal
-                    results.append(BuilderResult(None, f"build failed: {_first_line(exc)}"))
+                    results.append(BuilderResult(None, f"build failed: {error_line(exc)}"))
             return results
 
     return _InProcessBuilder()
@@ -266,7 +267,7 @@ def tune_module(mod: Any, target: Any, db_dir: Path, budget: TuneBudget, *, runn
     started = clock()
     deadline = started + 60.0 * budget.minutes if budget.minutes else math.inf
     database = open_database(db_dir)
-    progress = Progress(db_dir / PROGRESS_FILE)
+    progress = TuneProgressFile(db_dir / PROGRESS_FILE)
     tasks = ms.relax_integration.extract_tasks(mod, target)
     tasks = [t for t in tasks if not t.dispatched[0].attrs or not t.dispatched[0].attrs.get("tirx.is_scheduled", False)]
     entries = [(t, _kernel_key(t.dispatched[0])) for t in tasks]
@@ -377,7 +378,7 @@ def tune_and_build(onnx_path: str | Path, target: dict[str, Any], out_dir: str |
 
     from modnas.exporters.result import ExportResult, sha256_file, write_sidecar
     from modnas.exporters.targets import runs_here, target_arch, validate_target
-    from modnas.exporters.tvm import cross_compiler, onnx_input, verify_tvm
+    from modnas.exporters.tvm import build_paths, cross_compiler, verify_tvm
 
     target = validate_target(dict(target))
     here = runs_here(target)
@@ -387,11 +388,7 @@ def tune_and_build(onnx_path: str | Path, target: dict[str, Any], out_dir: str |
                        "(tvm_rpc in the device file); this machine cannot time another CPU's code")
     if not here and not cc:
         raise NotAvailable(f"tuning for {target_arch(target)} needs its cross compiler here")
-    onnx_path = Path(onnx_path)
-    input_name, input_shape = onnx_input(onnx_path)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = name or onnx_path.stem
+    onnx_path, input_name, input_shape, out, stem = build_paths(onnx_path, out_dir, name)
     tvm_target = tvm.target.Target(target)
     db_dir = tuning_dir(board, target, home)
     mod = prepare_module(onnx_path, tvm_target)
@@ -433,7 +430,3 @@ def _say(log: TextIO | None, line: str) -> None:
     if log is not None:
         print(line, file=log, flush=True)
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return lines[-1].strip() if lines else type(exc).__name__

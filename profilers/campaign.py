@@ -19,6 +19,7 @@ from modnas.profilers.pack import build_agent
 from modnas.profilers.errors import BadInput, BoardError
 
 SETTINGS = ("warmup_s", "min_runs", "min_time_s", "repeats", "cooldown_s")
+LM_SETTINGS = ("context", "prompt")  # a language model's measurement: cached tokens when decoding, prompt tokens
 MIN_PYTHON = (3, 8)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -87,11 +88,12 @@ class MeasureJob:
         missing = [key for key in SETTINGS if key not in self.measurement]
         if missing:
             raise BadInput(f"measurement setting {missing[0]} is missing")
-        self.measurement = {key: self.measurement[key] for key in SETTINGS}
+        self.measurement = {key: self.measurement[key] for key in SETTINGS + LM_SETTINGS
+                            if key in SETTINGS or self.measurement.get(key) is not None}
         for key, value in self.measurement.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise BadInput(f"measurement setting {key} must be a number >= 0: {value!r}")
-        for key in ("min_runs", "repeats"):
+        for key in ("min_runs", "repeats") + tuple(k for k in LM_SETTINGS if k in self.measurement):
             value = self.measurement[key]
             if int(value) != value or value < 1:
                 raise BadInput(f"measurement setting {key} must be a whole number >= 1: {value!r}")
@@ -104,24 +106,6 @@ class MeasureJob:
     @property
     def suffix(self) -> str:
         return self.artifact.suffix
-
-    @classmethod
-    def for_device(
-        cls, cfg: Any, artifact: Path, sha256: str, input_shape: list[int], meta: dict | None = None
-    ) -> "MeasureJob":
-        """A job with the device's runtime, threads, measurement, energy and timeout settings."""
-        measurement = _as_dict(cfg.measurement)
-        return cls(
-            artifact=Path(artifact),
-            sha256=sha256,
-            runtime=cfg.runtime,
-            threads=int(cfg.threads),
-            input_shape=list(input_shape),
-            measurement=measurement,
-            energy=_as_dict(getattr(cfg, "energy", None)) or {"sensor": "none"},
-            timeout_s=float(measurement.get("timeout_s", 600.0)),
-            meta=dict(meta or {}),
-        )
 
 
 @dataclass
@@ -139,6 +123,9 @@ class MeasureResult:
     agent_seconds: float | None
     wall_seconds: float
     replayed: bool = False  # the board answered from a table (a replay board), nothing was run
+    prefill_blocks: list[list[float]] | None = None  # a language model's prefill samples (ms), per block
+    prefill_summary: dict | None = None
+    peak_rss_mb: float | None = None  # the measuring process's peak resident memory, when the board reports it
 
 
 class BadReply(Exception):
@@ -196,15 +183,29 @@ def parse_reply(stdout: bytes, job: MeasureJob) -> dict:
     if doc["runtime"] != job.runtime:
         raise BadReply(f"reply is for runtime {doc['runtime']!r}, the job asked for {job.runtime!r}")
     blocks = doc["blocks"]
-    if len(blocks) != job.measurement["repeats"]:
-        raise BadReply(f"reply has {len(blocks)} blocks, the job asked for {job.measurement['repeats']}")
-    for index, block in enumerate(blocks):
-        if not isinstance(block, list) or len(block) < job.measurement["min_runs"]:
-            raise BadReply(f"block {index} has fewer than min_runs={job.measurement['min_runs']} samples")
-        if not all(_is_number(v) and math.isfinite(v) and v > 0 for v in block):
-            raise BadReply(f"block {index} has a sample that is not a finite positive number")
-    doc["blocks"] = [[float(v) for v in block] for block in blocks]
+    if not isinstance(blocks, list) or len(blocks) != job.measurement["repeats"]:
+        raise BadReply(f"reply has {len(blocks) if isinstance(blocks, list) else 'no list of'} blocks, "
+                       f"the job asked for {job.measurement['repeats']}")
+    doc["blocks"] = _checked_blocks(blocks, job.measurement["min_runs"], "block")
+    peak = doc.get("peak_rss_mb")
+    if peak is not None and (not _is_number(peak) or not math.isfinite(peak) or peak <= 0):
+        raise BadReply("reply field peak_rss_mb must be a positive number")
+    prefill = doc.get("prefill_blocks")
+    if prefill is not None:
+        if not isinstance(prefill, list) or len(prefill) != job.measurement["repeats"]:
+            raise BadReply(f"reply's prefill_blocks must be {job.measurement['repeats']} blocks")
+        doc["prefill_blocks"] = _checked_blocks(prefill, job.measurement["min_runs"], "prefill block")
     return doc
+
+
+def _checked_blocks(blocks: list[Any], min_runs: int, what: str) -> list[list[float]]:
+    """Each block a list of at least ``min_runs`` finite positive numbers, as floats."""
+    for index, block in enumerate(blocks):
+        if not isinstance(block, list) or len(block) < min_runs:
+            raise BadReply(f"{what} {index} has fewer than min_runs={min_runs} samples")
+        if not all(_is_number(v) and math.isfinite(v) and v > 0 for v in block):
+            raise BadReply(f"{what} {index} has a sample that is not a finite positive number")
+    return [[float(v) for v in block] for block in blocks]
 
 
 def _last_line(data: bytes) -> str:
@@ -417,4 +418,7 @@ class Board:
             agent_seconds=float(reply["agent_seconds"]),
             wall_seconds=time.monotonic() - start,
             replayed=bool(reply["replayed"]),
+            prefill_blocks=reply.get("prefill_blocks"),
+            prefill_summary=stats.summarize(reply["prefill_blocks"]) if reply.get("prefill_blocks") else None,
+            peak_rss_mb=float(reply["peak_rss_mb"]) if reply.get("peak_rss_mb") is not None else None,
         )

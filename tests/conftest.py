@@ -30,8 +30,8 @@ def data_dir(shared_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def ofa_table(data_dir: Path):
-    """HELP's OFA latency table (``modnas.toolkit.data.benchdata_ofa``), read once; skips without the data."""
-    from modnas.toolkit.data import benchdata_ofa
+    """HELP's OFA latency table (``modnas.toolkit.spaces.ofa_mbv3.tables``), read once; skips without the data."""
+    from modnas.toolkit.spaces.ofa_mbv3 import tables as benchdata_ofa
 
     if not (data_dir / "help_ofa" / "help_ofa_latency.csv.gz").exists():
         pytest.skip(f"no help_ofa data under {data_dir}")

@@ -90,8 +90,7 @@ def test_local_board_from_a_device_file(sshd_board, models, tmp_path: Path) -> N
     path = sshd_board.device_yaml(tmp_path, host="local", name="here")
     cfg = load_device(str(path))
     with Board(cfg) as board:
-        job = MeasureJob.for_device(cfg, models["small"][0], models["small"][2], models["small"][1])
-        assert job.measurement == {k: v for k, v in QUICK_MEASUREMENT.items()} and job.timeout_s == 60.0
+        job = make_job(models["small"], runtime=cfg.runtime, threads=cfg.threads)
         result = board.measure(job)
     assert_good(result, job)
     assert leftovers(Path(cfg.workdir)) == []

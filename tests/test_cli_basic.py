@@ -1,18 +1,20 @@
 """The command line: exit codes, one-line errors, JSON on stdout, import and devices."""
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from modnas.toolkit.cli import main
+from modnas.toolkit.cli import HANDLERS, build_parser, main
 from modnas.toolkit.spaces import get_space
 
-COMMANDS = ["doctor", "profile", "devices", "import", "space", "predict", "search", "pareto", "select", "export",
-            "validate", "onboard", "quickstart"]
+COMMANDS = ["doctor", "profile", "devices", "import", "space", "predict", "predictor", "search", "pareto", "select",
+            "export", "train", "sample", "validate", "onboard", "quickstart"]
 
 
 def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
@@ -21,10 +23,19 @@ def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_help_lists_every_interface_command() -> None:
-    out = subprocess.run([sys.executable, "-m", "modnas.toolkit.cli", "--help"], capture_output=True, text=True).stdout
+def test_help_lists_every_interface_command(capsys) -> None:
+    """The parser's subcommands are exactly COMMANDS, --help lists each one as a command (not as a word of the
+    description), each has its own --help and a handler of its own (none is a "not available yet" stub)."""
+    parser = build_parser(HANDLERS)
+    (subparsers,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert list(subparsers.choices) == COMMANDS
+    proc = subprocess.run([sys.executable, "-m", "modnas.toolkit.cli", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert re.findall(r"^ {4}([a-z]\S*)", proc.stdout, re.M) == COMMANDS  # the command column of the help
     for name in COMMANDS:
-        assert name in out
+        code, out, err = run(capsys, name, "--help")
+        assert code == 0 and out.startswith(f"usage: modnas {name} ") and err == "", (name, err)
+        assert name in HANDLERS or any(key.startswith(f"{name} ") for key in HANDLERS), name
 
 
 def test_space_refs_json(capsys, modnas_home) -> None:

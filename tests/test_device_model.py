@@ -144,6 +144,7 @@ def test_stored_fit_is_reused_until_measurements_change(tmp_path: Path) -> None:
         assert store.get_calibration("dev", "nb201")["digest"] != rec["digest"]
 
 
+@pytest.mark.slow  # onboard end to end: 13 measurements on this machine (12 s quiet, 80-100 s under load)
 def test_onboard_reports_the_fit_on_a_local_board(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setenv("MODNAS_HOME", str(tmp_path / "home"))

@@ -6,7 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modnas.toolkit.data import benchdata
+from modnas.toolkit.spaces.nb201 import tables as benchdata
+
+from modnas.toolkit.data import groups as hwgroups
 from modnas.toolkit.prediction.embedding import hardware_embedding, reference_values
 from modnas.toolkit.errors import BadInput
 from modnas.toolkit.spaces import get_space
@@ -111,7 +113,7 @@ def test_energy_table(data_dir: Path) -> None:
     ("eagle:embedded-tpu-edgetpu-int8", "oneproxy:hwnasbench_edgetpu"),
 ])
 def test_same_hardware_shares_a_group(a: str, b: str) -> None:
-    assert benchdata.hardware_group(a) == benchdata.hardware_group(b)
+    assert hwgroups.hardware_group(a) == hwgroups.hardware_group(b)
 
 
 @pytest.mark.parametrize("a, b", [
@@ -120,7 +122,7 @@ def test_same_hardware_shares_a_group(a: str, b: str) -> None:
     ("hw_nas_bench_360:raspberrypi5:onnx_cifar100", "hw_nas_bench_360:pixel6a:litert_cifar100"),
 ])
 def test_different_hardware_differs(a: str, b: str) -> None:
-    assert benchdata.hardware_group(a) != benchdata.hardware_group(b)
+    assert hwgroups.hardware_group(a) != hwgroups.hardware_group(b)
 
 
 def test_unknown_device_and_metric(latency: benchdata.DeviceTable, tmp_path: Path) -> None:

@@ -183,6 +183,7 @@ def netns_sshd(root: Path) -> Iterator[NetnsBoard]:
 
 
 # -- 1. lost boards ----------------------------------------------------------------------------------
+@pytest.mark.slow  # about a minute; tests/test_cli_profile.py's lost board checks exit 3 and resume fast
 def test_network_cut_mid_campaign_exit_3_keeps_results_and_resumes(modnas_home, tmp_path, capsys) -> None:
     why = netns_missing()
     if why:

@@ -194,10 +194,10 @@ class _Terminal(io.StringIO):
 
 @pytest.mark.parametrize("stream_kind", ["log", "terminal"])
 def test_progress_goes_to_its_stream_only(stream_kind: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from modnas.toolkit.progress import Progress
+    from modnas.toolkit.progress import ProgressBar
 
     stream = _Terminal() if stream_kind == "terminal" else io.StringIO()
-    bar = Progress(4, "profile rpi4", stream=stream)
+    bar = ProgressBar(4, "profile rpi4", stream=stream)
     bar.start -= 10.0  # as if the work had lasted a while
     for i in range(4):
         bar.step(f"arch {i}")
@@ -208,7 +208,7 @@ def test_progress_goes_to_its_stream_only(stream_kind: str, capsys: pytest.Captu
         assert out.count("\n") <= 2  # one line now and then, and the last
     assert capsys.readouterr().out == ""
     quiet = io.StringIO()
-    muted = Progress(2, "x", stream=quiet, quiet=True)
+    muted = ProgressBar(2, "x", stream=quiet, quiet=True)
     muted.start -= 10.0
     muted.step()
     muted.close()

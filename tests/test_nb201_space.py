@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from modnas.toolkit.errors import BadInput
 from modnas.toolkit.spaces import SPACES, get_space
-from modnas.toolkit.spaces.nb201 import OPS, NB201Space
+from modnas.toolkit.spaces.nb201.cell import OPS
+from modnas.toolkit.spaces.nb201.space import NB201Space
 
 
 @pytest.fixture(scope="module")

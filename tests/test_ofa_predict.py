@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from modnas.toolkit.data import benchdata
+
+from modnas.toolkit.data import groups as hwgroups
 from modnas.toolkit.prediction import predictors, evaluation
 from modnas.toolkit.cli import main
 from modnas.toolkit.errors import BadInput
@@ -22,9 +23,9 @@ TINY = dict(hidden=16, hw_hidden=8, head_hidden=16, epochs=1, per_device=32, bat
 
 
 def test_batch_sizes_of_one_gpu_share_a_hardware_group() -> None:
-    assert benchdata.hardware_group("help_ofa:v100_64") == benchdata.hardware_group("help_ofa:v100_1") == "v100"
-    assert benchdata.hardware_group("help_ofa:titan_xp_32") == "titan_xp"
-    assert benchdata.hardware_group("help_ofa:2080ti_1") != benchdata.hardware_group("help_ofa:v100_1")
+    assert hwgroups.hardware_group("help_ofa:v100_64") == hwgroups.hardware_group("help_ofa:v100_1") == "v100"
+    assert hwgroups.hardware_group("help_ofa:titan_xp_32") == "titan_xp"
+    assert hwgroups.hardware_group("help_ofa:2080ti_1") != hwgroups.hardware_group("help_ofa:v100_1")
 
 
 def test_training_devices_read_the_ofa_table_and_hold_out_whole_gpus(data_dir: Path, ofa_table) -> None:
@@ -51,10 +52,10 @@ def test_training_devices_read_the_ofa_table_and_hold_out_whole_gpus(data_dir: P
 
 
 def test_leave_gpus_out_evaluation_runs_for_ofa(data_dir: Path, ofa_table) -> None:
-    res = evaluation.evaluate(data_dir, space=SPACE, folds=[["v100"]], config=TINY)
+    res = evaluation.leave_groups_out(data_dir, space=SPACE, folds=[["v100"]], config=TINY)
     assert sorted(e["device"] for e in res["rows"]) == sorted(k for k in ofa_table.keys if "v100" in k)
     for e in res["rows"]:
-        assert benchdata.hardware_group(e["nearest_device"]) != "v100"
+        assert hwgroups.hardware_group(e["nearest_device"]) != "v100"
         for method in ("predictor", "uncalibrated", "flops", "nearest"):
             assert -1 <= e[method]["spearman"] <= 1 and e[method]["n"] == len(ofa_table.archs) - 10
         assert e["predictor"]["spearman"] == pytest.approx(e["uncalibrated"]["spearman"])
@@ -149,7 +150,7 @@ def test_device_from_table_onboards_an_ofa_setting(data_dir: Path, ofa_table) ->
     from modnas.toolkit.prediction.device_cost import device_from_table
 
     dev = device_from_table(data_dir, "help_ofa:titan_xp_64", SPACE, table=ofa_table)
-    lo, hi = dev.space_minmax()
+    lo, hi = dev.minmax()
     assert 0 < lo < hi and np.isfinite(hi)
     sample = ofa_table.archs[:200]
     truth = ofa_table.row("help_ofa:titan_xp_64")[:200]

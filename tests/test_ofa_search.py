@@ -42,7 +42,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, ofa_table
 def test_hypernet_logits_never_pick_a_choice_the_decision_lacks() -> None:
     from modnas.toolkit.search.hypernet import MASKED, build_hypernet
     from modnas.toolkit.search.samplers import get_sampler
-    from modnas.toolkit.search.supernets import hypernet_layout
+    from modnas.toolkit.search.layout import hypernet_layout
 
     space = get_space(SPACE)
     layout = hypernet_layout(space)
@@ -108,6 +108,7 @@ def test_supernet_mode_search_reads_out_and_extracts(tiny_run, tmp_path: Path) -
     assert net.head.classifier.out_features == 10  # digits, not ImageNet's 1000
 
 
+@pytest.mark.slow  # distils a surrogate for 40 epochs: 16 s on a quiet machine, minutes under load
 def test_distilled_surrogate_stands_in_for_the_supernet(tiny_run, tmp_path: Path) -> None:
     from modnas.toolkit.search.readout import pareto
     from modnas.toolkit.search.run import load_run
@@ -138,8 +139,9 @@ def test_benchmark_mode_needs_an_accuracy_table(data_dir: Path, ofa_table, tmp_p
     from modnas.toolkit.search.api import resolve_devices, run_search
 
     devices, _ = resolve_devices(TRAIN[:1], data_dir, table=ofa_table, space=SPACE)
-    with pytest.raises(BadInput, match="--accuracy supernet"):
+    with pytest.raises(BadInput, match="`accuracy` supernet") as err:
         run_search(devices, accuracy="benchmark", epochs=1, out=tmp_path / "r", space=SPACE)
+    assert "accuracy" in err.value.params  # the command line names it as --accuracy
     assert not (tmp_path / "r" / "config.json").exists()
 
 
@@ -196,6 +198,7 @@ def test_commands_take_space_ofa_mbv3(modnas_home: Path, tiny_run, ofa_table, da
     assert code == 2 and "--accuracy supernet" in err and not (tmp_path / "never").exists()
 
 
+@pytest.mark.slow  # `modnas search` end to end, training the OFA supernet on digits (16-35 s)
 def test_search_command_on_the_digits(modnas_home: Path, ofa_table, data_dir: Path, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli-run"
@@ -206,12 +209,13 @@ def test_search_command_on_the_digits(modnas_home: Path, ofa_table, data_dir: Pa
     meta = json.loads((out / "config.json").read_text())
     assert meta["config"]["accuracy"] == "supernet" and meta["config"]["space"] == SPACE  # the space's default
     assert (out / "supernet.safetensors").exists() and (out / "fronts.png").exists()
-    assert meta["config"]["max_images"] == 300
+    assert meta["config"]["supernet"]["max_images"] == 300
     code, _, err = _run(capsys, "search", "--space", SPACE, "--devices", TRAIN[0], "--data", str(data_dir),
                         "--max-images", "3", "--out", str(tmp_path / "never"))
     assert code == 2 and "max_images" in err and not (tmp_path / "never").exists()
 
 
+@pytest.mark.slow  # onboard and validate over SSH end to end (about a minute under load)
 def test_board_onboarded_and_validated_in_ofa_mbv3(sshd_board, modnas_home: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     dev = sshd_board.device_yaml(tmp_path, name="ofa-board")
@@ -220,7 +224,7 @@ def test_board_onboarded_and_validated_in_ofa_mbv3(sshd_board, modnas_home: Path
     assert len(doc["references"]) == 10 and doc["calibration"]
     code, front, err = _run(capsys, "pareto", "--device", "ofa-board", "--space", SPACE)
     assert code == 0 and front, err
-    from modnas.toolkit.search.ofa_supernet import largest_arch
+    from modnas.toolkit.spaces.ofa_mbv3.supernet import largest_arch
 
     largest = largest_arch(get_space(SPACE))
     archs = tmp_path / "val.txt"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from modnas.toolkit.errors import BadInput
 from modnas.toolkit.spaces import get_space
 from modnas.toolkit.spaces.ofa_mbv3 import REFERENCE_IDS, OFAMobileNetV3Space
-from modnas.toolkit.spaces.ofa_blocks import make_divisible, widths
+from modnas.toolkit.spaces.ofa_mbv3.blocks import make_divisible, widths
 
 EXAMPLE = ("ks=7-5-5-5-7-7-5-7-5-7-3-7-5-3-7-3-5-3-5-3;e=6-4-4-6-6-3-4-3-3-6-3-3-3-6-3-4-6-4-3-6;"
            "d=2-2-2-2-3;r=204")
@@ -188,7 +188,7 @@ def test_network_exports_to_onnx(space: OFAMobileNetV3Space, tmp_path: Path) -> 
 
 # -- data ----------------------------------------------------------------------------------------
 def test_lut_latency_matches_readme(space: OFAMobileNetV3Space, data_dir: Path) -> None:
-    from modnas.toolkit.data import benchdata_ofa as bd
+    from modnas.toolkit.spaces.ofa_mbv3 import tables as bd
 
     if not (data_dir / "ofa_official").exists():
         pytest.skip("shared/data/ofa_official is not here")
@@ -206,7 +206,7 @@ def test_lut_latency_matches_readme(space: OFAMobileNetV3Space, data_dir: Path) 
 
 
 def test_latency_table(space: OFAMobileNetV3Space, data_dir: Path) -> None:
-    from modnas.toolkit.data import benchdata_ofa as bd
+    from modnas.toolkit.spaces.ofa_mbv3 import tables as bd
 
     if not (data_dir / "help_ofa").exists():
         pytest.skip("shared/data/help_ofa is not here")

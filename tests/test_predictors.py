@@ -10,7 +10,9 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from modnas.toolkit.data import benchdata
+from modnas.toolkit.spaces.nb201 import tables as benchdata
+
+from modnas.toolkit.data import groups as hwgroups
 from modnas.toolkit.prediction import calibration, predictors, evaluation
 from modnas.toolkit.errors import BadInput
 from modnas.toolkit.prediction.device_cost import device_cost, device_from_store, device_from_table
@@ -63,7 +65,7 @@ def test_gradient_reaches_soft_architecture(branch: str, space) -> None:
 
 def test_gcn_needs_a_cell_graph_and_branches_are_registered(space) -> None:
     with pytest.raises(BadInput, match="cell graph"):
-        CostNet("gcn", 40, 10, 8, 8, 8, "no_graph_space")
+        CostNet("gcn", 40, 10, 8, 8, 8, "ofa_mbv3")
     with pytest.raises(BadInput, match="unknown architecture branch"):
         CostNet("transformer", space.onehot_dim, 10, 8, 8, 8, "nb201")
     assert CostNet("mlp", 40, 10, 8, 8, 8, "no_graph_space")(torch.rand(2, 40), torch.rand(2, 10)).shape == (2,)
@@ -71,7 +73,7 @@ def test_gcn_needs_a_cell_graph_and_branches_are_registered(space) -> None:
 
 def test_tiny_fit_transfers_to_held_out_board(tiny: dict[str, Any], table, data_dir: Path, space) -> None:
     pred = tiny["predictor"]
-    assert not any(benchdata.hardware_group(k) == "raspberrypi5" for k in tiny["devices"])
+    assert not any(hwgroups.hardware_group(k) == "raspberrypi5" for k in tiny["devices"])
     dev = device_from_table(data_dir, HELD, predictor=pred, table=table)
     row = table.row(HELD)
     conn = benchdata.connected_mask() & np.isfinite(row)
@@ -117,7 +119,7 @@ def test_torch_cost_matches_predict_and_is_differentiable(tiny: dict[str, Any], 
     np.testing.assert_allclose(cost.detach().numpy(), dev.predict(archs), rtol=1e-4)
     cost.sum().backward()
     assert torch.count_nonzero(onehot.grad) > 0
-    lo, hi = dev.space_minmax()
+    lo, hi = dev.minmax()
     assert lo < hi and lo <= float(cost.detach().min()) and float(cost.detach().max()) <= hi
 
 
@@ -145,7 +147,7 @@ def test_store_devices_need_all_references(tiny: dict[str, Any], space) -> None:
         device_cost("pi", bad, space, predictor=tiny["predictor"])
     full = FakeStore({a: 1.0 + i for i, a in enumerate(refs)})
     dev = device_from_store(full, "pi", "nb201", "latency", predictor=tiny["predictor"])
-    assert dev.calibration.n == 10 and dev.emb.shape == (10,)
+    assert dev.calibration.n == 10 and dev.embedding.shape == (10,)
 
 
 def test_store_measurements_train_and_finetune(tiny: dict[str, Any], table, space) -> None:
@@ -177,7 +179,7 @@ def test_bad_embedding_and_missing_files(tiny: dict[str, Any], space, tmp_path: 
         tiny["predictor"].predict(space.sample(2), np.full(10, np.nan))
     with pytest.raises(BadInput, match="not found"):
         predictors.load(tmp_path / "absent")
-    with pytest.raises(BadInput, match="no shipped predictor"):
+    with pytest.raises(BadInput, match="no predictor for space"):
         predictors.load_default("nb201", "power")
 
 
@@ -195,16 +197,16 @@ def test_shipped_predictor_ranks_a_table_device(metric: str, data_dir: Path, spa
 
 
 def test_leave_group_out_evaluation_reports_every_baseline(data_dir: Path, table) -> None:
-    group = benchdata.hardware_group("help:gold_6240")
-    res = evaluation.evaluate(data_dir, folds=[[group]], config=dict(TINY, epochs=1, per_device=32))
+    group = hwgroups.hardware_group("help:gold_6240")
+    res = evaluation.leave_groups_out(data_dir, folds=[[group]], config=dict(TINY, epochs=1, per_device=32))
     devices = [e["device"] for e in res["rows"]]
     assert devices == ["help:gold_6240"]
     for e in res["rows"]:
-        assert benchdata.hardware_group(e["nearest_device"]) != group
+        assert hwgroups.hardware_group(e["nearest_device"]) != group
         for method in ("predictor", "uncalibrated", "flops", "nearest"):
             assert -1 <= e[method]["spearman"] <= 1 and e[method]["n"] > 10000
         # calibration changes absolute error, never the ranking
         assert e["predictor"]["spearman"] == pytest.approx(e["uncalibrated"]["spearman"])
     assert "mean" in res["markdown"] and res["mean"]["predictor"]["mdape"] > 0
     with pytest.raises(BadInput):
-        evaluation.evaluate(data_dir, space="ofa_mbv3", metric="energy")  # OFA: latency only
+        evaluation.leave_groups_out(data_dir, space="ofa_mbv3", metric="energy")  # OFA: latency only

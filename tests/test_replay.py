@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import yaml
 
-from modnas.profilers.board.replay import ReplayBoard
+from modnas.profilers.board.replay_runtime import ReplayBoard
 from modnas.toolkit.cli import main
 from modnas.toolkit.config import load_device, parse_device, read_device_file
 from modnas.toolkit.errors import BadInput
-from modnas.toolkit.data.replay import read_table, write_device, write_table
+from modnas.toolkit.data.replay_tables import read_table, write_device, write_table
 from modnas.toolkit.spaces import get_space
 from modnas.toolkit.store import Store
 

@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -44,6 +45,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow  # two spawned ranks plus a single-process run: end to end
 def test_two_gloo_ranks_end_identical(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 

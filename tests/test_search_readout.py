@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from modnas.toolkit.errors import BadInput
-from modnas.toolkit.search.costs import LinearCost, embedding_from_values
+from modnas.toolkit.prediction.embedding import minmax
+from modnas.toolkit.search.costs import CostModel, LinearCost
 from modnas.toolkit.spaces import get_space
 
 
@@ -30,7 +31,7 @@ def table_costs(data_dir: Path) -> dict[str, LinearCost]:
             continue
         values = wide[col].to_numpy(dtype=float)
         out[col.split(":")[1]] = LinearCost.fit(col, onehot, np.where(connected, values, np.nan),
-                                                embedding_from_values(values[refs]))
+                                                minmax(values[refs]).astype(np.float32))
     assert len(out) == 4
     return out
 
@@ -91,7 +92,7 @@ def test_select_meets_the_budget_with_margin(run_dir: Path, table_costs: dict[st
     lat = np.array([r["predicted"]["latency_ms"] for r in front])
     budget = float(lat.max() * 1.3)
     pick = select(run, device, budget)
-    assert pick["margin"] == pytest.approx(device.margin)
+    assert pick["margin"] == pytest.approx(device.margin())
     assert pick["predicted"]["latency_ms"] * (1 + pick["margin"]) <= budget
     fitting = [r["predicted"]["error"] for r in front if r["predicted"]["latency_ms"] * (1 + pick["margin"]) <= budget]
     assert pick["predicted"]["error"] <= min(fitting) + 1e-9
@@ -137,10 +138,10 @@ def test_bad_config_is_one_line_bad_input(table_costs: dict[str, LinearCost], tm
 
 
 class _FakeDeviceCost:
-    """Shaped like modnas.toolkit.prediction.device_cost.DeviceCost: ``emb``, ``space_minmax()``, ``margin()``."""
+    """Another cost model written to the protocol alone (as DeviceCost is), with its own margin."""
 
     def __init__(self, inner: LinearCost) -> None:
-        self.name, self.emb, self._inner = "fake:" + inner.name, inner.embedding, inner
+        self.name, self.embedding, self._inner = "fake:" + inner.name, inner.embedding, inner
 
     def predict(self, archs: list[str]) -> np.ndarray:
         return self._inner.predict(archs)
@@ -148,7 +149,7 @@ class _FakeDeviceCost:
     def torch_cost(self, onehot):  # type: ignore[no-untyped-def]
         return self._inner.torch_cost(onehot)
 
-    def space_minmax(self) -> tuple[float, float]:
+    def minmax(self) -> tuple[float, float]:
         return self._inner.minmax()
 
     def margin(self, quantile: float = 0.9) -> float:
@@ -163,6 +164,7 @@ def test_three_objectives_and_device_cost_shape(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     lat = [LinearCost(f"d{i}", np.abs(rng.normal(size=30)) * 0.2, 0.0, rng.random(10), 0.05) for i in range(2)]
     energy = [LinearCost(f"d{i}", np.abs(rng.normal(size=30)) * 0.3, 1.0, m.embedding, 0.05) for i, m in enumerate(lat)]
+    assert all(isinstance(_FakeDeviceCost(m), CostModel) for m in lat)
     res = run_search([_FakeDeviceCost(m) for m in lat], objectives=["error", "latency", "energy"],
                      energy_devices=energy, epochs=1, steps_per_epoch=3, out=tmp_path / "run", plots=False)
     assert res["objectives"] == ["error", "latency", "energy"]

@@ -64,7 +64,7 @@ def test_each_scalarisation_in_the_benchmark_loop() -> None:
     order, and every scalarisation moves the hypernetwork."""
     from modnas.toolkit.search.hypernet import flat_params
     from modnas.toolkit.search.loop import SearchDevice, Trainer
-    from modnas.toolkit.search.run import SearchConfig, shipped_surrogate_dir
+    from modnas.toolkit.search.run import BenchmarkConfig, ScalarisationConfig, SearchConfig, shipped_surrogate_dir
     from modnas.toolkit.search.surrogate import load_surrogate
 
     torch.set_num_threads(1)
@@ -72,7 +72,8 @@ def test_each_scalarisation_in_the_benchmark_loop() -> None:
     devs = [SearchDevice(m.name, m.embedding, {"latency": m}) for m in _toy_costs(3, 1)]
     losses = {}
     for kind in SCALARISATIONS:
-        cfg = SearchConfig(scalarisation=kind, smooth_mu=0.05, prefs_per_step=8, devices=[d.name for d in devs])
+        cfg = SearchConfig(scalarisation=ScalarisationConfig(kind=kind, smooth_mu=0.05),
+                           benchmark=BenchmarkConfig(prefs_per_step=8), devices=[d.name for d in devs])
         trainer = Trainer(cfg, devs, surrogate=surrogate)
         before = flat_params(trainer.hypernet)
         loss, terms, gamma = trainer._h_step_benchmark(0, 0)
@@ -102,19 +103,23 @@ def test_supernet_mode_freezes_the_error_scale(tmp_path) -> None:  # type: ignor
 def test_old_runs_load_as_weighted_sum(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    from modnas.toolkit.search.run import SearchConfig, load_run
+    from modnas.toolkit.search.run import FLAT_FIELDS, SearchConfig, load_run
 
     res_dir = tmp_path / "run"
     from modnas.toolkit.search.api import run_search
 
     run_search(_toy_costs(1, 0), epochs=1, steps_per_epoch=1, prefs_per_step=2, out=res_dir, plots=False,
                scalarisation="tchebycheff")
-    assert load_run(res_dir).config.scalarisation == "tchebycheff"
-    assert SearchConfig().scalarisation in ("weighted_sum", "tchebycheff", "smooth_tchebycheff")
+    assert load_run(res_dir).config.scalarisation.kind == "tchebycheff"
+    assert SearchConfig().scalarisation.kind in ("weighted_sum", "tchebycheff", "smooth_tchebycheff")
     meta = json.loads((res_dir / "config.json").read_text())
-    del meta["config"]["scalarisation"]                     # a config.json written before the field
+    nested = meta["config"]
+    flat = {k: v for k, v in nested.items() if not isinstance(v, dict)}
+    flat.update({old: nested[section][name] for old, (section, name) in FLAT_FIELDS.items()})
+    del flat["scalarisation"]                               # a config.json written before the field
+    meta["config"] = flat
     (res_dir / "config.json").write_text(json.dumps(meta))
-    assert load_run(res_dir).config.scalarisation == "weighted_sum"
+    assert load_run(res_dir).config.scalarisation.kind == "weighted_sum"
 
 
 def test_greedy_hypervolume_subset() -> None:

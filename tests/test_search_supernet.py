@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from modnas.toolkit.search.costs import LinearCost
-from modnas.toolkit.search.supernet import NB201Supernet, extract_subnet, save_subnet
+from modnas.toolkit.spaces.nb201.supernet import NB201Supernet, extract_subnet, save_subnet
 from modnas.toolkit.spaces import get_space
-from modnas.toolkit.spaces.nb201_net import NB201Network
+from modnas.toolkit.spaces.nb201.net import NB201Network
 
 
 def _archs() -> list[str]:
@@ -85,7 +85,7 @@ def test_two_epoch_supernet_search_on_digits_lowers_the_loss(tmp_path: Path) -> 
     for name in ("config.json", "hypernet.safetensors", "supernet.safetensors", "loss.png", "fronts.png"):
         assert (run_dir / name).exists(), name
     meta = json.loads((run_dir / "config.json").read_text())
-    assert meta["config"]["accuracy"] == "supernet" and meta["config"]["cells"] == 1
+    assert meta["config"]["accuracy"] == "supernet" and meta["config"]["supernet"]["cells"] == 1
     run = load_run(run_dir)
     front = pareto(run, _toy_costs(3, 0)[2])
     assert front and all(0.0 <= r["predicted"]["error"] <= 100.0 for r in front)

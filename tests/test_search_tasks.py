@@ -10,7 +10,7 @@ import pytest
 
 from modnas.toolkit.cli import main
 from modnas.toolkit.errors import BadInput
-from modnas.toolkit.data.tasks import TASK_COLUMNS
+from modnas.toolkit.spaces.nb201.tasks import TASK_COLUMNS
 
 PI5 = "hw_nas_bench_360:raspberrypi5:onnx_cifar100"
 
@@ -33,19 +33,20 @@ def test_task_picks_the_accuracy_column() -> None:
 
     for task, column in TASK_COLUMNS.items():
         cfg = make_config({"task": task})
-        assert cfg.task == task and cfg.accuracy_column == column
-    assert make_config({}).task == "cifar10"                        # runs saved before the field: cifar10
-    assert make_config({"accuracy_column": "imagenet16_120_test_12ep"}).task == "imagenet16-120"
+        assert cfg.benchmark.task == task and cfg.benchmark.accuracy_column == column
+    assert make_config({}).benchmark.task == "cifar10"                        # runs saved before the field: cifar10
+    assert make_config({"accuracy_column": "imagenet16_120_test_12ep"}).benchmark.task == "imagenet16-120"
+    assert make_config({"benchmark": {"task": "cifar100"}}).benchmark.accuracy_column == TASK_COLUMNS["cifar100"]
     with pytest.raises(BadInput, match="not a column of the cifar100 task"):
         make_config({"task": "cifar100", "accuracy_column": "cifar10_test_200ep"})
-    assert make_config({"space": "ofa_mbv3", "accuracy": "supernet"}).task is None
+    assert make_config({"space": "ofa_mbv3", "accuracy": "supernet"}).benchmark.task is None
 
 
 def test_a_run_records_its_task_and_searches_that_column(tables: Path, tmp_path: Path) -> None:
     """A cifar100 run reads the cifar100 column's surrogate, records the task, and only that task loads it."""
     import torch
 
-    from modnas.toolkit.data.benchdata import load_accuracy
+    from modnas.toolkit.spaces.nb201.tables import load_accuracy
     from modnas.toolkit.search.api import run_search
     from modnas.toolkit.search.costs import linear_costs_from_table
     from modnas.toolkit.search.run import load_run
@@ -63,7 +64,8 @@ def test_a_run_records_its_task_and_searches_that_column(tables: Path, tmp_path:
                      task="cifar100", surrogate_dir=str(tmp_path / "sur"), plots=False)
     assert res["task"] == "cifar100"
     meta = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert meta["config"]["task"] == "cifar100" and meta["config"]["accuracy_column"] == "cifar100_test_200ep"
+    bench = meta["config"]["benchmark"]
+    assert bench["task"] == "cifar100" and bench["accuracy_column"] == "cifar100_test_200ep"
     run = load_run(tmp_path / "run", task="cifar100")
     with torch.no_grad():
         err = run.surrogate.error(torch.as_tensor(onehot)).numpy()
@@ -78,7 +80,7 @@ def test_the_shipped_run_of_each_task(task: str) -> None:
     from modnas.toolkit.search.run import default_run_path, load_run
 
     run = load_run(None, "nb201", task)
-    assert run.config.task == task and run.config.accuracy_column == TASK_COLUMNS[task]
+    assert run.config.benchmark.task == task and run.config.benchmark.accuracy_column == TASK_COLUMNS[task]
     assert run.path == default_run_path("nb201", task)
     assert (run.path / "surrogate" / "accuracy_surrogate.safetensors").exists()
     assert "Rebuild" in run.config.note and (task == "cifar10" or f"--task {task}" in run.config.note)
@@ -142,7 +144,7 @@ def energy_run(tables: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 
 
 def test_three_objectives_take_the_devices_with_energy(energy_run: tuple[Path, str], tables: Path) -> None:
-    from modnas.toolkit.data.benchdata import load_table
+    from modnas.toolkit.spaces.nb201.tables import load_table
 
     run_dir, stderr = energy_run
     meta = json.loads((run_dir / "config.json").read_text())
@@ -155,10 +157,9 @@ def test_three_objectives_take_the_devices_with_energy(energy_run: tuple[Path, s
 
 def test_three_objective_read_out_for_a_table_device(energy_run: tuple[Path, str], tables: Path,
                                                      capsys: pytest.CaptureFixture, modnas_home: Path) -> None:
-    from modnas.toolkit.data.benchdata import load_accuracy, load_table
-    from modnas.toolkit.pareto import hypervolume, normalise
+    from modnas.toolkit.spaces.nb201.tables import load_accuracy, load_table
+    from modnas.toolkit.pareto import hypervolume, nondominated, normalise
 
-    nondominated = _bench().nondominated_points  # type: ignore[attr-defined]  # fast in 3-D
     run_dir, _ = energy_run
     code, out, err = run_cli(capsys, "pareto", "--run", str(run_dir), "--device", PI5, "--data", str(tables),
                              "--json")
@@ -209,15 +210,3 @@ def test_benchmark_spread_picks_cover_the_front() -> None:
     picks = bench.spread_picks(pts, 8)  # type: ignore[attr-defined]
     assert len(picks) == 8 and all(p < 40 for p in picks)        # never a dominated point
     assert t[min(picks)] < 0.25 and t[max(picks)] > 0.75          # spread along the front, not bunched
-
-
-def test_benchmark_nondominated_filter_agrees_with_the_toolkit() -> None:
-    from modnas.toolkit.pareto import nondominated_mask
-
-    bench = _bench()
-    rng = np.random.default_rng(4)
-    for m in (2, 3, 4):
-        f = np.round(rng.random((600, m)), 2)
-        f = np.vstack([f, f[:15]])                                   # duplicates are kept, as the toolkit keeps them
-        got = bench.nd_mask(f)  # type: ignore[attr-defined]
-        assert got.dtype == bool and np.array_equal(got, nondominated_mask(f))

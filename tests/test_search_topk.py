@@ -90,13 +90,13 @@ def test_topk_readout_spreads_on_a_held_out_device(held_out_device: LinearCost) 
 
 def test_entropy_bonus_config_and_effect() -> None:
     from modnas.toolkit.search.loop import SearchDevice, Trainer, mean_entropy
-    from modnas.toolkit.search.run import SearchConfig, make_config, shipped_surrogate_dir
+    from modnas.toolkit.search.run import BenchmarkConfig, HypernetConfig, SearchConfig, make_config, shipped_surrogate_dir
     from modnas.toolkit.search.surrogate import load_surrogate
 
     for bad in (-0.1, 2.0, "x"):
         with pytest.raises(BadInput, match="entropy_bonus"):
             make_config({"entropy_bonus": bad})
-    assert make_config({}).entropy_bonus == 0.0
+    assert make_config({}).benchmark.entropy_bonus == 0.0
     z = torch.zeros(2, 3, 6, 5)
     assert torch.allclose(mean_entropy(z), torch.full((2,), math.log(5), dtype=z.dtype))
     z[..., 4] = -1e4
@@ -110,7 +110,8 @@ def test_entropy_bonus_config_and_effect() -> None:
     surrogate = load_surrogate(shipped_surrogate_dir())
     entropy: dict[float, float] = {}
     for bonus in (0.0, 0.3):
-        cfg = SearchConfig(entropy_bonus=bonus, epochs=2, prefs_per_step=8, h_lr=0.05, devices=[d.name for d in devs])
+        cfg = SearchConfig(benchmark=BenchmarkConfig(entropy_bonus=bonus, prefs_per_step=8), epochs=2,
+                           hypernet=HypernetConfig(lr=0.05), devices=[d.name for d in devs])
         trainer: Any = Trainer(cfg, devs, surrogate=surrogate)
         assert trainer._entropy_weight(0) == pytest.approx(bonus) and trainer._entropy_weight(1) == 0.0
         for step in range(25):

@@ -82,7 +82,7 @@ def test_devices_listing_and_derived_state(tmp_path: Path) -> None:
         store.set_embedding("pi", "nb201", "latency", [0.0, 1.0])
         store.set_calibration("pi", "nb201", "latency", {"slope": 1.0})
         (row,) = store.devices()
-        assert row == {"name": "pi", "space": "nb201", "measurements": {"latency": 2, "energy": 1}, "embedding": True,
-                       "replayed": False}
+        assert row.to_json() == {"name": "pi", "space": "nb201", "measurements": {"latency": 2, "energy": 1},
+                                 "embedding": True, "replayed": False}
         assert store.get_calibration("pi", "nb201") == {"slope": 1.0}
         assert store.get_embedding("pi", "nb201", "energy") is None

@@ -104,7 +104,7 @@ def exported(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[d
 
     out = tmp_path_factory.mktemp("export")
     doc = export_arch(TINY, space_name="nb201", formats=["onnx", "tvm"], out=out, weights=str(trained),
-                      target_preset="x86")
+                      target_preset="x86").to_json()
     return doc, out
 
 
@@ -133,14 +133,14 @@ def test_trained_weights_reach_every_exporter(trained: Path, exported: tuple[dic
 
 def test_accuracy_of_every_file_beside_it(trained: Path, exported: tuple[dict, Path]) -> None:
     from modnas.toolkit.workflow.accuracy import accuracy_path
-    from modnas.toolkit.workflow.training import heldout_images, model_from_checkpoint, evaluate
+    from modnas.toolkit.workflow.training import heldout_images, model_from_checkpoint, top1_accuracy
 
     doc, _ = exported
     acc = doc["accuracy"]
     assert set(acc) == {"pytorch", "onnx", "tvm"}
     model, meta = model_from_checkpoint(trained)
     data, _, held = heldout_images(meta)
-    assert acc["pytorch"] == pytest.approx(evaluate(model, data.x[held], data.y[held]))
+    assert acc["pytorch"] == pytest.approx(top1_accuracy(model, data.x[held], data.y[held]))
     assert abs(acc["onnx"] - acc["pytorch"]) <= 0.005 and abs(acc["tvm"] - acc["pytorch"]) <= 0.005
     for key in ("onnx", "tvm"):
         record = json.loads(accuracy_path(doc[key]).read_text())
@@ -171,3 +171,69 @@ def test_augmentation_crops_and_flips() -> None:
     flipped = augment(x, 0, True, torch.Generator().manual_seed(2))
     for i in range(2):  # each image is itself or its mirror
         assert torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(-1))
+
+
+def test_cosine_schedule_is_the_cosine_and_resumes_at_the_same_lr() -> None:
+    import math
+
+    from modnas.toolkit.workflow.training import cosine_schedule
+
+    def sgd() -> torch.optim.SGD:
+        return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+
+    opt = sgd()
+    sched = cosine_schedule(opt, 10, 0)
+    lrs, states = [], []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        states.append(json.loads(json.dumps(sched.state_dict())))  # as the checkpoint's JSON header keeps it
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.05 * (1 + math.cos(math.pi * s / 10)) for s in range(10)], rel=1e-12, abs=1e-15)
+    for start in (1, 4, 9):
+        for saved in (states[start], None):  # the saved state, or a checkpoint written before it was kept
+            opt = sgd()
+            resumed = cosine_schedule(opt, 10, start, saved)
+            got = []
+            for _ in range(start, 10):
+                got.append(opt.param_groups[0]["lr"])
+                opt.step()
+                resumed.step()
+            assert got == lrs[start:]  # exactly the uninterrupted values
+    opt = sgd()
+    cosine_schedule(opt, 20, 4, states[4])  # resumed to more epochs: the cosine over the new total
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05 * (1 + math.cos(math.pi * 4 / 20)))
+
+
+def test_an_interrupted_training_resumes_as_if_never_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modnas.toolkit.workflow import training
+
+    kw = dict(space_name="nb201", images="digits", epochs=2, max_images=40, quiet=True, threads=1)
+    training.train_arch(TINY, out=tmp_path / "straight", **kw)
+    real_write = training.write_checkpoint
+
+    def write_then_stop(path: Path, model: torch.nn.Module, momentum: dict, meta: dict) -> None:
+        real_write(path, model, momentum, meta)
+        if meta["epochs"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "write_checkpoint", write_then_stop)
+    for name in ("stopped", "stopped-old"):
+        with pytest.raises(KeyboardInterrupt):
+            training.train_arch(TINY, out=tmp_path / name, **kw)
+    monkeypatch.setattr(training, "write_checkpoint", real_write)
+    ckpt = tmp_path / "stopped" / "checkpoint.safetensors"
+    _, meta = training.read_checkpoint(ckpt)
+    assert meta["epochs"] == 1 and meta["scheduler"]["last_epoch"] > 0 and meta["scheduler"]["T_max"] > 0
+    old = tmp_path / "stopped-old" / "checkpoint.safetensors"  # as written before the scheduler state was kept
+    tensors, old_meta = training.read_checkpoint(old)
+    del old_meta["scheduler"]
+    model, _ = training.model_from_checkpoint(old)
+    training.write_checkpoint(old, model, {k[6:]: v for k, v in tensors.items() if k.startswith("optim.")}, old_meta)
+    assert "scheduler" not in training.read_checkpoint(old)[1]
+    straight, _ = training.read_checkpoint(tmp_path / "straight" / "checkpoint.safetensors")
+    for name in ("stopped", "stopped-old"):
+        training.train_arch(TINY, out=tmp_path / name, **kw)
+        resumed, meta = training.read_checkpoint(tmp_path / name / "checkpoint.safetensors")
+        assert meta["epochs"] == 2 and set(resumed) == set(straight)
+        assert all(torch.equal(resumed[k], straight[k]) for k in straight), name

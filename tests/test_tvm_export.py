@@ -193,9 +193,41 @@ def test_onnx_input_needs_one_static_input(tmp_path: Path) -> None:
         onnx_input(tmp_path / "missing.onnx")
 
 
+def _workflow_exporters() -> dict[str, Any]:
+    """The functions `modnas export` and the workflow's artifact cache call, imported as they import them."""
+    from modnas.exporters.executorch import export_executorch
+    from modnas.exporters.onnx import export_onnx
+    from modnas.exporters.tensorrt import build_on_board
+    from modnas.exporters.tvm import compile_tvm as workflow_compile_tvm
+
+    return {"onnx": export_onnx, "tvm": workflow_compile_tvm, "tensorrt": build_on_board,
+            "executorch": export_executorch}
+
+
 @pytest.mark.parametrize("fmt", sorted(EXPORTERS))
 def test_exporter_registry_resolves_every_format(fmt: str) -> None:
-    assert callable(get_exporter(fmt))
+    expected = _workflow_exporters()
+    assert sorted(EXPORTERS) == sorted(expected)  # no format registered that the workflow lacks, or the reverse
+    assert get_exporter(fmt) is expected[fmt]
+
+
+def test_onnx_exporter_from_the_registry_runs_in_onnxruntime(tmp_path: Path) -> None:
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    model = _tiny()
+    result = get_exporter("onnx")(model, (1, 3, 16, 16), tmp_path / "tiny.onnx")
+    assert result.path.is_file() and result.sha256 == sha256_file(result.path)
+    assert result.max_abs_diff is not None and result.max_abs_diff < 1e-4
+    assert read_sidecar(result.path)["input_shape"] == [1, 3, 16, 16]
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))  # not the exporter's own example
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert got.shape == want.shape == (1, 10)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
 
 
 def test_unknown_schedule_is_bad_input(built: dict[str, Any], tmp_path: Path) -> None:
@@ -203,21 +235,25 @@ def test_unknown_schedule_is_bad_input(built: dict[str, Any], tmp_path: Path) ->
         compile_tvm(built["onnx"]["tiny"], {"kind": "llvm"}, tmp_path, schedule="fastest")
 
 
-def test_parallel_schedule_beats_plain_loops(built: dict[str, Any], tmp_path: Path) -> None:
-    """The default schedule must beat TVM's plain loops on the same model (it uses threads and vectors)."""
-    from modnas.profilers.board.timing import time_block
-
-    runtime = get_runtime("tvm")
+def test_parallel_schedule_runs_on_the_thread_pool_plain_loops_do_not(built: dict[str, Any], tmp_path: Path) -> None:
+    """The default schedule hands its outer loops to TVM's thread pool, TVM's plain loops never do; both give
+    ONNX Runtime's numbers. (Which one is faster is measured in benchmarks/, not asserted on a shared machine.)"""
     fast = compile_tvm(built["onnx"]["tiny"], {"kind": "llvm"}, tmp_path, name="fast", schedule="parallel")
+    plain = built["host"]["tiny"]
+    assert fast.meta["schedule"] == "parallel" and plain.meta["schedule"] == "none"
     assert fast.max_abs_diff is not None and fast.max_abs_diff < 1e-4
-    medians = {}
-    for label, result in (("parallel", fast), ("none", built["host"]["tiny"])):
-        run_once = runtime.load(str(result.path), 2, [1, 3, 32, 32], dict(result.meta))
-        samples = sorted(time_block(run_once, 30, 0.2))
-        medians[label] = samples[len(samples) // 2]
-    assert medians["parallel"] < medians["none"]
+    assert verify_tvm(fast.path, built["onnx"]["tiny"]) < 1e-4
+    # a library with parallel loops imports the runtime's parallel launcher (a symbol in its dynamic table)
+    launcher = b"__TVMBackendParallelLaunch"
+    assert launcher in fast.path.read_bytes()
+    assert launcher not in plain.path.read_bytes()
+    runtime = get_runtime("tvm")
+    for result in (fast, plain):  # both load and run on a two-thread pool
+        runtime.load(str(result.path), 2, [1, 3, 32, 32], dict(result.meta))()
 
 
 def test_unknown_format_is_bad_input() -> None:
-    with pytest.raises(BadInput, match="unknown export format"):
+    with pytest.raises(BadInput, match="unknown export format") as info:
         get_exporter("tflite")
+    text = str(info.value)
+    assert "'tflite'" in text and text.endswith("known: " + ", ".join(sorted(EXPORTERS)))

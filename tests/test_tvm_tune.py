@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from modnas.exporters.tvm_tune import PROGRESS_FILE, RECORDS_FILE, WORKLOADS_FILE, Progress, TuneBudget, tuning_dir
+from modnas.exporters.tvm_tune import PROGRESS_FILE, RECORDS_FILE, WORKLOADS_FILE, TuneBudget, TuneProgressFile, tuning_dir
 from modnas.toolkit.cli import main
 from modnas.toolkit.errors import BadInput
 from modnas.toolkit.spaces import get_space
@@ -47,16 +47,16 @@ def test_tuning_dir_is_per_board_and_target(tmp_path: Path) -> None:
 
 def test_progress_file_round_trip_and_corrupt(tmp_path: Path) -> None:
     path = tmp_path / PROGRESS_FILE
-    progress = Progress(path)
+    progress = TuneProgressFile(path)
     progress.add("k1", "conv", 3, exhausted=False)
     progress.save()
-    again = Progress(path)
+    again = TuneProgressFile(path)
     assert again.trials("k1") == 3 and not again.done("k1", 4) and again.done("k1", 3)
     again.add("k1", "conv", 0, exhausted=True)  # a search space with nothing left counts as done
     assert again.done("k1", 100)
     path.write_text("{truncated")
     with pytest.raises(BadInput):
-        Progress(path)
+        TuneProgressFile(path)
 
 
 @pytest.fixture(scope="module")

@@ -141,7 +141,7 @@ def test_repeatability_definition() -> None:
 
 def test_replay_board_picks_between_measured_values(data_dir, tmp_path, capsys, monkeypatch) -> None:
     """A replay board without noise: measured values are the table's, so budgets can sit between them."""
-    from modnas.toolkit.data.replay import table_values, write_device
+    from modnas.toolkit.data.replay_tables import table_values, write_device
 
     if not (data_dir / "help").exists():
         pytest.skip(f"no shared tables under {data_dir}")

@@ -21,6 +21,7 @@ def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, object, str]:
     return code, (json.loads(out) if out.strip() else None), err
 
 
+@pytest.mark.slow  # onboard, pareto, select, export, validate over SSH end to end (about a minute)
 def test_board_workflow(sshd_board, modnas_home, tmp_path, capsys) -> None:
     dev = sshd_board.device_yaml(tmp_path, name="wf-board")
     code, doc, err = run(capsys, "onboard", str(dev), "--extra", "2", "--json", "--quiet")
@@ -91,12 +92,17 @@ def test_predict_needs_references(modnas_home, capsys) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(960)  # above the subprocess's own 900 s, so that one fails first, with its stderr
 def test_quickstart_in_a_fresh_home(tmp_path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     env = dict(os.environ, HOME=str(home), MODNAS_HOME=str(home / ".modnas"))
-    proc = subprocess.run([sys.executable, "-m", "modnas.toolkit.cli", "quickstart", "--out", str(tmp_path / "qs"), "--json"],
-                          env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "modnas.toolkit.cli", "quickstart", "--out", str(tmp_path / "qs"),
+                               "--json"],
+                              env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    except subprocess.TimeoutExpired as err:
+        pytest.fail("quickstart still running after 900 s: " + (err.stderr or b"").decode(errors="replace")[-2000:])
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(proc.stdout)
     assert doc["device"] == "local" and len(doc["front"]) >= 3 and 1 <= len(doc["picks"]) <= 3

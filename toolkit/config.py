@@ -33,11 +33,20 @@ class MeasurementSettings(Strict):
     repeats: int = Field(3, ge=1, le=100)
     cooldown_s: float = Field(0.1, ge=0, le=600)
     timeout_s: float = Field(300.0, gt=0, le=86400)
+    # language models (a space whose board artifact has a prefill companion, e.g. gpt): the tokens held
+    # in the key/value cache while one token is decoded (latency), and the prompt's tokens (prefill)
+    context: int = Field(128, ge=1, le=65536)
+    prompt: int = Field(128, ge=1, le=65536)
 
     def key(self) -> str:
-        """A stable text key: measurements taken with other settings are not reused."""
+        """A stable text key: measurements taken with other settings are not reused (``context`` and
+        ``prompt`` join it in :meth:`lm_key`, for the spaces they concern)."""
         return (f"w{self.warmup_s:g}-n{self.min_runs}-t{self.min_time_s:g}"
                 f"-r{self.repeats}-c{self.cooldown_s:g}")
+
+    def lm_key(self) -> str:
+        """The key's part for a language model: the decode context and the prefill prompt."""
+        return f"x{self.context}-p{self.prompt}"
 
 
 class EnergySettings(Strict):
@@ -99,7 +108,7 @@ class DeviceConfig(Strict):
     connect_timeout: float = Field(10.0, gt=0, le=600)
     python: str = Field(default_factory=lambda data: _default_python(data.get("host", "local")))
     workdir: str = "/tmp/modnas"
-    runtime: Literal["onnxruntime", "tvm", "tensorrt", "replay"] = "onnxruntime"
+    runtime: Literal["onnxruntime", "tvm", "tensorrt", "executorch", "replay"] = "onnxruntime"
     threads: int = Field(1, ge=1, le=1024)
     # int8: profiling measures each architecture's static INT8 (QDQ) ONNX model (onnxruntime)
     precision: Literal["fp32", "int8"] = "fp32"
@@ -186,9 +195,6 @@ class DeviceConfig(Strict):
     def address(self) -> str:
         return "local" if self.is_local else f"{self.host}:{self.port}"
 
-    def expanded(self, value: str | None) -> str | None:
-        return os.path.expanduser(value) if value else value
-
 
 def _first_error(err: ValidationError, source: str) -> BadInput:
     e = err.errors()[0]
@@ -231,7 +237,7 @@ def parse_device(data: Any, source: str = "device file", base_dir: Path | None =
     except ValidationError as err:
         raise _first_error(err, source) from None
     if cfg.replay is not None:
-        from modnas.toolkit.data.replay import load_tables
+        from modnas.toolkit.data.replay_tables import load_tables
 
         load_tables(cfg)
     return cfg
@@ -270,9 +276,29 @@ def load_device(ref: str, stored: dict[str, Any] | None = None) -> DeviceConfig:
                    f"or a name from device_configs/")
 
 
+def device_ref(ref: str, store: Any) -> DeviceConfig:
+    """``DEVICE`` as the commands take it: a device YAML file, a device in ``store`` (a ``Store``) with a board
+    to reach, or the name of a file in device_configs/. A device known only from imported measurements has
+    no board: its name is then looked up as a file."""
+    stored = store.get_device(ref) if NAME_RE.match(ref) else None
+    if stored is not None and set(stored) == {"name"}:
+        stored = None
+    return load_device(ref, stored)
+
+
 def modnas_home() -> Path:
     return Path(os.path.expanduser(os.environ.get("MODNAS_HOME", "~/.modnas")))
 
 
 def default_db() -> Path:
     return modnas_home() / "modnas.db"
+
+
+def data_dir(value: str | Path | None) -> Path:
+    """The measured tables' directory (laid out as ``shared/data``), checked to be one."""
+    if not value:
+        raise BadInput("give the measured tables with `data_dir` DIR (or set MODNAS_DATA)", param="data_dir")
+    path = Path(os.path.expanduser(str(value)))
+    if not path.is_dir():
+        raise BadInput(f"`data_dir` {str(value)!r}: not a directory", param="data_dir")
+    return path

@@ -2,11 +2,16 @@
 
 All objectives are minimised. ``normalise`` maps points into [0, 1] per objective with given
 bounds; the hypervolume of normalised points is taken against the reference point (1, ..., 1),
-as in the method's scoring protocol.
+as in the method's scoring protocol. The non-dominated filter, the hypervolume and IGD+ are
+pymoo's (moocore underneath); this module fixes the conventions (minimisation, the default
+reference point, duplicates kept) for the toolkit and the benchmarks alike.
 """
 from __future__ import annotations
 
 import numpy as np
+from pymoo.indicators.hv import HV
+from pymoo.indicators.igd_plus import IGDPlus
+from pymoo.util.nds.non_dominated_sorting import find_non_dominated
 
 
 def nondominated_mask(points: np.ndarray) -> np.ndarray:
@@ -14,29 +19,9 @@ def nondominated_mask(points: np.ndarray) -> np.ndarray:
     f = np.asarray(points, dtype=np.float64)
     if f.ndim != 2:
         raise ValueError("points must be a 2-d array [n, m]")
-    n, m = f.shape
-    if n == 0:
-        return np.zeros(0, dtype=bool)
-    if m == 2:
-        order = np.lexsort((f[:, 1], f[:, 0]))
-        mask = np.zeros(n, dtype=bool)
-        best = np.inf
-        prev: tuple[float, float] | None = None
-        for i in order:
-            x, y = f[i]
-            if y < best:
-                mask[i] = True
-                best = y
-                prev = (x, y)
-            elif prev is not None and x == prev[0] and y == prev[1]:
-                mask[i] = True
-        return mask
-    mask = np.ones(n, dtype=bool)
-    for start in range(0, n, 512):
-        block = f[start:start + 512]
-        le = np.all(f[None, :, :] <= block[:, None, :], axis=2)
-        lt = np.any(f[None, :, :] < block[:, None, :], axis=2)
-        mask[start:start + len(block)] = ~np.any(le & lt, axis=1)
+    mask = np.zeros(len(f), dtype=bool)
+    if len(f):
+        mask[find_non_dominated(f)] = True
     return mask
 
 
@@ -61,16 +46,7 @@ def hypervolume(points: np.ndarray, ref: np.ndarray | None = None) -> float:
     if f.size == 0:
         return 0.0
     ref = np.ones(f.shape[1]) if ref is None else np.asarray(ref, dtype=np.float64)
-    f = f[np.all(f < ref, axis=1)]
-    if len(f) == 0:
-        return 0.0
-    front = nondominated(f)
-    if f.shape[1] == 2:
-        xs = np.append(front[1:, 0], ref[0])
-        return float(np.sum((xs - front[:, 0]) * (ref[1] - front[:, 1])))
-    from pymoo.indicators.hv import HV
-
-    return float(HV(ref_point=ref)(front))
+    return float(HV(ref_point=ref)(f))  # points not strictly below ``ref`` add nothing
 
 
 def greedy_hv_subset(points: np.ndarray, k: int, ref: np.ndarray | None = None) -> list[int]:
@@ -97,11 +73,9 @@ def igd_plus(points: np.ndarray, reference_front: np.ndarray) -> float:
     """Inverted generational distance plus: mean over the reference front of the modified
     distance max(a - z, 0) to the closest obtained point (lower is better)."""
     a = np.asarray(points, dtype=np.float64)
-    z = np.asarray(reference_front, dtype=np.float64)
     if len(a) == 0:
         return float("inf")
-    diff = np.maximum(a[None, :, :] - z[:, None, :], 0.0)
-    return float(np.mean(np.min(np.sqrt(np.sum(diff ** 2, axis=2)), axis=1)))
+    return float(IGDPlus(np.asarray(reference_front, dtype=np.float64))(a))
 
 
 __all__ = ["greedy_hv_subset", "hypervolume", "igd_plus", "nondominated", "nondominated_mask", "normalise"]

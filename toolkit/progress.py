@@ -9,7 +9,7 @@ SHOW_AFTER_S = 1.0  # short work shows nothing
 LOG_EVERY_S = 5.0  # not a terminal: one line at most this often, and at the end
 
 
-class Progress:
+class ProgressBar:
     """Counts steps of ``total``; shows itself only once the work has lasted a second."""
 
     def __init__(self, total: int, label: str, stream: TextIO | None = None, quiet: bool = False) -> None:

@@ -7,12 +7,25 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from modnas.toolkit.errors import BadInput
+from modnas.toolkit.results import JsonDoc
 
 SCHEMA_VERSION = 1
+
+
+@dataclass
+class DeviceSummary(JsonDoc):
+    """One device and space in the store: a row of ``modnas devices``."""
+
+    name: str
+    space: str
+    measurements: dict[str, int]  # metric -> architectures measured
+    embedding: bool
+    replayed: bool  # measured on a replay board (copies of a table)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -44,7 +57,8 @@ CREATE TABLE IF NOT EXISTS calibrations (
     updated REAL NOT NULL, PRIMARY KEY (device, space, metric));
 """
 
-METRICS = ("latency", "energy")
+METRICS = ("latency", "energy", "prefill")  # prefill: a language model's prompt (ms), beside its decode latency
+SUMMARY_METRICS = ("latency", "energy")  # counted in every device summary; others only where measured
 
 
 def _finite(value: float, what: str) -> float:
@@ -116,18 +130,11 @@ class Store:
                        "config=excluded.config, updated=excluded.updated",
                        (name, json.dumps(config, sort_keys=True), now, now))
 
-    def ensure_device(self, name: str) -> None:
-        """Register a device known only by name (imported measurements), keeping any config."""
-        now = time.time()
-        with self.transaction() as db:
-            db.execute("INSERT OR IGNORE INTO devices VALUES (?, ?, ?, ?)",
-                       (name, json.dumps({"name": name}), now, now))
-
     def get_device(self, name: str) -> dict[str, Any] | None:
         rows = self._query("SELECT config FROM devices WHERE name=?", (name,))
         return json.loads(rows[0][0]) if rows else None
 
-    def devices(self) -> list[dict[str, Any]]:
+    def devices(self) -> list[DeviceSummary]:
         """One row per device and space, with measurement counts and whether it has an embedding."""
         names = [r[0] for r in self._query("SELECT name FROM devices ORDER BY name")]
         counts = self._query("SELECT device, space, metric, COUNT(DISTINCT arch) FROM measurements "
@@ -136,14 +143,13 @@ class Store:
         replayed = {d for (d,) in self._query("SELECT DISTINCT device FROM measurements WHERE source='replay'")}
         table: dict[tuple[str, str], dict[str, int]] = {}
         for device, space, metric, n in counts:
-            table.setdefault((device, space), {m: 0 for m in METRICS})[metric] = n
+            table.setdefault((device, space), {m: 0 for m in SUMMARY_METRICS})[metric] = n
         out = []
         for name in names:
             spaces = sorted({s for d, s in table if d == name} | {s for d, s in embedded if d == name}) or ["nb201"]
             for space in spaces:
-                out.append({"name": name, "space": space,
-                            "measurements": table.get((name, space), {m: 0 for m in METRICS}),
-                            "embedding": (name, space) in embedded, "replayed": name in replayed})
+                out.append(DeviceSummary(name, space, table.get((name, space), {m: 0 for m in SUMMARY_METRICS}),
+                                         (name, space) in embedded, name in replayed))
         return out
 
     # -- fingerprints and campaigns --------------------------------------------------------------

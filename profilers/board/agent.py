@@ -20,12 +20,14 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from . import fingerprint as fingerprint_mod
 from . import timing
-from .replay import NotInTable
+from .replay_runtime import NotInTable
 from .runtimes import available_runtimes, get_runtime
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _LOG_TAIL = 600
 _WATCH_S = 0.2  # how often a waiting agent or worker checks that the host (or the agent) is still there
+# measurement settings of a language model -> the symbolic dimension of its graphs they fix
+LM_SETTINGS = {"context": "past", "prompt": "prompt"}
 
 
 class JobError(Exception):
@@ -95,6 +97,9 @@ def check_job(job: Any) -> dict:
         timing.check_settings(job["measurement"])
     except ValueError as exc:
         raise JobError("bad_job", str(exc))
+    for key in LM_SETTINGS:  # a language model's measurement: cached tokens while decoding, prompt tokens
+        if key in job["measurement"]:
+            _number(job["measurement"][key], "measurement." + key, 1, integer=True)
     for key in ("energy", "meta"):
         if job.get(key) is not None and not isinstance(job[key], dict):
             raise JobError("bad_job", "job field %s must be an object" % key)
@@ -282,7 +287,11 @@ def _run_worker(worker_job: str, timeout_s: float, tmp: str, reply_fd: Optional[
             why += " (disk full? the work directory has %d KiB free)" % free_kib
         raise JobError("worker_failed", why + (": " + last if last else ""))
     keep = ("ok", "error_code", "error", "blocks", "runtime_version", "energy")
-    return {key: result.get(key) for key in keep}
+    reply = {key: result.get(key) for key in keep}
+    for key in ("prefill_blocks", "peak_rss_mb"):  # a language model's prefill; the worker's peak memory
+        if result.get(key) is not None:
+            reply[key] = result[key]
+    return reply
 
 
 def _energy_cfg(cfg: dict) -> dict:
@@ -371,17 +380,25 @@ def measure(job: dict, runtime: Any = None) -> dict:
         if not usable:
             raise JobError("runtime_unavailable", "runtime %s: %s" % (job["runtime"], detail))
         result["runtime_version"] = str(runtime.version())
+        meta = job["meta"]
+        dims = {dim: int(job["measurement"][key]) for key, dim in LM_SETTINGS.items() if key in job["measurement"]}
+        if dims:  # symbolic dimensions of the graph's inputs: the cache's length and the prompt's
+            meta = dict(meta, dims=dims)
         try:
-            run_once = runtime.load(job["artifact"], job["threads"], job["input_shape"], job["meta"])
+            run_once = runtime.load(job["artifact"], job["threads"], job["input_shape"], meta)
         except NotInTable as exc:
             raise JobError("not_in_table", str(exc))
         except Exception as exc:
             raise JobError("load_failed", _one_line(exc))
+        prefill = getattr(run_once, "prefill", None)  # a language model's prefill graph, timed after decoding
         try:
             blocks = time_blocks(run_once, job["measurement"])
+            prefill_blocks = time_blocks(prefill, job["measurement"]) if prefill is not None else None
         except Exception as exc:
             raise JobError("run_failed", _one_line(exc))
         result.update(ok=True, blocks=blocks)
+        if prefill_blocks is not None:
+            result["prefill_blocks"] = prefill_blocks
         if job["energy"].get("sensor", "none") != "none":
             metered = getattr(run_once, "replay_energy", None)
             if metered is not None:
@@ -407,8 +424,23 @@ def work(job_path: str, out_path: str) -> int:
     except JobError as exc:
         result = {"ok": False, "error_code": exc.code, "error": str(exc), "blocks": [], "runtime_version": "",
                   "energy": None}
+    peak = peak_rss_mb()
+    if peak is not None:
+        result["peak_rss_mb"] = peak
     _write_json_atomic(out_path, result)
     return 0
+
+
+def peak_rss_mb() -> Optional[float]:
+    """This process's peak resident memory (ru_maxrss) in MB, or None where it cannot be read."""
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except Exception:
+        return None
+    scale = 1.0 if sys.platform == "darwin" else 1024.0  # bytes on macOS, KiB on Linux
+    return round(peak * scale / (1024.0 * 1024.0), 1) if peak > 0 else None
 
 
 def _parser() -> argparse.ArgumentParser:

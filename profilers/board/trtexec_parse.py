@@ -11,7 +11,7 @@ All times in the result are milliseconds except the ``*_s`` totals.
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 _PREFIX = re.compile(r"^\s*\[[^\]]*\]\s*\[[A-Z]\]\s?")
 _NUM = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
@@ -167,16 +167,3 @@ def last_error(text: str) -> str:
             return line
     return "no output"
 
-
-def summary_line(parsed: dict) -> List[str]:
-    """Human-readable key figures (for logs)."""
-    out = []
-    lat = parsed.get("latency_ms") or {}
-    if lat.get("median") is not None:
-        out.append("median %.4g ms" % lat["median"])
-    gpu = parsed.get("gpu_compute_ms") or {}
-    if gpu.get("median") is not None:
-        out.append("GPU compute median %.4g ms" % gpu["median"])
-    if parsed.get("throughput_qps") is not None:
-        out.append("%.4g qps" % parsed["throughput_qps"])
-    return out

@@ -4,10 +4,12 @@ from __future__ import annotations
 import csv
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from modnas.toolkit.errors import BadInput
+from modnas.toolkit.results import JsonDoc
 from modnas.toolkit.spaces import Space
 
 MAX_BYTES = 64 * 1024 * 1024
@@ -53,3 +55,37 @@ def read_measurement_csv(path: Path, space: Space) -> tuple[dict[str, float], li
             continue
         good[arch] = value
     return good, rejected
+
+
+@dataclass
+class Rejected(JsonDoc):
+    """A line of the file that was not imported, and why."""
+
+    line: int
+    error: str
+
+
+@dataclass
+class ImportResult(JsonDoc):
+    """``modnas import``: how many values were stored for the device, and the lines rejected."""
+
+    device: str
+    imported: int
+    rejected: list[Rejected]
+
+
+def import_measurements(store: Any, path: str | Path, device: str, space: Space,
+                        metric: str = "latency") -> ImportResult:
+    """Store a CSV of measurements taken elsewhere (``arch,value``, ms or mJ) for ``device`` and refresh its
+    embedding and device model; a file without one good row is bad input and stores nothing."""
+    from modnas.toolkit.names import check_name
+    from modnas.toolkit.prediction.device_state import refresh_embedding
+
+    name = check_name(device, "device name")
+    good, rejected = read_measurement_csv(Path(path), space)
+    if not good:
+        first = rejected[0] if rejected else {"line": "-", "error": "no data rows"}
+        raise BadInput(f"{path}: nothing to import (line {first['line']}: {first['error']})")
+    n = store.import_values(name, space.name, metric, good)
+    refresh_embedding(store, name, space, metric)
+    return ImportResult(name, n, [Rejected(r["line"], r["error"]) for r in rejected])

@@ -8,7 +8,6 @@ shows that it predicts better. The residuals (log ratios) give a safety margin f
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
@@ -64,9 +63,6 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
-
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Calibration":
         try:
@@ -76,13 +72,6 @@ class Calibration:
                        loo_residuals=[float(r) for r in d.get("loo_residuals", [])])
         except (KeyError, TypeError, ValueError) as exc:
             raise BadInput(f"bad calibration record: {exc}") from None
-
-    @classmethod
-    def from_json(cls, text: str) -> "Calibration":
-        try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as exc:
-            raise BadInput(f"bad calibration JSON: {exc.msg}") from None
 
 
 def conformal_margin(residuals: Sequence[float] | np.ndarray, quantile: float = 0.9) -> float:

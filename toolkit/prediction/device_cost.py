@@ -14,6 +14,7 @@ import numpy as np
 
 from modnas.toolkit.prediction.calibration import Calibration
 from modnas.toolkit.errors import BadInput
+from modnas.toolkit.results import DocList, JsonDoc, internal
 
 MINMAX_SAMPLES = 20000
 
@@ -26,13 +27,14 @@ def _space(space: Any) -> Any:
 
 @dataclass
 class DeviceCost:
-    """Cost model of one device; ``predict`` in ms (latency) or mJ (energy)."""
+    """Cost model of one device (the ``modnas.toolkit.search.costs.CostModel`` protocol); ``predict``
+    in ms (latency) or mJ (energy)."""
 
     name: str
     space: Any
     metric: str
     predictor: Any
-    emb: np.ndarray
+    embedding: np.ndarray
     calibration: Calibration
     measured: dict[str, float] = field(default_factory=dict)
     fixed: np.ndarray | None = None  # per-op fixed cost, ms (or mJ) per one-hot entry (modnas.toolkit.prediction.device_model)
@@ -41,7 +43,7 @@ class DeviceCost:
 
     def predict_onehot(self, onehot: np.ndarray) -> np.ndarray:
         x = np.asarray(onehot, np.float32)
-        base = np.exp(self.calibration.apply_log(self.predictor.predict_log_onehot(x, self.emb)))
+        base = np.exp(self.calibration.apply_log(self.predictor.predict_log_onehot(x, self.embedding)))
         if self.fixed is None:
             return base
         from modnas.toolkit.prediction.device_model import FLOOR
@@ -56,7 +58,7 @@ class DeviceCost:
         """Calibrated value per row of a soft or straight-through one-hot ``[B, D]``; differentiable."""
         import torch
 
-        emb = torch.as_tensor(self.emb, dtype=onehot.dtype, device=onehot.device).reshape(1, -1)
+        emb = torch.as_tensor(self.embedding, dtype=onehot.dtype, device=onehot.device).reshape(1, -1)
         logp = self.predictor.torch_log_forward(onehot, emb.expand(onehot.shape[0], -1))
         base = torch.exp(self.calibration.apply_log(logp))
         if self.fixed is None:
@@ -66,25 +68,21 @@ class DeviceCost:
         extra = onehot @ torch.as_tensor(self.fixed, dtype=onehot.dtype, device=onehot.device)
         return torch.maximum(base + extra, FLOOR * base)
 
-    def space_minmax(self) -> tuple[float, float]:
-        """Smallest and largest predicted value over the space (all of NB201; a seeded sample otherwise)."""
+    def minmax(self) -> tuple[float, float]:
+        """Smallest and largest predicted value over the space (all of it where the space is
+        enumerable; a seeded sample otherwise)."""
         if self._minmax is None:
-            sp = self.space
-            if sp.name == "nb201":
-                from modnas.toolkit.data.benchdata import nb201_onehot
-
-                vals = self.predict_onehot(nb201_onehot())
-            else:
-                vals = self.predict(sp.sample(MINMAX_SAMPLES, seed=0))
+            vals = self.predict(self.space.span(MINMAX_SAMPLES))
             self._minmax = (float(vals.min()), float(vals.max()))
         return self._minmax
 
     def margin(self, quantile: float = 0.9) -> float:
+        """The calibration's relative over-run at ``quantile`` (a conformal margin)."""
         return self.calibration.margin(quantile)
 
     def to_dict(self) -> dict[str, Any]:
         return {"device": self.name, "space": self.space.name, "metric": self.metric,
-                "embedding": [float(x) for x in self.emb], "calibration": self.calibration.to_dict(),
+                "embedding": [float(x) for x in self.embedding], "calibration": self.calibration.to_dict(),
                 "measurements": len(self.measured), "fit": self.fit}
 
 
@@ -187,31 +185,15 @@ def device_from_store(store: Any, name: str, space: Any = "nb201", metric: str =
 def device_from_table(data_dir: str | Path, key: str, space: Any = "nb201", metric: str = "latency",
                       n_extra: int = 0, seed: int = 0, predictor: Any = None, table: Any = None,
                       finetune: bool = False) -> DeviceCost:
-    """A benchmark-table device onboarded from its reference values (plus ``n_extra`` random ones).
-
-    NB201: the combined tables of :mod:`modnas.toolkit.data.benchdata`; ofa_mbv3: HELP's OFA GPU latency
-    (:mod:`modnas.toolkit.data.benchdata_ofa`, keys ``help_ofa:<setting>``).
-    """
-    from modnas.toolkit.data import benchdata
-
+    """A benchmark-table device onboarded from its reference values (plus ``n_extra`` random usable
+    ones); the table is the space's (``Space.load_table``)."""
     sp = _space(space)
-    if sp.name not in ("nb201", "ofa_mbv3"):
-        raise BadInput(f"benchmark tables hold nb201 and ofa_mbv3 devices only, not {sp.name}")
     if n_extra < 0:
         raise BadInput(f"n_extra must not be negative, got {n_extra}")
     pred = _check_predictor(predictor, sp, metric)
-    if sp.name == "nb201":
-        tab = table if table is not None else benchdata.load_table(data_dir, metric)
-        archs = sp.all_archs()
-        usable = benchdata.connected_mask()
-    else:
-        from modnas.toolkit.data import benchdata_ofa
-
-        if metric != "latency":
-            raise BadInput(f"no {metric} table for ofa_mbv3 (HELP's OFA data has latency only)")
-        tab = table if table is not None else benchdata_ofa.load_latency(data_dir)
-        archs = list(tab.archs)
-        usable = np.ones(len(archs), bool)
+    tab = table if table is not None else sp.load_table(data_dir, metric)
+    archs = list(tab.archs)
+    usable = sp.usable(archs) if n_extra else np.ones(len(archs), bool)
     row = tab.row(key)
     pos = {a: i for i, a in enumerate(archs)}
     ref_idx = [pos[sp.canonical(r)] for r in pred.references if sp.canonical(r) in pos]
@@ -223,3 +205,33 @@ def device_from_table(data_dir: str | Path, key: str, space: Any = "nb201", metr
         pick = np.random.default_rng(seed).choice(cand, size=min(n_extra, len(cand)), replace=False)
         values.update({archs[int(i)]: float(row[i]) for i in pick})
     return device_cost(key, values, sp, metric, pred, finetune=finetune)
+
+
+@dataclass
+class Prediction(JsonDoc):
+    """One architecture's predicted cost on a device (ms for latency, mJ for energy)."""
+
+    arch: str
+    value: float
+
+
+@dataclass
+class Predictions(DocList):
+    """``modnas predict``: the predicted cost of each architecture, in the order asked."""
+
+    rows: list[Prediction]
+    unit: str = internal("ms")  # ms (latency) or mJ (energy)
+
+
+def predict_on_device(store: Any, name: str, space: Any, metric: str, archs: Sequence[str],
+                      predictor_path: str | Path | None = None) -> Predictions:
+    """``modnas predict``: ``archs`` on a stored device, from its embedding and device model (the predictor
+    at ``predictor_path`` instead of the default one when given)."""
+    from modnas.toolkit.names import check_name
+    from modnas.toolkit.prediction import predictors
+
+    pred = predictors.load(predictor_path) if predictor_path else None
+    cost = device_from_store(store, check_name(name, "device name"), space, metric, predictor=pred)
+    values = cost.predict(list(archs))
+    return Predictions([Prediction(a, float(v)) for a, v in zip(archs, values)],
+                       unit="ms" if metric == "latency" else "mJ")

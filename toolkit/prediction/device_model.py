@@ -261,12 +261,7 @@ TYPICAL_DRAW = 1  # off the front: the least sure of this many random candidates
 
 
 def _candidates(space: Any, seed: int) -> list[str]:
-    if space.name == "nb201":
-        from modnas.toolkit.data.benchdata import connected_mask
-
-        archs = space.all_archs()
-        return [a for a, ok in zip(archs, connected_mask()) if ok]
-    return space.sample(CANDIDATES, seed)
+    return space.candidates(CANDIDATES, seed)
 
 
 def front_gap(error: np.ndarray, latency: np.ndarray) -> np.ndarray:

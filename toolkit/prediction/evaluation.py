@@ -6,19 +6,21 @@ then onboarded from those 10 values only, and all its other (connected) architec
 predicted. Baselines get the same 10 values: FLOPs (calibrated), the nearest training device by
 embedding (calibrated), and the predictor without calibration.
 
-Spaces with tables (``modnas.toolkit.prediction.predictors.TABLE_SPACES``): nb201 (every source of
-``modnas.toolkit.data.benchdata``) and ofa_mbv3 (HELP's OFA GPU latency, ``modnas.toolkit.data.benchdata_ofa``; its
-hardware groups are the GPUs, so each fold holds out all batch sizes of one GPU; FLOPs are the
-width-1.2 MACs).
+Every space with measured tables (``Space.table_metrics``): nb201 (every source of
+``modnas.toolkit.spaces.nb201.tables``) and ofa_mbv3 (HELP's OFA GPU latency; its hardware groups are
+the GPUs, so each fold holds out all batch sizes of one GPU; FLOPs are the width-1.2 MACs).
 """
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from modnas.toolkit.errors import BadInput
+from modnas.toolkit.results import JsonDoc
 
 
 def scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
@@ -60,7 +62,7 @@ def _calibrated(values: np.ndarray, ref_idx: list[int], refs: np.ndarray) -> np.
     return cal.apply(values)
 
 
-def evaluate(data_dir: str | Path, metric: str = "latency", space: str = "nb201", seed: int = 0,
+def leave_groups_out(data_dir: str | Path, metric: str = "latency", space: str = "nb201", seed: int = 0,
              folds: int | Sequence[Sequence[str]] = 4, config: Any = None,
              max_folds: int | None = None, log: Any = None, n_extra: int = 0,
              finetune_steps: int = 100) -> dict[str, Any]:
@@ -70,29 +72,23 @@ def evaluate(data_dir: str | Path, metric: str = "latency", space: str = "nb201"
     measured architectures (``calibrated_<n>``) and, in addition, fine-tuned on them
     (``finetuned_<n>``); those architectures are then left out of the scores of these two.
     """
-    from modnas.toolkit.data import benchdata
+    from modnas.toolkit.data import groups as hwgroups
     from modnas.toolkit.prediction import predictors
     from modnas.toolkit.prediction.embedding import minmax
     from modnas.toolkit.spaces import get_space
 
-    if space not in predictors.TABLE_SPACES:
-        raise BadInput(f"leave-devices-out evaluation needs benchmark tables; none for space {space!r}")
     sp = get_space(space)
+    if not sp.table_metrics:
+        raise BadInput(f"leave-devices-out evaluation needs benchmark tables; none for space {space!r}")
     refs = sp.reference_archs()
     cfg = predictors._config(config, metric)
-    if space == "nb201":
-        raw_tables = {m: benchdata.load_table(data_dir, m) for m in {metric, *cfg.donor_metrics}}
-    else:
-        from modnas.toolkit.data import benchdata_ofa
-
-        if metric != "latency":
-            raise BadInput(f"no {metric} table for {space} (HELP's OFA data has latency only)")
-        raw_tables = {"latency": benchdata_ofa.load_latency(data_dir)}
+    metrics = [metric] + [m for m in cfg.donor_metrics if m != metric and m in sp.table_metrics]
+    raw_tables = {m: sp.load_table(data_dir, m) for m in metrics}
     st = predictors.space_tables(data_dir, space, list(raw_tables), raw_tables)
     conn = st.tables
     table = conn[metric]
     ref_idx = st.ref_idx
-    gmap = benchdata.groups(table.keys)
+    gmap = hwgroups.groups(table.keys)
     evaluable = {g for g, ks in gmap.items()
                  if any(np.all(np.isfinite(table.row(k)[ref_idx])) for k in ks)}
     group_emb = {g: np.mean([minmax(table.row(k)[ref_idx]) for k in gmap[g]
@@ -124,7 +120,7 @@ def evaluate(data_dir: str | Path, metric: str = "latency", space: str = "nb201"
             emb = minmax(r).astype(np.float32)
             raw = np.exp(pred.predict_log_onehot(onehot, emb))
             truth = np.where(not_ref, row, np.nan)
-            entry: dict[str, Any] = {"device": key, "group": benchdata.hardware_group(key), "fold": f}
+            entry: dict[str, Any] = {"device": key, "group": hwgroups.hardware_group(key), "fold": f}
             entry["predictor"] = scores(_calibrated(raw, ref_idx, r), truth)
             entry["uncalibrated"] = scores(raw, truth)
             entry["flops"] = scores(_calibrated(flops, ref_idx, r), truth)
@@ -157,6 +153,61 @@ def evaluate(data_dir: str | Path, metric: str = "latency", space: str = "nb201"
            "data_digest": table.digest}
     out["markdown"] = markdown(out)
     return out
+
+
+@dataclass
+class HeldOutScore(JsonDoc):
+    """The calibrated predictor on one held-out device: rank agreement and relative error."""
+
+    device: str
+    spearman: float
+    kendall: float
+    mdape: float  # percent
+    within_10pct: float  # a fraction
+
+
+@dataclass
+class PredictorEvaluation(JsonDoc):
+    """``modnas predictor eval``: :func:`leave_groups_out`'s scores, per held-out device and on average."""
+
+    metric: str
+    space: str
+    seed: int
+    folds: list[list[str]]
+    config: dict[str, Any]
+    n_extra: int
+    devices: list[HeldOutScore]
+    rows: list[dict[str, Any]]  # every method's scores per held-out device
+    mean: dict[str, dict[str, float]]
+    mean_by_group: dict[str, dict[str, float]]
+    data_digest: str
+    markdown: str
+
+    @classmethod
+    def of(cls, res: dict[str, Any]) -> "PredictorEvaluation":
+        """The typed form of :func:`leave_groups_out`'s reply."""
+        return cls(res["metric"], res["space"], res["seed"], res["folds"], res["config"], res["n_extra"],
+                   [HeldOutScore(**d) for d in res["devices"]], res["rows"], res["mean"], res["mean_by_group"],
+                   res["data_digest"], res["markdown"])
+
+
+def evaluate_predictor(data_dir: str | Path | None, metric: str = "latency", space: str = "nb201", seed: int = 0,
+                       folds: int = 4, n_extra: int = 0, out: str | Path | None = None) -> PredictorEvaluation:
+    """``modnas predictor eval``: :func:`leave_groups_out` over ``folds`` hardware-group folds; with ``out``,
+    also written there as ``predictor_eval.json`` and ``predictor_eval.md``."""
+    from modnas.toolkit.config import data_dir as tables_dir
+
+    if folds < 2 or n_extra < 0:
+        raise BadInput("`folds` must be at least 2 and `n_extra` not negative", param=("folds", "n_extra"))
+    res = PredictorEvaluation.of(leave_groups_out(tables_dir(data_dir), metric=metric, space=space, seed=seed,
+                                                  folds=folds, n_extra=n_extra))
+    if out is not None:
+        where = Path(out)
+        where.mkdir(parents=True, exist_ok=True)
+        (where / "predictor_eval.json").write_text(json.dumps(res.to_json(), indent=2, default=str) + "\n")
+        if res.markdown:
+            (where / "predictor_eval.md").write_text(res.markdown)
+    return res
 
 
 METHODS = (("predictor", "predictor + calibration"), ("uncalibrated", "predictor, uncalibrated"),

@@ -1,39 +1,17 @@
 """Torch modules of the hardware-conditioned predictor (imported only when a predictor is built).
 
 Architecture branches are registered by name in ``ARCH_BRANCHES``: ``"mlp"`` (over the one-hot of
-all decisions, any space) and ``"gcn"`` (over a cell graph, only for spaces in ``CELL_GRAPHS``).
+all decisions, any space) and ``"gcn"`` (over a cell graph, for spaces that have one: ``Space.cell_graph``).
 Both read a (soft or straight-through) one-hot ``[B, D]`` and are differentiable w.r.t. it.
 """
 from __future__ import annotations
 
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from modnas.toolkit.errors import BadInput
-
-
-def _nb201_graph() -> tuple[np.ndarray, int]:
-    """Op-node DAG of the NB201 cell: node 0 input, 1..6 the edges' ops, 7 output."""
-    from modnas.toolkit.spaces.nb201_cell import EDGES
-
-    n = len(EDGES) + 2
-    adj = np.zeros((n, n), dtype=np.float32)  # adj[dst, src]
-    for e, (_, src) in enumerate(EDGES, start=1):
-        if src == 0:
-            adj[e, 0] = 1.0
-        for f, (dst2, _) in enumerate(EDGES, start=1):
-            if dst2 == src:
-                adj[e, f] = 1.0
-    for f, (dst, _) in enumerate(EDGES, start=1):
-        if dst == 3:
-            adj[n - 1, f] = 1.0
-    return adj, len(EDGES)
-
-
-CELL_GRAPHS: dict[str, Callable[[], tuple[np.ndarray, int]]] = {"nb201": _nb201_graph}
 
 
 class MLPBranch(nn.Module):
@@ -54,9 +32,12 @@ class GCNBranch(nn.Module):
 
     def __init__(self, onehot_dim: int, hidden: int, space_name: str, layers: int = 3) -> None:
         super().__init__()
-        if space_name not in CELL_GRAPHS:
+        from modnas.toolkit.spaces import get_space
+
+        graph = get_space(space_name).cell_graph()
+        if graph is None:
             raise BadInput(f"the gcn branch needs a cell graph; space {space_name!r} has none (use 'mlp')")
-        adj, n_ops = CELL_GRAPHS[space_name]()
+        adj, n_ops = graph
         if onehot_dim % n_ops:
             raise BadInput(f"one-hot width {onehot_dim} does not split over {n_ops} cell edges")
         self.n_ops, self.n_choices = n_ops, onehot_dim // n_ops

@@ -21,9 +21,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from modnas.toolkit.errors import BadInput
+from modnas.toolkit.results import JsonDoc
+from modnas.toolkit.threads import torch_threads
 
 FORMAT_VERSION = 1
-EXTRA_MIN_POINTS = 30
+EXTRA_MIN_POINTS = 30  # a store device joins the predictor's training data with this many valid measurements
 
 
 class PredictorConfig(BaseModel):
@@ -99,12 +101,6 @@ class Predictor:
     def torch_log_forward(self, onehot: Any, emb: Any) -> Any:
         """Uncalibrated log value ``[B]``; differentiable w.r.t. ``onehot`` (soft or straight-through)."""
         return self.net(onehot, emb) * self.sd0 + self.mu0
-
-    def torch_forward(self, onehot: Any, emb: Any) -> Any:
-        """Uncalibrated value (ms or mJ) ``[B]``; differentiable w.r.t. ``onehot``."""
-        import torch
-
-        return torch.exp(self.torch_log_forward(onehot, emb))
 
     def predict_log_onehot(self, onehot: np.ndarray, emb: np.ndarray, batch: int = 8192) -> np.ndarray:
         import torch
@@ -206,20 +202,28 @@ def load(path: str | Path) -> Predictor:
     return _from_bytes(st.read_bytes(), meta)
 
 
+def user_predictor_path(space: str, metric: str) -> Path:
+    """Where ``modnas predictor fit`` writes by default, and where :func:`load_default` looks first."""
+    from modnas.toolkit.config import modnas_home
+
+    return modnas_home() / "predictors" / f"{space}-{metric}.safetensors"
+
+
 def load_default(space: str = "nb201", metric: str = "latency") -> Predictor:
-    """The predictor shipped in ``toolkit/assets/predictors/<space>-<metric>.*``."""
+    """The predictor fitted by the user (``$MODNAS_HOME/predictors/<space>-<metric>.*``) when there is
+    one, else the one shipped in ``toolkit/assets/predictors/<space>-<metric>.*``."""
+    own = user_predictor_path(space, metric)
+    if own.is_file() and own.with_suffix(".json").is_file():
+        return load(own)
     base = resources.files("modnas.toolkit").joinpath("assets", "predictors")
     st, js = base.joinpath(f"{space}-{metric}.safetensors"), base.joinpath(f"{space}-{metric}.json")
     if not (st.is_file() and js.is_file()):
-        raise BadInput(f"no shipped predictor for space {space!r} and metric {metric!r}; "
-                       f"build one with `modnas predictor fit --metric {metric}`")
+        raise BadInput(f"no predictor for space {space!r} and metric {metric!r}; "
+                       f"fit one with `modnas predictor fit --space {space} --metric {metric}`")
     return _from_bytes(st.read_bytes(), json.loads(js.read_text()))
 
 
 # -- training data -----------------------------------------------------------------------------
-TABLE_SPACES = ("nb201", "ofa_mbv3")  # spaces with measured tables in a data directory
-
-
 @dataclass
 class SpaceTables:
     """The measured tables of one space: column ``j`` of every table is ``archs[j]`` / ``onehot[j]``.
@@ -237,39 +241,22 @@ class SpaceTables:
 
 def space_tables(data_dir: str | Path, space_name: str, metrics: Sequence[str],
                  tables: Mapping[str, Any] | None = None) -> SpaceTables:
-    """NB201: every source's table per metric (``modnas.toolkit.data.benchdata``); ofa_mbv3: HELP's OFA GPU
-    latency (``modnas.toolkit.data.benchdata_ofa``, latency only). ``tables`` are already loaded raw tables."""
+    """The space's device tables (``Space.load_table``) of the ``metrics`` it has, as its predictors
+    train on them (``Space.predictor_table``); ``tables`` are already loaded raw tables."""
     from modnas.toolkit.spaces import get_space
 
     space = get_space(space_name)
-    refs = space.reference_archs()
     given = dict(tables or {})
-    if space_name == "nb201":
-        from modnas.toolkit.data import benchdata
-
-        out = {}
-        for m in metrics:
+    out = {}
+    for m in metrics:
+        if m in space.table_metrics:
             loaded = given.get(m)
-            out[m] = (loaded if loaded is not None else benchdata.load_table(data_dir, m)).connected_only()
-        return SpaceTables(space_name, space.all_archs(), benchdata.nb201_onehot(),
-                           [space.index(r) for r in refs], out)
-    if space_name == "ofa_mbv3":
-        from modnas.toolkit.data import benchdata_ofa
-
-        out = {}
-        for m in metrics:
-            if m == "latency":
-                loaded = given.get(m)
-                out[m] = loaded if loaded is not None else benchdata_ofa.load_latency(data_dir)
-        if not out:
-            raise BadInput(f"no {'/'.join(metrics)} table for ofa_mbv3 (HELP's OFA data has latency only)")
-        archs = list(next(iter(out.values())).archs)
-        pos = {a: i for i, a in enumerate(archs)}
-        missing = [r for r in refs if r not in pos]
-        if missing:
-            raise BadInput(f"the OFA table lacks {len(missing)} of the {len(refs)} reference architectures")
-        return SpaceTables(space_name, archs, space.encode(archs), [pos[r] for r in refs], out)
-    raise BadInput(f"no measured tables for space {space_name!r} (known: {', '.join(TABLE_SPACES)})")
+            out[m] = space.predictor_table(loaded if loaded is not None else space.load_table(data_dir, m))
+    if not out:
+        raise BadInput(space._no_table("/".join(metrics)))
+    first = next(iter(out.values()))
+    archs = list(first.archs)
+    return SpaceTables(space_name, archs, space.encode(archs), space.reference_columns(first), out)
 
 
 ExtraSource = Mapping[str, Mapping[str, float]] | Callable[[], Mapping[str, Mapping[str, float]]]
@@ -309,10 +296,10 @@ def training_devices(data_dir: str | Path | None, space_name: str, metric: str, 
                      tables: dict[str, Any] | None = None) -> tuple[np.ndarray, list[TrainDevice], dict[str, Any]]:
     """The architecture pool (one-hot rows) and every training device, with a record of the inputs.
 
-    ``tables`` maps metric -> an already loaded :class:`modnas.toolkit.data.benchdata.DeviceTable`, so that a
+    ``tables`` maps metric -> an already loaded :class:`modnas.toolkit.spaces.nb201.tables.DeviceTable`, so that a
     caller fitting several times parses the files once.
     """
-    from modnas.toolkit.data import benchdata
+    from modnas.toolkit.data import groups as hwgroups
     from modnas.toolkit.spaces import get_space
 
     space = get_space(space_name)
@@ -323,9 +310,9 @@ def training_devices(data_dir: str | Path | None, space_name: str, metric: str, 
     skipped: dict[str, str] = {}
     digests: list[str] = []
     held = set(held_out)
-    held_groups = {benchdata.hardware_group(h) for h in held} | held
+    held_groups = {hwgroups.hardware_group(h) for h in held} | held
     n_pool = 0
-    if data_dir is not None and space_name in TABLE_SPACES:
+    if data_dir is not None and space.table_metrics:
         wanted = [metric] + [d for d in cfg.donor_metrics if d != metric]
         st = space_tables(data_dir, space_name, wanted, tables)
         pools.append(st.onehot)
@@ -337,7 +324,7 @@ def training_devices(data_dir: str | Path | None, space_name: str, metric: str, 
             table = st.tables[m]
             digests.append(table.digest)
             for key, row in zip(table.keys, table.values):
-                grp = benchdata.hardware_group(key)
+                grp = hwgroups.hardware_group(key)
                 if key in held or grp in held_groups:
                     continue
                 rows = np.flatnonzero(np.isfinite(row))
@@ -402,15 +389,16 @@ def _extra_digest(extra_map: Mapping[str, Mapping[str, float]]) -> str:
 
 
 # -- training ----------------------------------------------------------------------------------
+@torch_threads(1)
 def train(pool: np.ndarray, devices: list[TrainDevice], space_name: str, metric: str, cfg: PredictorConfig,
           seed: int = 0, references: Sequence[str] | None = None) -> tuple[Predictor, dict[str, float]]:
-    """Fit the network on every device's standardised log values, reproducibly from ``seed``."""
+    """Fit the network on every device's standardised log values, reproducibly from ``seed`` (on one
+    torch thread; the caller's count is back when it returns)."""
     import torch
 
     from modnas.toolkit.prediction.nets import CostNet
     from modnas.toolkit.spaces import get_space
 
-    torch.set_num_threads(1)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     space = get_space(space_name)
@@ -482,7 +470,7 @@ def fit_predictor(data_dir: str | Path | None, out_path: str | Path | None = Non
                   tables: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train on every table device (minus ``held_out`` keys or hardware groups) plus ``extra``.
 
-    A held-out key takes its whole hardware group with it (``modnas.toolkit.data.benchdata.hardware_group``).
+    A held-out key takes its whole hardware group with it (``modnas.toolkit.data.hwgroups.hardware_group``).
 
     ``extra`` is ``{device name: {arch: value}}`` (or a callable returning it), e.g. store
     measurements. Saves to ``out_path`` when given. Returns ``{"path", "devices", "metrics",
@@ -503,6 +491,41 @@ def fit_predictor(data_dir: str | Path | None, out_path: str | Path | None = Non
     })
     path = str(pred.save(out_path)) if out_path is not None else None
     return {"path": path, "devices": [d.key for d in devices], "metrics": metrics, "predictor": pred}
+
+
+def store_training_values(store: Any, space: str, metric: str) -> dict[str, dict[str, float]]:
+    """The store devices that join the predictor's training data: ``{name: {arch: value}}`` of each
+    device of ``space`` with at least ``EXTRA_MIN_POINTS`` measurements of ``metric`` (never a replay
+    board: its values are copies of tables). :func:`training_devices` keeps those whose values are valid."""
+    out: dict[str, dict[str, float]] = {}
+    for row in store.devices():
+        if row.replayed:
+            continue
+        if row.space == space and row.measurements.get(metric, 0) >= EXTRA_MIN_POINTS:
+            out[row.name] = store.values(row.name, space, metric)
+    return out
+
+
+@dataclass
+class PredictorFit(JsonDoc):
+    """``modnas predictor fit``: where the predictor was written, its training devices and training metrics."""
+
+    path: str | None
+    devices: list[str]
+    metrics: dict[str, float]
+
+
+def fit_with_store(data_dir: str | Path | None, store: Any, out_path: str | Path | None = None,
+                   metric: str = "latency", space: str = "nb201", seed: int = 0) -> PredictorFit:
+    """``modnas predictor fit``: train on every table device of ``data_dir`` and the store's measured devices
+    (:func:`store_training_values`); written to ``out_path``, by default where :func:`load_default` looks first."""
+    from modnas.toolkit.config import data_dir as tables_dir
+
+    tables = tables_dir(data_dir)
+    extra = store_training_values(store, space, metric)
+    res = fit_predictor(tables, out_path or user_predictor_path(space, metric), metric=metric, space=space, seed=seed,
+                        extra=extra or None)
+    return PredictorFit(res["path"], res["devices"], res["metrics"])
 
 
 def _config(config: PredictorConfig | Mapping[str, Any] | None, metric: str) -> PredictorConfig:

@@ -5,17 +5,24 @@ import json
 import re
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from modnas.toolkit.errors import BadInput
-from modnas.toolkit.search.costs import LinearCost, as_cost_model, linear_costs_from_table
+from modnas.toolkit.results import JsonDoc, omitted
+from modnas.toolkit.search.costs import CostModel, LinearCost, linear_costs_from_table
 from modnas.toolkit.search.ddp import init_from_env
+from modnas.toolkit.threads import torch_threads
 from modnas.toolkit.search.run import (SearchConfig, append_metrics, image_source, make_config, save_tensors,
                                        shipped_surrogate_dir)
+
+if TYPE_CHECKING:
+    from modnas.toolkit.search.readout import Front, Selection
+    from modnas.toolkit.search.run import Run
 
 
 def resolve_devices(names: list[str], data_dir: str | Path | None = None, store: Any = None,
@@ -25,6 +32,9 @@ def resolve_devices(names: list[str], data_dir: str | Path | None = None, store:
     through ``modnas.toolkit.prediction.device_cost`` (shipped predictor + calibration). When no predictor is shipped,
     table devices fall back to the log-linear stand-in fitted to their column (said in the result).
     Returns the models and a word for where they came from."""
+    from modnas.toolkit.spaces import get_space
+
+    sp = get_space(space)
     try:
         from modnas.toolkit.prediction import predictors, device_cost as prediction
         predictors.load_default(space, metric)
@@ -35,26 +45,22 @@ def resolve_devices(names: list[str], data_dir: str | Path | None = None, store:
         out: list[Any] = []
         for name in names:
             if ":" in name and data_dir is not None:
-                if table is None and space == "nb201":
-                    from modnas.toolkit.data.benchdata import load_table
-
-                    table = load_table(data_dir, metric)
-                elif table is None and space == "ofa_mbv3" and metric == "latency":
-                    from modnas.toolkit.data.benchdata_ofa import load_latency
-
-                    table = load_latency(data_dir)
+                if table is None and metric in sp.table_metrics:
+                    table = sp.load_table(data_dir, metric)
                 out.append(prediction.device_from_table(data_dir, name, space, metric, table=table))
             elif store is not None:
                 out.append(prediction.device_from_store(store, name, space, metric))
             else:
-                raise BadInput(f"device {name!r}: give --data for table devices or a store for measured ones")
+                raise BadInput(f"device {name!r}: give `data_dir` for table devices or a store for measured ones",
+                               param="data_dir")
         return out, "DeviceCost (shipped predictor, calibrated on the reference measurements)"
-    if space != "nb201":
+    if metric not in sp.table_metrics:
         raise BadInput(f"no {space} {metric} predictor: fit one with `modnas predictor fit --space {space} "
                        f"--metric {metric} --data DIR`")
     if not allow_standin or data_dir is None or not all(":" in n for n in names):
-        raise BadInput(f"no shipped {metric} predictor: only benchmark-table devices (with --data) can be searched")
-    return (linear_costs_from_table(data_dir, names, metric, table=table),
+        raise BadInput(f"no shipped {metric} predictor: only benchmark-table devices (with `data_dir`) can be searched",
+                       param="data_dir")
+    return (linear_costs_from_table(data_dir, names, metric, table=table, space=space),
             "stand-in: log-linear cost model fitted per table column (modnas.toolkit.search.costs.LinearCost)")
 
 
@@ -73,8 +79,8 @@ def resolve_device(name: str, space: str = "nb201", metric: str = "latency", sto
         if not TABLE_KEY_RE.match(name):
             raise BadInput(f"invalid device name {name!r}: a table device is source:device[:setting]")
         if data_dir is None:
-            raise BadInput(f"device {name!r} is a benchmark-table device: give the tables with --data DIR "
-                           "(or set MODNAS_DATA)")
+            raise BadInput(f"device {name!r} is a benchmark-table device: give the tables with `data_dir` DIR "
+                           "(or set MODNAS_DATA)", param="data_dir")
         models, _ = resolve_devices([name], data_dir, metric=metric, allow_standin=False, table=table, space=space)
         return models[0]
     check_name(name, "device name")
@@ -87,41 +93,46 @@ def resolve_device(name: str, space: str = "nb201", metric: str = "latency", sto
 
 def _surrogate(cfg: SearchConfig, run_dir: Path) -> Any:
     from modnas.toolkit.search.surrogate import SURROGATE_FILES, build_surrogate, load_surrogate
+    from modnas.toolkit.spaces import get_space
 
-    sources = [Path(cfg.surrogate_dir)] if cfg.surrogate_dir else [shipped_surrogate_dir()]
-    if not cfg.surrogate_dir and cfg.task is not None:  # the surrogate of the run shipped for the task
-        from modnas.toolkit.search.run import default_run_path
-
-        sources.append(default_run_path("nb201", cfg.task) / "surrogate")
+    bench = cfg.benchmark
+    sources = [Path(bench.surrogate_dir)] if bench.surrogate_dir else [shipped_surrogate_dir()]
+    space = get_space(cfg.space)
+    if not bench.surrogate_dir and bench.task in space.shipped_runs:  # the surrogate of the run shipped for the task
+        sources.append(space.shipped_run(bench.task) / "surrogate")
     target = run_dir / "surrogate"
     for src in sources:
         if not all((src / f).exists() for f in SURROGATE_FILES):
             continue
         info = json.loads((src / SURROGATE_FILES[1]).read_text())
-        if info.get("column", cfg.accuracy_column) == cfg.accuracy_column:
+        dim = space.onehot_dim  # a surrogate of another space never fits
+        if info.get("column", bench.accuracy_column) == bench.accuracy_column and info.get("in_dim", dim) == dim:
             target.mkdir(parents=True, exist_ok=True)
             if src.resolve() != target.resolve():
                 for f in SURROGATE_FILES:
                     shutil.copyfile(src / f, target / f)
             return load_surrogate(target)
     if cfg.data_dir is None:
-        raise BadInput("benchmark accuracy needs the accuracy table: give --data DIR")
-    build_surrogate(cfg.data_dir, target, cfg.accuracy_column, seed=cfg.seed)
+        raise BadInput("benchmark accuracy needs the accuracy table: give `data_dir` DIR", param="data_dir")
+    build_surrogate(cfg.data_dir, target, bench.accuracy_column, seed=cfg.seed, space=cfg.space)
     return load_surrogate(target)
 
 
+@torch_threads(1)
 def run_search(devices: list[Any], objectives: list[str] | tuple[str, ...] = ("error", "latency"),
                accuracy: str = "benchmark", data_dir: str | Path | None = None, epochs: int | None = None,
                out: str | Path = "run", seed: int = 0, energy_devices: list[Any] | None = None,
                cost_source: str | None = None, plots: bool = True, **overrides: Any) -> dict[str, Any]:
     """One MODNAS search over ``devices`` (DeviceCost-like latency models; ``energy_devices`` in the
-    same order when ``energy`` is an objective). Runs data-parallel under torchrun."""
+    same order when ``energy`` is an objective). Runs data-parallel under torchrun, on one torch
+    thread (the caller's count is back when it returns). ``overrides`` set more of the configuration,
+    flat as runs saved before its sections (``h_lr=0.01``) or by section (``hypernet={"lr": 0.01}``)."""
     from modnas.toolkit.search.loop import SearchDevice, Trainer
 
     t_start = time.perf_counter()
     if not devices:
         raise BadInput("search needs at least one device")
-    lat = [as_cost_model(d) for d in devices]
+    lat: list[CostModel] = list(devices)
     names = [m.name for m in lat]
     if len(set(names)) != len(names):
         raise BadInput("device names must be distinct")
@@ -135,11 +146,10 @@ def run_search(devices: list[Any], objectives: list[str] | tuple[str, ...] = ("e
         if energy_devices is None or len(energy_devices) != len(devices):
             raise BadInput("energy is an objective: give one energy cost model per device")
         for c, e in zip(costs, energy_devices):
-            c["energy"] = as_cost_model(e)
+            c["energy"] = e
     sdevs = [SearchDevice(m.name, np.asarray(m.embedding, dtype=np.float32),
                           {o: c[o] for o in cfg.objectives[1:]}) for m, c in zip(lat, costs)]
     ctx = init_from_env()
-    torch.set_num_threads(1)
     run_dir = Path(out)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -156,7 +166,7 @@ def run_search(devices: list[Any], objectives: list[str] | tuple[str, ...] = ("e
     else:
         from modnas.toolkit.data.datasets import load_images
 
-        images = load_images(image_source(cfg), max_images=cfg.max_images, seed=cfg.seed)
+        images = load_images(image_source(cfg), max_images=cfg.supernet.max_images, seed=cfg.seed)
     trainer = Trainer(cfg, sdevs, ctx, surrogate=surrogate, images=images)
     history = trainer.train(on_epoch=(lambda row: append_metrics(run_dir / "metrics.jsonl", row))
                             if ctx.is_main else None)
@@ -184,7 +194,7 @@ def run_search(devices: list[Any], objectives: list[str] | tuple[str, ...] = ("e
         (run_dir / "config.json").write_text(json.dumps(meta, indent=2))
         if plots:
             _plots(run_dir, history, lat, costs, cfg)
-    result = {"run": str(run_dir), "devices": names, "objectives": list(cfg.objectives), "task": cfg.task,
+    result = {"run": str(run_dir), "devices": names, "objectives": list(cfg.objectives), "task": cfg.benchmark.task,
               "epochs": cfg.epochs,
               "seconds": seconds, "hypernet_sha256": params_digest(trainer.hypernet), "rank": ctx.rank,
               "world_size": ctx.world}
@@ -221,8 +231,23 @@ def _plots(run_dir: Path, history: list[dict[str, Any]], lat: list[Any], costs: 
     plot_fronts(fronts, run_dir / "fronts.png")
 
 
-def search(config: SearchConfig | dict[str, Any], out: str | Path = "modnas-run", store: Any = None) -> Path:
-    """``search(config) -> run dir``: resolve the config's devices by name, then ``run_search``."""
+@dataclass
+class SearchResult(JsonDoc):
+    """``modnas search``: the run written, what it searched, and how long it took (``result.json`` of the run)."""
+
+    run: str
+    devices: list[str]
+    objectives: list[str]
+    task: str | None
+    epochs: int | None
+    seconds: float
+    hypernet_sha256: str | None = omitted()
+    rank: int | None = omitted()
+    world_size: int | None = omitted()
+
+
+def search(config: SearchConfig | dict[str, Any], out: str | Path = "modnas-run", store: Any = None) -> SearchResult:
+    """``modnas search``: resolve the config's devices by name, then :func:`run_search`."""
     cfg = config if isinstance(config, SearchConfig) else make_config(dict(config))
     if not cfg.devices:
         raise BadInput("the search config names no devices")
@@ -233,7 +258,64 @@ def search(config: SearchConfig | dict[str, Any], out: str | Path = "modnas-run"
     fields = cfg.model_dump(exclude={"objectives", "accuracy", "data_dir", "epochs", "seed", "devices", "cost_source"})
     result = run_search(lat, cfg.objectives, cfg.accuracy, cfg.data_dir, cfg.epochs, out, cfg.seed,
                         energy_devices=energy, cost_source=source, **fields)
-    return Path(result["run"])
+    return SearchResult(**result)
 
 
-__all__ = ["TABLE_KEY_RE", "params_digest", "resolve_device", "resolve_devices", "run_search", "search"]
+def open_run(run: str | Path | None, space: str | None = None, task: str | None = None) -> Run:
+    """A run by its directory (checked for damage first), or the run shipped for ``space`` or ``task``;
+    one that searched another space or task is bad input."""
+    from modnas.toolkit.search.run import check_run_dir, load_run
+
+    check_run_dir(None if run is None else str(run))
+    return load_run(run, space, task)
+
+
+def space_of(space: str | None, run: str | Path | None) -> str:
+    """The space a command works in: ``space`` when given, else the one ``run`` searched, else nb201."""
+    from modnas.toolkit.search.run import check_run_dir, load_run
+
+    check_run_dir(None if run is None else str(run))
+    if space:
+        return str(space)
+    return load_run(run).config.space if run else "nb201"
+
+
+def device_costs(name: str, space: str, objectives: list[str] | tuple[str, ...] = ("error", "latency"), *,
+                 store: Any = None, data_dir: str | Path | None = None) -> tuple[Any, Any]:
+    """The latency cost model of a device named as :func:`resolve_device` takes it, and its energy model
+    when ``energy`` is among the ``objectives`` (else None)."""
+    from modnas.toolkit.config import data_dir as tables_dir
+
+    tables = str(tables_dir(data_dir)) if ":" in name and data_dir else None
+    latency = resolve_device(name, space, "latency", store=store, data_dir=tables)
+    energy = resolve_device(name, space, "energy", store=store, data_dir=tables) if "energy" in objectives else None
+    return latency, energy
+
+
+def device_front(run: Run, device: str, *, store: Any = None, data_dir: str | Path | None = None,
+                 preferences: int = 24, predictor_only: bool = False, top_k: int | None = None) -> Front:
+    """``modnas pareto``: the run's front read out for a device, seen in training or not (a store device,
+    or a table device ``source:device[:setting]`` of ``data_dir``), as a :class:`readout.Front`."""
+    from modnas.toolkit.search.readout import Front, pareto
+
+    if preferences < 1:
+        raise BadInput("`preferences` must be at least 1", param="preferences")
+    if top_k is not None and top_k < 1:
+        raise BadInput("`top_k` must be at least 1", param="top_k")
+    latency, energy = device_costs(device, run.config.space, run.objectives, store=store, data_dir=data_dir)
+    return Front.of(pareto(run, latency, preferences, energy_cost=energy, predictor_only=predictor_only,
+                           top_k=top_k))
+
+
+def device_select(run: Run, device: str, budget_ms: float, *, store: Any = None,
+                  data_dir: str | Path | None = None) -> Selection:
+    """``modnas select``: the most accurate architecture of the run predicted to meet ``budget_ms`` on the
+    device with its calibrated margin, as a :class:`readout.Selection`."""
+    from modnas.toolkit.search.readout import Selection, select
+
+    latency, _ = device_costs(device, run.config.space, store=store, data_dir=data_dir)
+    return Selection.of(select(run, latency, budget_ms))
+
+
+__all__ = ["TABLE_KEY_RE", "SearchResult", "device_costs", "device_front", "device_select", "open_run", "params_digest",
+           "resolve_device", "resolve_devices", "run_search", "search", "space_of"]

@@ -1,9 +1,11 @@
-"""The cost-model protocol the search is written against, an adapter for the toolkit's
-``DeviceCost``, and a stand-in linear cost model fitted to one benchmark table column.
+"""The cost-model protocol the search, the read-out and the verified picks are written against, and a
+stand-in linear cost model fitted to one benchmark table column.
 
-A cost model gives, for one device and one metric (latency in ms or energy in mJ):
-``name``, ``embedding`` (the 10-value hardware embedding), ``torch_cost(onehot [B, D]) -> [B]``
-(differentiable), ``predict(archs) -> np.ndarray`` and ``minmax() -> (lo, hi)`` over the space.
+A cost model gives, for one device and one metric (latency in ms or energy in mJ): ``name``,
+``embedding`` (the hardware embedding), ``torch_cost(onehot [B, D]) -> [B]`` (differentiable),
+``predict(archs) -> np.ndarray``, ``minmax() -> (lo, hi)`` over the space and ``margin(quantile)``,
+the relative over-run a prediction should be given. ``modnas.toolkit.prediction.device_cost.DeviceCost``
+(predictor + calibration) and :class:`LinearCost` implement it.
 """
 from __future__ import annotations
 
@@ -27,85 +29,35 @@ class CostModel(Protocol):
 
     def minmax(self) -> tuple[float, float]: ...
 
-
-class DeviceCostAdapter:
-    """Wraps a predictor-side ``DeviceCost`` (``space_minmax``, ``embedding``/``emb``) as a CostModel."""
-
-    def __init__(self, inner: Any, name: str | None = None) -> None:
-        self.inner = inner
-        self.name = str(name or getattr(inner, "name", None) or getattr(inner, "device", "device"))
-        emb = getattr(inner, "embedding", None)
-        if emb is None:
-            emb = getattr(inner, "emb", None)
-        if emb is None:
-            raise BadInput(f"cost model for {self.name} has no hardware embedding")
-        self.embedding = np.asarray(emb, dtype=np.float32).reshape(-1)
-        self._minmax: tuple[float, float] | None = None
-
-    def torch_cost(self, onehot: torch.Tensor) -> torch.Tensor:
-        return self.inner.torch_cost(onehot).reshape(-1)
-
-    def predict(self, archs: list[str]) -> np.ndarray:
-        return np.asarray(self.inner.predict(archs), dtype=np.float64).reshape(-1)
-
-    def minmax(self) -> tuple[float, float]:
-        if self._minmax is None:
-            fn = getattr(self.inner, "space_minmax", None) or getattr(self.inner, "minmax")
-            lo, hi = fn()
-            self._minmax = (float(lo), float(hi))
-        return self._minmax
-
-    @property
-    def margin(self) -> float | None:
-        """A relative safety margin from the calibration residuals, when the model knows one."""
-        for attr in ("margin", "relative_margin"):
-            value = getattr(self.inner, attr, None)
-            if callable(value):
-                value = value()
-            if value is not None:
-                return float(value)
-        return None
-
-
-def as_cost_model(obj: Any) -> CostModel:
-    """``obj`` itself when it already speaks the protocol, else the ``DeviceCost`` adapter."""
-    if hasattr(obj, "minmax") and hasattr(obj, "embedding") and hasattr(obj, "torch_cost"):
-        return obj  # type: ignore[return-value]
-    return DeviceCostAdapter(obj)
-
-
-def embedding_from_values(ref_values: np.ndarray) -> np.ndarray:
-    """Min-max scale the reference measurements within the vector (the hardware embedding)."""
-    v = np.asarray(ref_values, dtype=np.float64)
-    span = v.max() - v.min()
-    return ((v - v.min()) / (span if span > 0 else 1.0)).astype(np.float32)
+    def margin(self, quantile: float = 0.9) -> float: ...
 
 
 class LinearCost:
     """Stand-in cost model, linear in log space: ms = exp(b + w . onehot), least squares on the
-    logarithm of a device's table column. ``relative_margin`` is the 95th percentile of the
-    relative over-run (measured / predicted - 1) on the fitted rows."""
+    logarithm of a device's table column. Its margin is the 95th percentile of the relative
+    over-run (measured / predicted - 1) on the fitted rows."""
 
     def __init__(self, name: str, weight: np.ndarray, bias: float, embedding: np.ndarray,
-                 relative_margin: float = 0.05) -> None:
+                 relative_margin: float = 0.05, space: str = "nb201") -> None:
         self.name = name
         self.weight = np.asarray(weight, dtype=np.float64)
         self.bias = float(bias)
         self.embedding = np.asarray(embedding, dtype=np.float32)
         self.relative_margin = float(relative_margin)
+        self.space = space
         self._w = torch.tensor(self.weight, dtype=torch.float32)
 
-    @property
-    def margin(self) -> float:
+    def margin(self, quantile: float = 0.9) -> float:
         return self.relative_margin
 
     @classmethod
-    def fit(cls, name: str, onehot: np.ndarray, values: np.ndarray, embedding: np.ndarray) -> "LinearCost":
+    def fit(cls, name: str, onehot: np.ndarray, values: np.ndarray, embedding: np.ndarray,
+            space: str = "nb201") -> "LinearCost":
         ok = np.isfinite(values) & (values > 0)
         x = np.hstack([onehot[ok].astype(np.float64), np.ones((int(ok.sum()), 1))])
         coef, *_ = np.linalg.lstsq(x, np.log(values[ok].astype(np.float64)), rcond=None)
         over = values[ok] / np.exp(x @ coef) - 1.0
-        return cls(name, coef[:-1], float(coef[-1]), embedding, float(max(np.quantile(over, 0.95), 0.0)))
+        return cls(name, coef[:-1], float(coef[-1]), embedding, float(max(np.quantile(over, 0.95), 0.0)), space)
 
     def torch_cost(self, onehot: torch.Tensor) -> torch.Tensor:
         return torch.exp(onehot.reshape(onehot.shape[0], -1) @ self._w.to(onehot.dtype) + self.bias)
@@ -116,63 +68,55 @@ class LinearCost:
     def predict(self, archs: list[str]) -> np.ndarray:
         from modnas.toolkit.spaces import get_space
 
-        return self.predict_onehot(get_space("nb201").encode(archs))
+        return self.predict_onehot(get_space(self.space).encode(archs))
 
     def minmax(self) -> tuple[float, float]:
-        w = self.weight.reshape(6, 5)
-        return float(np.exp(w.min(axis=1).sum() + self.bias)), float(np.exp(w.max(axis=1).sum() + self.bias))
+        """Exact over the space: each decision contributes its smallest (largest) weight."""
+        from modnas.toolkit.spaces import get_space
+
+        lo = hi = self.bias
+        off = 0
+        for d in get_space(self.space).decisions:
+            w = self.weight[off:off + len(d.choices)]
+            lo, hi, off = lo + float(w.min()), hi + float(w.max()), off + len(d.choices)
+        return float(np.exp(lo)), float(np.exp(hi))
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": "loglinear", "name": self.name, "weight": self.weight.tolist(), "bias": self.bias,
-                "embedding": self.embedding.tolist(), "relative_margin": self.relative_margin}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "LinearCost":
-        return cls(data["name"], np.asarray(data["weight"]), data["bias"], np.asarray(data["embedding"]),
-                   data.get("relative_margin", 0.05))
+                "embedding": self.embedding.tolist(), "relative_margin": self.relative_margin, "space": self.space}
 
 
 # -- benchmark tables ------------------------------------------------------------------------
-def load_accuracy_column(data_dir: str | Path, column: str = "cifar10_test_200ep") -> np.ndarray:
-    """Accuracy (%) per benchmark index."""
-    from modnas.toolkit.data.benchdata import load_accuracy
+def load_accuracy_column(data_dir: str | Path, column: str = "cifar10_test_200ep", space: str = "nb201") -> np.ndarray:
+    """Accuracy (%) per architecture of the space's accuracy table (``all_archs`` order)."""
+    from modnas.toolkit.spaces import get_space
 
-    table = load_accuracy(data_dir)
-    if column not in table.columns:
-        raise BadInput(f"no accuracy column {column!r} in the accuracy table")
-    return np.asarray(table.sort_index()[column], dtype=np.float64)
+    return get_space(space).accuracy_column(data_dir, column)
 
 
 def linear_costs_from_table(data_dir: str | Path, keys: list[str] | None = None, metric: str = "latency",
-                            table: Any = None) -> list[LinearCost]:
+                            table: Any = None, space: str = "nb201") -> list[LinearCost]:
     """Stand-in cost models, one per table device (every device with all reference measurements
-    when ``keys`` is None), fitted on the connected cells."""
-    from modnas.toolkit.data.benchdata import load_table
+    when ``keys`` is None), fitted on the table's usable columns."""
+    from modnas.toolkit.prediction.embedding import minmax
     from modnas.toolkit.spaces import get_space
 
-    space = get_space("nb201")
-    table = (load_table(data_dir, metric) if table is None else table).connected_only()
-    onehot = _all_onehot()
-    refs = [space.index(a) for a in space.reference_archs()]
+    sp = get_space(space)
+    table = sp.predictor_table(sp.load_table(data_dir, metric) if table is None else table)
+    onehot = sp.encode(table.archs)
+    refs = sp.reference_columns(table)
     chosen = list(table.keys) if keys is None else keys
     out = []
     for key in chosen:
         values = table.row(key)
         ref_values = values[refs]
-        if not np.all(np.isfinite(ref_values)) or np.isfinite(values).sum() < 1000:
+        if not np.all(np.isfinite(ref_values)) or np.isfinite(values).sum() < min(1000, len(values) // 2):
             if keys is None:
                 continue
             raise BadInput(f"device {key!r} lacks reference measurements")
-        out.append(LinearCost.fit(key, onehot, values, embedding_from_values(ref_values)))
+        emb = minmax(ref_values).astype(np.float32)
+        out.append(LinearCost.fit(key, onehot, values, emb, space))
     return out
 
 
-def _all_onehot() -> np.ndarray:
-    from modnas.toolkit.spaces import get_space
-
-    space = get_space("nb201")
-    return space.encode(space.all_archs())
-
-
-__all__ = ["CostModel", "DeviceCostAdapter", "LinearCost", "as_cost_model", "embedding_from_values",
-           "linear_costs_from_table", "load_accuracy_column"]
+__all__ = ["CostModel", "LinearCost", "linear_costs_from_table", "load_accuracy_column"]

@@ -22,7 +22,7 @@ import numpy as np
 
 def split_devices(keys: list[str], seed: int = 0, share: float = 0.25) -> tuple[list[str], list[str], list[str]]:
     """(training keys, held-out keys, held-out groups): whole hardware groups are held out."""
-    from modnas.toolkit.data.benchdata import groups
+    from modnas.toolkit.data.groups import groups
 
     grp = groups(keys)
     names = sorted(grp)
@@ -34,47 +34,26 @@ def split_devices(keys: list[str], seed: int = 0, share: float = 0.25) -> tuple[
 
 def usable_keys(data_dir: str | Path, table: Any = None, space: str = "nb201") -> list[str]:
     """Table devices with (nearly) every architecture and all reference measurements."""
-    from modnas.toolkit.data.benchdata import load_table
     from modnas.toolkit.spaces import get_space
 
-    if space == "ofa_mbv3":
-        from modnas.toolkit.data.benchdata_ofa import load_latency
-
-        ofa = get_space(space)
-        tab = load_latency(data_dir) if table is None else table
-        pos = {a: i for i, a in enumerate(tab.archs)}
-        refs = [pos[a] for a in ofa.reference_archs() if a in pos]
-        return [k for k in tab.keys if len(refs) == len(ofa.reference_archs()) and np.all(np.isfinite(tab.row(k)[refs]))]
-    if space != "nb201":
-        from modnas.toolkit.errors import BadInput
-
-        raise BadInput(f"no benchmark tables for the {space} space: name the devices with --devices")
-    nb = get_space("nb201")
-    table = load_table(data_dir, "latency") if table is None else table
-    refs = [nb.index(a) for a in nb.reference_archs()]
-    out = []
-    for key in table.keys:
-        row = table.row(key)
-        if np.isfinite(row).sum() >= 15000 and np.all(np.isfinite(row[refs])):
-            out.append(key)
-    return out
+    sp = get_space(space)
+    return sp.usable_table_keys(sp.load_table(data_dir, "latency") if table is None else table)
 
 
 def objective_keys(data_dir: str | Path, objectives: list[str] | tuple[str, ...], space: str = "nb201",
                    table: Any = None) -> tuple[list[str], list[str]]:
     """Table devices usable for every cost objective (latency, and energy when asked): the devices
     kept, and the latency devices left out because a table of another objective lacks them."""
-    from modnas.toolkit.data.benchdata import load_table
     from modnas.toolkit.errors import BadInput
+    from modnas.toolkit.spaces import get_space
 
+    sp = get_space(space)
     keys = usable_keys(data_dir, table, space)
     kept = list(keys)
     for obj in objectives[1:]:
         if obj == "latency":
             continue
-        if space != "nb201":
-            raise BadInput(f"no {obj} tables for the {space} space: name the devices with --devices")
-        have = set(usable_keys(data_dir, load_table(data_dir, obj), space))
+        have = set(usable_keys(data_dir, sp.load_table(data_dir, obj), space))
         kept = [k for k in kept if k in have]
     if not kept:
         raise BadInput(f"no table device has every objective ({', '.join(objectives[1:])}) under {data_dir}")
@@ -85,10 +64,10 @@ def build_default_run(data_dir: str | Path, out: str | Path, epochs: int = 20, s
                       share: float = 0.25, cost: str = "auto", task: str = "cifar10") -> dict[str, Any]:
     """A shipped nb201 run for a benchmark ``task``: benchmark mode on the table devices minus the
     held-out hardware groups (the same split for every task)."""
-    from modnas.toolkit.data.benchdata import load_table
+    from modnas.toolkit.spaces.nb201.tables import load_table
     from modnas.toolkit.search.api import resolve_devices, run_search
     from modnas.toolkit.search.costs import linear_costs_from_table
-    from modnas.toolkit.data.tasks import task_column
+    from modnas.toolkit.spaces.nb201.tasks import task_column
 
     task_column(task)
     table = load_table(data_dir, "latency")
@@ -126,8 +105,8 @@ def build_ofa_run(data_dir: str | Path, out: str | Path, epochs: int = 10, seed:
     supernet mode on the digits (``warmup`` epochs on random subnets, then ``prefs`` preferences per
     device per step and ``random_subnets`` extra random subnets per weight step), then the accuracy
     surrogate distilled from the supernet."""
-    from modnas.toolkit.data.benchdata_ofa import batch_size
-    from modnas.toolkit.data.benchdata_ofa import gpu_group, load_latency
+    from modnas.toolkit.spaces.ofa_mbv3.tables import batch_size
+    from modnas.toolkit.spaces.ofa_mbv3.tables import gpu_group, load_latency
     from modnas.toolkit.search.api import resolve_devices, run_search
     from modnas.toolkit.search.run import load_run
     from modnas.toolkit.search.surrogate import distil_surrogate
@@ -161,7 +140,9 @@ def main() -> None:
 
     torch.set_num_threads(1)
     p = argparse.ArgumentParser(description="rebuild the shipped default search run")
-    p.add_argument("--space", choices=["nb201", "ofa_mbv3"], default="nb201")
+    from modnas.toolkit.spaces import get_space, space_names
+
+    p.add_argument("--space", choices=space_names(), default="nb201")
     p.add_argument("--keep-supernet", action="store_true", help="ofa_mbv3: keep supernet.safetensors in OUT")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
@@ -172,7 +153,7 @@ def main() -> None:
     p.add_argument("--task", choices=["cifar10", "cifar100", "imagenet16-120"], default="cifar10",
                    help="nb201: the benchmark task whose accuracy is searched")
     a = p.parse_args()
-    if a.space == "ofa_mbv3":
+    if not get_space(a.space).benchmark_accuracy:  # searched on images: the supernet-mode recipe
         print(json.dumps(build_ofa_run(a.data, a.out, a.epochs or 10, a.seed, keep_supernet=a.keep_supernet)))
     else:
         print(json.dumps(build_default_run(a.data, a.out, a.epochs or 20, a.seed, a.share, a.cost, a.task)))

@@ -28,7 +28,7 @@ class _Masked(nn.Module):
     """The padded-logit layout shared by the hypernetworks."""
 
     def _layout(self, n_decisions: int, n_choices: int, choice_counts: list[int] | None) -> None:
-        from modnas.toolkit.search.supernets import choice_mask
+        from modnas.toolkit.search.layout import choice_mask
 
         self.n_decisions, self.n_choices = n_decisions, n_choices
         self.choice_counts = list(choice_counts) if choice_counts is not None else None
@@ -41,7 +41,7 @@ class _Masked(nn.Module):
 
     def flatten(self, onehot: torch.Tensor) -> torch.Tensor:
         """A padded (straight-through) one-hot ``[..., n, k]`` in the space's flat encoding."""
-        from modnas.toolkit.search.supernets import flatten
+        from modnas.toolkit.search.layout import flatten
 
         return flatten(onehot, self.valid)
 

@@ -11,7 +11,6 @@ split over ranks.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -27,7 +26,8 @@ from modnas.toolkit.search.mgd import mgd_combine
 from modnas.toolkit.search.run import SearchConfig
 from modnas.toolkit.search.samplers import get_sampler
 from modnas.toolkit.search.scalarise import scalarise
-from modnas.toolkit.search.supernets import hypernet_layout, search_space
+from modnas.toolkit.search.layout import hypernet_layout
+from modnas.toolkit.spaces import Space, get_space
 
 
 @dataclass
@@ -76,31 +76,6 @@ class FixedRange:
         return (ce - self.lo) / (self.hi - self.lo)
 
 
-class RangeTracker:
-    """Min-max of the cross-entropy values seen in the current epoch (previous epoch's range as a
-    prior). Superseded by :class:`FixedRange` in training (a moving scale moves the trade-off)."""
-
-    def __init__(self) -> None:
-        self.lo, self.hi = math.inf, -math.inf
-        self.prev: tuple[float, float] | None = None
-
-    def new_epoch(self) -> None:
-        if self.hi > self.lo:
-            self.prev = (self.lo, self.hi)
-        self.lo, self.hi = math.inf, -math.inf
-
-    def normalise(self, ce: torch.Tensor) -> torch.Tensor:
-        v = float(ce.detach())
-        self.lo, self.hi = min(self.lo, v), max(self.hi, v)
-        lo, hi = self.lo, self.hi
-        if self.prev is not None:
-            lo, hi = min(lo, self.prev[0]), max(hi, self.prev[1])
-        span = hi - lo
-        if span < 1e-6:
-            return ce * 0.0 + 0.5
-        return (ce - lo) / span
-
-
 def _rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, *[int(k) for k in keys]])
 
@@ -126,11 +101,8 @@ def mean_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(dim=-1).mean(dim=(1, 2))
 
 
-def error_range(surrogate: Any, quantile: float) -> tuple[float, float]:
-    """(smallest predicted error, ``quantile`` of predicted errors) over the whole NB201 space."""
-    from modnas.toolkit.spaces import get_space
-
-    space = get_space("nb201")
+def error_range(surrogate: Any, quantile: float, space: Space) -> tuple[float, float]:
+    """(smallest predicted error, ``quantile`` of predicted errors) over the (enumerable) space."""
     with torch.no_grad():
         err = surrogate.error(torch.as_tensor(space.encode(space.all_archs()))).numpy()
     lo, hi = float(err.min()), float(np.quantile(err, quantile))
@@ -148,25 +120,27 @@ class Trainer:
         self.cost_objectives = self.objectives[1:]
         torch.manual_seed(cfg.seed)
         emb_dim = len(devices[0].embedding)
-        self.search = search_space(cfg.space)
+        self.space = get_space(cfg.space)
         self.hypernet_args: dict[str, Any] = {"n_objectives": len(self.objectives), "emb_dim": emb_dim,
-                                              **hypernet_layout(self.search.space), **cfg.hypernet_kwargs}
-        self.hypernet = build_hypernet(cfg.hypernet, **self.hypernet_args)
+                                              **hypernet_layout(self.space), **cfg.hypernet.kwargs}
+        self.hypernet = build_hypernet(cfg.hypernet.kind, **self.hypernet_args)
         self.params = [p for p in self.hypernet.parameters() if p.requires_grad]
-        self.h_opt = torch.optim.Adam(self.params, lr=cfg.h_lr, betas=(0.5, 0.999), weight_decay=cfg.h_weight_decay)
-        self.sampler = get_sampler(cfg.sampler)
+        self.h_opt = torch.optim.Adam(self.params, lr=cfg.hypernet.lr, betas=(0.5, 0.999),
+                                      weight_decay=cfg.hypernet.weight_decay)
+        self.sampler = get_sampler(cfg.hypernet.sampler)
         self.logit_shape = (self.hypernet.n_decisions, self.hypernet.n_choices)
         self.emb = torch.tensor(np.stack([d.embedding for d in devices]), dtype=torch.float32)
         self.surrogate = surrogate
         if surrogate is not None:
-            self.err_range = error_range(surrogate, cfg.error_quantile)
+            self.err_range = error_range(surrogate, cfg.benchmark.error_quantile, self.space)
         self.images = images
         self.supernet: Any = None
         self.ce_range = FixedRange()
         if cfg.accuracy == "supernet":
-            self.supernet = self.search.build_supernet(images.num_classes, cfg)
-            self.w_opt = torch.optim.SGD(self.supernet.parameters(), lr=cfg.w_lr, momentum=cfg.w_momentum,
-                                         weight_decay=cfg.w_weight_decay, nesterov=False)
+            sup = cfg.supernet
+            self.supernet = self.space.build_supernet(images.num_classes, sup)
+            self.w_opt = torch.optim.SGD(self.supernet.parameters(), lr=sup.lr, momentum=sup.momentum,
+                                         weight_decay=sup.weight_decay, nesterov=False)
 
     # -- one hypernetwork step ---------------------------------------------------------------
     def _apply_mgd(self, rows: dict[int, torch.Tensor], stats: dict[int, torch.Tensor]
@@ -176,7 +150,8 @@ class Trainer:
         sizes = [p.numel() for p in self.params]
         grads_all = self.ctx.gather_rows(rows, n, sum(sizes))
         info = self.ctx.gather_rows(stats, n, 1 + len(self.objectives))
-        direction, gamma = mgd_combine(grads_all, max_iter=self.cfg.mgd_max_iter, tol=self.cfg.mgd_tol)
+        direction, gamma = mgd_combine(grads_all, max_iter=self.cfg.scalarisation.mgd_max_iter,
+                                       tol=self.cfg.scalarisation.mgd_tol)
         self.h_opt.zero_grad(set_to_none=False)
         offset = 0
         for p, size in zip(self.params, sizes):
@@ -205,7 +180,7 @@ class Trainer:
         local = self.ctx.shard(len(self.devices))
         if not local:
             return self._apply_mgd({}, {})
-        p, m = self.cfg.prefs_per_step, len(self.objectives)
+        p, m = self.cfg.benchmark.prefs_per_step, len(self.objectives)
         rngs = [_rng(self.cfg.seed, epoch, step, t, 1) for t in local]
         r = torch.tensor(np.stack([draw_preferences(g, m, p) for g in rngs]), dtype=torch.float32)  # [L, P, M]
         d = self.emb[local].repeat_interleave(p, dim=0)
@@ -240,15 +215,15 @@ class Trainer:
         x, y = batch
 
         def fn(t: int, rng: np.random.Generator) -> tuple[torch.Tensor, list[float]]:
-            """Mean over ``supernet_prefs`` preferences of the scalarised objectives of the subnet
+            """Mean over ``supernet.prefs_per_step`` preferences of the scalarised objectives of the subnet
             the hypernetwork samples for each (one supernet forward per preference)."""
-            n_pref = self.cfg.supernet_prefs
+            n_pref = self.cfg.supernet.prefs_per_step
             r = torch.tensor(rng.dirichlet(np.ones(len(self.objectives)), size=n_pref), dtype=torch.float32)
             logits = self.hypernet(r, self.emb[t].reshape(1, -1).expand(n_pref, -1))
             losses, stats = [], []
             for p in range(n_pref):
                 a = self.hypernet.flatten(self.sampler(logits[p], _gen(rng)))
-                ce = F.cross_entropy(self.search.forward(self.supernet, x, a), y)
+                ce = F.cross_entropy(self.space.supernet_logits(self.supernet, x, a), y)
                 terms = [self.ce_range.normalise(ce)] + self.devices[t].cost_terms(a.reshape(1, -1), self.cost_objectives)
                 objs = torch.stack([v.reshape(()) for v in terms])
                 losses.append(self._scalarise(objs, r[p]))
@@ -258,19 +233,19 @@ class Trainer:
         return fn
 
     def _entropy_weight(self, epoch: int) -> float:
-        """The entropy bonus of this epoch: ``entropy_bonus`` annealed linearly to 0 at the last epoch."""
+        """The entropy bonus of this epoch: ``benchmark.entropy_bonus`` annealed linearly to 0 at the last epoch."""
         cfg = self.cfg
-        return float(cfg.entropy_bonus) * (1.0 - epoch / max(1, cfg.epochs - 1))
+        return float(cfg.benchmark.entropy_bonus) * (1.0 - epoch / max(1, cfg.epochs - 1))
 
     def _scalarise(self, objs: torch.Tensor, prefs: torch.Tensor) -> torch.Tensor:
-        cfg = self.cfg
-        return scalarise(objs, prefs, cfg.scalarisation, cfg.smooth_mu, cfg.ideal_point)
+        sc = self.cfg.scalarisation
+        return scalarise(objs, prefs, sc.kind, sc.smooth_mu, sc.ideal_point)
 
     def _measure_ce_range(self, epoch: int) -> None:
-        """Freeze the error term's scale: the cross-entropies of ``ce_range_subnets`` uniformly random
+        """Freeze the error term's scale: the cross-entropies of ``supernet.ce_range_subnets`` uniformly random
         subnets on architecture-half batches, in training mode as the hypernetwork steps see them
         (batch-norm buffers restored afterwards; the same on every rank: same weights, same keys)."""
-        from modnas.toolkit.search.supernets import bn_state, restore_buffers
+        from modnas.toolkit.search.layout import bn_state, restore_buffers
 
         (_, _), (xa, ya), _ = self.images_split
         batches = self._batches(xa, ya, epoch, 5) or [(xa, ya)]
@@ -278,15 +253,15 @@ class Trainer:
         saved = bn_state(self.supernet)
         values = []
         with torch.no_grad():
-            for k in range(self.cfg.ce_range_subnets):
+            for k in range(self.cfg.supernet.ce_range_subnets):
                 x, y = batches[k % len(batches)]
-                values.append(float(F.cross_entropy(self.search.forward(self.supernet, x, self._random_onehot(rng)), y)))
+                values.append(float(F.cross_entropy(self.space.supernet_logits(self.supernet, x, self._random_onehot(rng)), y)))
         restore_buffers(self.supernet, saved)
         self.ce_range.freeze(values)
 
     def _random_onehot(self, rng: np.random.Generator) -> torch.Tensor:
         """A uniformly random architecture as a flat one-hot (the warm-up's subnets)."""
-        space = self.search.space
+        space = self.space
         arch = space.from_indices([int(rng.integers(len(d.choices))) for d in space.decisions])
         return torch.as_tensor(space.encode([arch])[0])
 
@@ -305,19 +280,19 @@ class Trainer:
                 with torch.no_grad():
                     logits = self.hypernet(r, self.emb[t].reshape(1, -1))[0]
                 a = self.hypernet.flatten(self.sampler(logits, _gen(rng))).detach()
-            loss = F.cross_entropy(self.search.forward(self.supernet, x, a), y) / n
+            loss = F.cross_entropy(self.space.supernet_logits(self.supernet, x, a), y) / n
             loss.backward()
             total += float(loss.detach())
             if not warmup:
-                for _ in range(self.cfg.random_subnets or 0):  # keep every subnet trained, not only the chosen
-                    extra = F.cross_entropy(self.search.forward(self.supernet, x, self._random_onehot(rng)), y) / n
+                for _ in range(self.cfg.supernet.random_subnets or 0):  # keep every subnet trained, not only the chosen
+                    extra = F.cross_entropy(self.space.supernet_logits(self.supernet, x, self._random_onehot(rng)), y) / n
                     extra.backward()
         if self.ctx.world > 1:
             for prm in self.supernet.parameters():
                 if prm.grad is not None:
                     self.ctx.all_reduce_(prm.grad)
             self.ctx.all_reduce_(total)
-        torch.nn.utils.clip_grad_norm_(self.supernet.parameters(), self.cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self.supernet.parameters(), self.cfg.supernet.grad_clip)
         self.w_opt.step()
         return float(total)
 
@@ -325,7 +300,7 @@ class Trainer:
     def _batches(self, x: torch.Tensor, y: torch.Tensor, epoch: int, salt: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         gen = torch.Generator().manual_seed(int(_rng(self.cfg.seed, epoch, salt).integers(0, 2 ** 62)))
         perm = torch.randperm(len(x), generator=gen)
-        bs = self.cfg.batch_size
+        bs = self.cfg.supernet.batch_size
         return [(x[perm[s:s + bs]], y[perm[s:s + bs]]) for s in range(0, len(x) - bs + 1, bs)]
 
     def train(self, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
@@ -334,21 +309,21 @@ class Trainer:
         sched = None
         if self.supernet is not None:
             (xw, yw), (xa, ya), _ = self.images_split
-            steps = min(len(xw), len(xa)) // cfg.batch_size
+            steps = min(len(xw), len(xa)) // cfg.supernet.batch_size
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, T_max=max(1, cfg.epochs * steps),
-                                                               eta_min=cfg.w_lr_min)
+                                                               eta_min=cfg.supernet.lr_min)
         for epoch in range(cfg.epochs):
             t0 = time.perf_counter()
             self.sampler.set_progress(epoch / max(1, cfg.epochs - 1))
             losses, terms, gammas, w_losses = [], [], [], []
             if self.supernet is None:
-                for step in range(cfg.steps_per_epoch):
+                for step in range(cfg.benchmark.steps_per_epoch):
                     loss, term, gamma = self._h_step_benchmark(epoch, step)
                     losses.append(loss), terms.append(term), gammas.append(gamma.max())
             else:
                 self.supernet.train()
                 (xw, yw), (xa, ya), _ = self.images_split
-                warmup = epoch < (cfg.warmup_epochs or 0)
+                warmup = epoch < (cfg.supernet.warmup_epochs or 0)
                 if not warmup and not self.ce_range.frozen:
                     self._measure_ce_range(epoch)
                 for step, (wb, ab) in enumerate(zip(self._batches(xw, yw, epoch, 3), self._batches(xa, ya, epoch, 4))):
@@ -361,7 +336,7 @@ class Trainer:
                 for buf in self.supernet.buffers():
                     self.ctx.broadcast_(buf)
             row: dict[str, Any] = {"epoch": epoch + 1, "loss": None, "loss_per_device": {}, "terms": {},
-                                   "gamma_max": None, "h_lr": cfg.h_lr,
+                                   "gamma_max": None, "h_lr": cfg.hypernet.lr,
                                    "tau": float(getattr(self.sampler, "tau", 1.0))}
             if losses:
                 loss_arr, term_arr = np.stack(losses), np.stack(terms)
@@ -394,4 +369,4 @@ class Trainer:
         return self._split
 
 
-__all__ = ["FixedRange", "RangeTracker", "SearchDevice", "Trainer"]
+__all__ = ["FixedRange", "SearchDevice", "Trainer"]

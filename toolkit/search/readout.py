@@ -1,13 +1,14 @@
 """Read-out of a trained run for any device given its embedding: fronts and budget picks."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from modnas.toolkit.errors import BadInput
 from modnas.toolkit.pareto import greedy_hv_subset, nondominated_mask
-from modnas.toolkit.search.costs import as_cost_model
+from modnas.toolkit.results import DocList, JsonDoc
 from modnas.toolkit.search.preferences import preference_grid
 from modnas.toolkit.search.run import COST_OBJECTIVES, Run
 from modnas.toolkit.search.topk import TOPK_PREFERENCES, default_top_k, topk_candidates
@@ -22,6 +23,45 @@ OVERSAMPLE = 16
 PREDICTOR_SCALARISATION = "tchebycheff"
 
 
+@dataclass
+class FrontRow(JsonDoc):
+    """One architecture of a read-out front: the preference that produced it (None when a refinement
+    added it) and its predicted terms by objective (``error`` %, ``latency_ms``, ``energy_mj``, ...)."""
+
+    preference: list[float] | None
+    arch: str
+    predicted: dict[str, float]
+
+
+@dataclass
+class Front(DocList):
+    """``modnas pareto``: the read-out front for a device, sorted by its first cost."""
+
+    rows: list[FrontRow]
+
+    @classmethod
+    def of(cls, rows: list[dict[str, Any]]) -> "Front":
+        """The typed front of :func:`pareto`'s rows."""
+        return cls([FrontRow(r["preference"], r["arch"], r["predicted"]) for r in rows])
+
+
+@dataclass
+class Selection(JsonDoc):
+    """``modnas select``: the most accurate architecture predicted to meet ``budget_ms`` with ``margin``."""
+
+    arch: str
+    predicted: dict[str, float]
+    margin: float
+    margin_ms: float
+    budget_ms: float
+    preference: list[float] | None
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> "Selection":
+        """The typed pick of :func:`select`'s reply."""
+        return cls(doc["arch"], doc["predicted"], doc["margin"], doc["margin_ms"], doc["budget_ms"], doc["preference"])
+
+
 def _devices_terms(run: Run, costs: dict[str, Any], archs: list[str]) -> dict[str, np.ndarray]:
     out = {"error": run.predict_error(archs)}
     for obj in run.objectives[1:]:
@@ -32,9 +72,9 @@ def _devices_terms(run: Run, costs: dict[str, Any], archs: list[str]) -> dict[st
 
 
 def _costs_for(run: Run, device_cost: Any, energy_cost: Any = None, require_all: bool = True) -> dict[str, Any]:
-    costs = {"latency": as_cost_model(device_cost)} if device_cost is not None else {}
+    costs = {"latency": device_cost} if device_cost is not None else {}
     if energy_cost is not None:
-        costs["energy"] = as_cost_model(energy_cost)
+        costs["energy"] = energy_cost
     missing = [o for o in run.objectives[1:] if o not in costs] if require_all else []
     if missing:
         raise BadInput(f"the run optimises {', '.join(missing)}: give a cost model for it")
@@ -68,10 +108,10 @@ def _normalised(run: Run, costs: dict[str, Any], terms: dict[str, np.ndarray]) -
     keys = list(terms)
     f = np.stack([terms[k] for k in keys], axis=1)
     lo, hi = f.min(axis=0), f.max(axis=0)
-    if run.surrogate is not None and run.config.space == "nb201":
+    if run.surrogate is not None and run.space.enumerable:
         from modnas.toolkit.search.loop import error_range
 
-        e_lo, e_hi = error_range(run.surrogate, 1.0)
+        e_lo, e_hi = error_range(run.surrogate, 1.0, run.space)
         lo[0], hi[0] = min(lo[0], e_lo), max(hi[0], e_hi)
     by_key = {COST_OBJECTIVES[o]: o for o in costs} if hasattr(run.space, "all_archs") else {}
     for j, k in enumerate(keys[1:], start=1):
@@ -136,10 +176,10 @@ def predictor_candidates(run: Run, costs: dict[str, Any], embedding: np.ndarray,
     terms = _devices_terms(run, costs, archs)
     f = np.stack(list(terms.values()), axis=1)
     lo = f.min(axis=0)
-    hi = np.array([np.quantile(f[:, 0], run.config.error_quantile)] + list(f[:, 1:].max(axis=0)))
+    hi = np.array([np.quantile(f[:, 0], run.config.benchmark.error_quantile)] + list(f[:, 1:].max(axis=0)))
     objs = (f - lo) / np.where(hi > lo, hi - lo, 1.0)
-    cfg = run.config
-    best = minimisers(objs, prefs, scalarisation, cfg.smooth_mu, cfg.ideal_point)
+    sc = run.config.scalarisation
+    best = minimisers(objs, prefs, scalarisation, sc.smooth_mu, sc.ideal_point)
     first: dict[int, int] = {}
     for j, i in enumerate(best):
         first.setdefault(int(i), j)
@@ -227,11 +267,7 @@ def resolve_margin(device_cost: Any, margin: float | None) -> float:
         if margin < 0:
             raise BadInput("margin must be non-negative")
         return float(margin)
-    model = as_cost_model(device_cost)
-    value = getattr(model, "margin", None)
-    if callable(value):
-        value = value()
-    return float(value) if value is not None else DEFAULT_MARGIN
+    return float(device_cost.margin()) if device_cost is not None else DEFAULT_MARGIN
 
 
 def select(run: Run, device_cost: Any, budget_ms: float, margin: float | None = None,
@@ -246,10 +282,10 @@ def select(run: Run, device_cost: Any, budget_ms: float, margin: float | None = 
     ``refine_rounds`` (default 2 with an accuracy surrogate, 0 in supernet mode, where each error
     costs a supernet evaluation) adds one-edit neighbours of the candidates' predicted front."""
     if not budget_ms > 0:
-        raise BadInput(f"budget must be a positive number of ms, got {budget_ms}")
+        raise BadInput(f"`budget_ms` must be a positive number of ms, got {budget_ms}", param="budget_ms")
     if "latency" not in run.objectives:
         raise BadInput("this run does not optimise latency; select needs a latency objective")
-    model = as_cost_model(device_cost)
+    model = device_cost
     m = resolve_margin(model, margin)
     costs = _costs_for(run, model, energy_cost, require_all=False)
     archs_a, prefs_a = candidates(run, model.embedding, preferences)
@@ -279,5 +315,6 @@ def select(run: Run, device_cost: Any, budget_ms: float, margin: float | None = 
             "preference": ([float(v) for v in pool[archs[best]]] if archs[best] in pool else None)}
 
 
-__all__ = ["DEFAULT_MARGIN", "OVERSAMPLE", "PREDICTOR_SCALARISATION", "candidates", "neighbours", "pareto", "predictor_candidates",
+__all__ = ["DEFAULT_MARGIN", "OVERSAMPLE", "PREDICTOR_SCALARISATION", "Front", "FrontRow", "Selection", "candidates",
+           "neighbours", "pareto", "predictor_candidates",
            "preference_grid", "refine", "resolve_margin", "select", "spread", "spread_candidates"]

@@ -18,70 +18,168 @@ from modnas.toolkit.errors import BadInput
 COST_OBJECTIVES = {"latency": "latency_ms", "energy": "energy_mj"}
 
 
+class _Section(BaseModel):
+    """One part of a run's configuration; an unknown field is refused. A section given as an instance
+    is validated into a copy, so filling a run's defaults never changes the caller's."""
+
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always")
+
+
+class BenchmarkConfig(_Section):
+    """Benchmark mode: the error comes from an accuracy surrogate fitted on a benchmark table."""
+
+    # the benchmark task (nb201: cifar10 | cifar100 | imagenet16-120) whose accuracy column is searched;
+    # filled from accuracy_column when not given (runs saved before it: cifar10)
+    task: str | None = None
+    accuracy_column: str | None = None  # benchmark mode: default, the column of the space's first task
+    # the error term is min-max scaled between the smallest predicted error and this quantile of the
+    # predicted errors over the space (the maximum is chance level, 90 %, which would squeeze every
+    # useful architecture into a sliver of the scale)
+    error_quantile: float = Field(0.9, gt=0.0, le=1.0)
+    surrogate_dir: str | None = None     # a fitted accuracy surrogate; default: the shipped one
+    steps_per_epoch: int = Field(50, ge=1)
+    prefs_per_step: int = Field(16, ge=1)       # preferences per device per step
+    # weight of the hypernetwork's mean per-decision entropy subtracted from its loss, annealed
+    # linearly to 0 at the last epoch, so the distribution stays informative while it trains
+    entropy_bonus: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class SupernetConfig(_Section):
+    """Supernet mode: the error comes from a weight-sharing supernet trained on images."""
+
+    image_dir: str | None = None         # the images when data_dir holds the tables
+    max_images: int | None = Field(None, ge=10)
+    batch_size: int = Field(64, ge=2)
+    # the first epochs train the supernet's weights on uniformly random subnets only (no hypernetwork
+    # steps), so the hypernetwork later compares subnets that all had training
+    # (None: the space's default share of the epochs, its warmup_share)
+    warmup_epochs: int | None = Field(None, ge=0)
+    prefs_per_step: int = Field(1, ge=1)        # preferences per device per hypernetwork step
+    # extra uniformly random subnets per weight step (None: the space's default)
+    random_subnets: int | None = Field(None, ge=0)
+    # random subnets whose cross-entropy fixes the error term's scale (measured once, when the
+    # hypernetwork starts training, then frozen)
+    ce_range_subnets: int = Field(8, ge=2)
+    lr: float = Field(0.025, gt=0.0)            # SGD on the weights, cosine-annealed to lr_min
+    lr_min: float = Field(0.001, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0)
+    weight_decay: float = Field(3e-4, ge=0.0)
+    grad_clip: float = Field(5.0, gt=0.0)
+    channels: int = Field(16, ge=1)             # nb201 supernet
+    cells: int = Field(5, ge=1)                 # nb201 supernet
+
+
+class HypernetConfig(_Section):
+    """The hypernetwork (preference, device embedding) -> architecture logits, and its optimiser."""
+
+    kind: str = "mlp"                    # modnas.toolkit.search.hypernet.HYPERNETS
+    kwargs: dict[str, int | float] = Field(default_factory=lambda: {"hidden": 64})
+    sampler: Literal["reinmax", "gdas"] = "reinmax"
+    # 3e-2 (was 1e-2): benchmark mode's 20-epoch read-out on held-out devices rose from HV/exhaustive
+    # 0.958 to 0.972 (benchmarks/scalarisation_eval.py); ofa_mbv3's shipped run sets its own
+    lr: float = Field(3e-2, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+
+    @field_validator("kind")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from modnas.toolkit.search.hypernet import HYPERNETS
+
+        if v not in HYPERNETS:
+            raise BadInput(f"unknown hypernetwork {v!r}; known: {', '.join(sorted(HYPERNETS))}")
+        return v
+
+
+class ScalarisationConfig(_Section):
+    """How the losses combine: the normalised objectives under a preference r (``kind``, see
+    modnas.toolkit.search.scalarise), then the devices' gradients by MGD."""
+
+    # runs saved before this field existed trained with the weighted sum. The weighted sum is the
+    # default because it measured best through the hypernetwork's read-out
+    # (benchmarks/scalarisation_eval.py), though Tchebycheff's exact minimisers reach further
+    kind: Literal["weighted_sum", "tchebycheff", "smooth_tchebycheff"] = "weighted_sum"
+    smooth_mu: float = Field(0.02, gt=0.0)     # smooth Tchebycheff's temperature
+    ideal_point: float = Field(-0.01, le=0.0)  # the fixed ideal point z of every normalised objective
+    mgd_max_iter: int = Field(250, ge=0)
+    mgd_tol: float = Field(1e-5, ge=0.0)
+
+
+SECTIONS: dict[str, type[_Section]] = {"benchmark": BenchmarkConfig, "supernet": SupernetConfig,
+                                       "hypernet": HypernetConfig, "scalarisation": ScalarisationConfig}
+
+# The flat form (runs saved before the sections; keyword overrides of run_search and the command line):
+# each old field name -> (section, field). ``hypernet`` and ``scalarisation`` name their section too:
+# given a mapping (or a section) they are the section, given a value they are the old field.
+FLAT_FIELDS: dict[str, tuple[str, str]] = {
+    "task": ("benchmark", "task"), "accuracy_column": ("benchmark", "accuracy_column"),
+    "error_quantile": ("benchmark", "error_quantile"), "surrogate_dir": ("benchmark", "surrogate_dir"),
+    "steps_per_epoch": ("benchmark", "steps_per_epoch"), "prefs_per_step": ("benchmark", "prefs_per_step"),
+    "entropy_bonus": ("benchmark", "entropy_bonus"),
+    "image_dir": ("supernet", "image_dir"), "max_images": ("supernet", "max_images"),
+    "batch_size": ("supernet", "batch_size"), "warmup_epochs": ("supernet", "warmup_epochs"),
+    "supernet_prefs": ("supernet", "prefs_per_step"), "random_subnets": ("supernet", "random_subnets"),
+    "ce_range_subnets": ("supernet", "ce_range_subnets"), "w_lr": ("supernet", "lr"),
+    "w_lr_min": ("supernet", "lr_min"), "w_momentum": ("supernet", "momentum"),
+    "w_weight_decay": ("supernet", "weight_decay"), "grad_clip": ("supernet", "grad_clip"),
+    "channels": ("supernet", "channels"), "cells": ("supernet", "cells"),
+    "hypernet": ("hypernet", "kind"), "hypernet_kwargs": ("hypernet", "kwargs"),
+    "sampler": ("hypernet", "sampler"), "h_lr": ("hypernet", "lr"), "h_weight_decay": ("hypernet", "weight_decay"),
+    "scalarisation": ("scalarisation", "kind"), "smooth_mu": ("scalarisation", "smooth_mu"),
+    "ideal_point": ("scalarisation", "ideal_point"), "mgd_max_iter": ("scalarisation", "mgd_max_iter"),
+    "mgd_tol": ("scalarisation", "mgd_tol"),
+}
+
+
+def lift_flat(data: dict[str, Any]) -> dict[str, Any]:
+    """The nested form of a configuration that may hold flat fields: each flat field moves into its
+    section, merged with what the section already holds (the same field given both ways is refused)."""
+    out = dict(data)
+    lifted: dict[str, dict[str, Any]] = {}
+    for old, (section, name) in FLAT_FIELDS.items():
+        if old not in out or (old in SECTIONS and isinstance(out[old], (dict, BaseModel))):
+            continue
+        lifted.setdefault(section, {})[name] = out.pop(old)
+    for section, values in lifted.items():
+        given = out.get(section)
+        if isinstance(given, BaseModel):
+            given = given.model_dump(exclude_unset=True)
+        if given is not None and not isinstance(given, dict):
+            continue  # not a section: validation names it
+        given = dict(given or {})
+        for name, value in values.items():
+            if name in given and given[name] != value:
+                old = next(k for k, v in FLAT_FIELDS.items() if v == (section, name))
+                raise BadInput(f"{section}.{name} is given twice: as {old!r} and in the {section} section")
+            given[name] = value
+        out[section] = given
+    return out
+
+
 class SearchConfig(BaseModel):
-    """Everything that determines a search run; stored in the run's config.json."""
+    """Everything that determines a search run; stored in the run's config.json. The run's identity is
+    flat; what configures one part of the search is its section. The flat form of runs saved before
+    the sections (and flat keyword overrides) is accepted: see ``FLAT_FIELDS``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    space: Literal["nb201", "ofa_mbv3"] = "nb201"
+    space: str = "nb201"  # a registered space (modnas.toolkit.spaces)
     objectives: list[str] = Field(default_factory=lambda: ["error", "latency"])
     accuracy: Literal["benchmark", "supernet"] = "benchmark"
     data_dir: str | None = None          # tables (benchmark) or images / "digits" (supernet)
-    image_dir: str | None = None         # supernet mode: images when data_dir holds the tables
-    accuracy_column: str = "cifar10_test_200ep"
-    # benchmark mode on nb201: the benchmark task (cifar10 | cifar100 | imagenet16-120) whose accuracy
-    # column is searched; filled from accuracy_column when not given (runs saved before it: cifar10)
-    task: Literal["cifar10", "cifar100", "imagenet16-120"] | None = None
-    # benchmark mode: the error term is min-max scaled between the smallest predicted error and this
-    # quantile of the predicted errors over the space (the maximum is chance level, 90 %, which would
-    # squeeze every useful architecture into a sliver of the scale)
-    error_quantile: float = Field(0.9, gt=0.0, le=1.0)
-    surrogate_dir: str | None = None     # a fitted accuracy surrogate; default: the shipped one
     epochs: int = Field(20, ge=1)
-    # supernet mode: the first epochs train the supernet's weights on uniformly random subnets only
-    # (no hypernetwork steps), so the hypernetwork later compares subnets that all had training
-    # (None: the space's default share of the epochs, see modnas.toolkit.search.supernets)
-    warmup_epochs: int | None = Field(None, ge=0)
-    supernet_prefs: int = Field(1, ge=1)        # supernet mode: preferences per device per hypernetwork step
-    # supernet mode: extra uniformly random subnets per weight step (None: the space's default)
-    random_subnets: int | None = Field(None, ge=0)
-    steps_per_epoch: int = Field(50, ge=1)      # benchmark mode
-    prefs_per_step: int = Field(16, ge=1)       # preferences per device per step (benchmark mode)
-    # benchmark mode: weight of the hypernetwork's mean per-decision entropy subtracted from its loss,
-    # annealed linearly to 0 at the last epoch, so the distribution stays informative while it trains
-    entropy_bonus: float = Field(0.0, ge=0.0, le=1.0)
-    batch_size: int = Field(64, ge=2)
-    max_images: int | None = Field(None, ge=10)
     seed: int = 0
-    sampler: Literal["reinmax", "gdas"] = "reinmax"
-    hypernet: str = "mlp"
-    hypernet_kwargs: dict[str, int | float] = Field(default_factory=lambda: {"hidden": 64})
-    # 3e-2 (was 1e-2): benchmark mode's 20-epoch read-out on held-out devices rose from HV/exhaustive
-    # 0.958 to 0.972 (benchmarks/scalarisation_eval.py); ofa_mbv3's shipped run sets its own
-    h_lr: float = 3e-2
-    h_weight_decay: float = 0.0
-    w_lr: float = 0.025
-    w_lr_min: float = 0.001
-    w_momentum: float = 0.9
-    w_weight_decay: float = 3e-4
-    grad_clip: float = 5.0
-    channels: int = 16                   # nb201 supernet
-    cells: int = 5                       # nb201 supernet
-    mgd_max_iter: int = 250
-    mgd_tol: float = 1e-5
-    # how the hypernetwork's loss combines the normalised objectives under a preference r
-    # (modnas.toolkit.search.scalarise); runs saved before this field existed trained with the weighted sum.
-    # The weighted sum is the default because it measured best through the hypernetwork's read-out
-    # (benchmarks/scalarisation_eval.py), though Tchebycheff's exact minimisers reach further
-    scalarisation: Literal["weighted_sum", "tchebycheff", "smooth_tchebycheff"] = "weighted_sum"
-    smooth_mu: float = Field(0.02, gt=0.0)     # smooth Tchebycheff's temperature
-    ideal_point: float = Field(-0.01, le=0.0)  # the fixed ideal point z of every normalised objective
-    # supernet mode: random subnets whose cross-entropy fixes the error term's scale (measured once,
-    # when the hypernetwork starts training, then frozen)
-    ce_range_subnets: int = Field(8, ge=2)
     devices: list[str] = Field(default_factory=list)
     cost_source: str = "DeviceCost"
     note: str = ""
+    benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
+    supernet: SupernetConfig = Field(default_factory=SupernetConfig)
+    hypernet: HypernetConfig = Field(default_factory=HypernetConfig)
+    scalarisation: ScalarisationConfig = Field(default_factory=ScalarisationConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lift_flat(cls, data: Any) -> Any:
+        return lift_flat(data) if isinstance(data, dict) else data
 
     @field_validator("objectives")
     @classmethod
@@ -98,36 +196,40 @@ class SearchConfig(BaseModel):
     @model_validator(mode="after")
     def _space_defaults(self) -> "SearchConfig":
         """Refuse benchmark mode where the space has no accuracy table; fill the space's defaults."""
-        from modnas.toolkit.search.supernets import search_space
+        from modnas.toolkit.spaces import get_space
 
-        support = search_space(self.space)
+        support = get_space(self.space)
         if self.accuracy == "benchmark" and not support.benchmark_accuracy:
-            raise BadInput(f"no accuracy table for the {self.space} space: search it with --accuracy supernet "
-                           "on your images (--images DIR, or 'digits')")
-        if self.accuracy == "benchmark" and self.space == "nb201":
-            self._reconcile_task()
-        if self.warmup_epochs is None:
-            self.warmup_epochs = int(support.warmup_share * self.epochs)
-        if self.random_subnets is None:
-            self.random_subnets = support.random_subnets
+            raise BadInput(f"no accuracy table for the {self.space} space: search it with `accuracy` supernet "
+                           "on your images (`image_dir` DIR, or 'digits')", param=("accuracy", "image_dir"))
+        if self.benchmark.task is not None:
+            support.task_column(self.benchmark.task)  # a task the space does not have is bad input naming its tasks
+            if self.accuracy != "benchmark":
+                raise BadInput(f"task {self.benchmark.task!r} is a benchmark task: it needs the benchmark accuracy")
+        if self.accuracy == "benchmark":
+            self._reconcile_task(support)
+        if self.supernet.warmup_epochs is None:
+            self.supernet.warmup_epochs = int(support.warmup_share * self.epochs)
+        if self.supernet.random_subnets is None:
+            self.supernet.random_subnets = support.random_subnets
         return self
 
-    def _reconcile_task(self) -> None:
+    def _reconcile_task(self, space: Any) -> None:
         """``task`` picks the accuracy column unless the column is given; both given must agree."""
-        from modnas.toolkit.data.tasks import task_column, task_of_column
-
-        if self.task is None:
-            self.task = task_of_column(self.accuracy_column)  # type: ignore[assignment]
-        elif "accuracy_column" not in self.model_fields_set:
-            self.accuracy_column = task_column(self.task)
-        elif task_of_column(self.accuracy_column) != self.task:
-            raise BadInput(f"accuracy_column {self.accuracy_column!r} is not a column of the {self.task} task")
+        bench = self.benchmark
+        if bench.accuracy_column is None:
+            bench.task = bench.task or space.tasks[0]
+            bench.accuracy_column = space.task_column(bench.task)
+        elif bench.task is None:
+            bench.task = space.task_of_column(bench.accuracy_column)
+        elif space.task_of_column(bench.accuracy_column) != bench.task:
+            raise BadInput(f"accuracy_column {bench.accuracy_column!r} is not a column of the {bench.task} task")
 
 
 def image_source(cfg: SearchConfig) -> str:
-    """Where supernet mode reads images: ``image_dir``, else ``data_dir``, else the digits."""
-    if cfg.image_dir:
-        return cfg.image_dir
+    """Where supernet mode reads images: ``supernet.image_dir``, else ``data_dir``, else the digits."""
+    if cfg.supernet.image_dir:
+        return cfg.supernet.image_dir
     if cfg.data_dir and (Path(cfg.data_dir) / "combined" / "nb201_wide.csv.gz").exists():
         raise BadInput("supernet mode needs images: data_dir holds the benchmark tables; set image_dir "
                        "(an .npz, an ImageFolder, a CIFAR-10 folder or 'digits')")
@@ -135,36 +237,26 @@ def image_source(cfg: SearchConfig) -> str:
 
 
 def make_config(data: dict[str, Any]) -> SearchConfig:
-    """Validate a run configuration; a bad field is a one-line ``BadInput`` naming it."""
+    """Validate a run configuration, nested or flat (see ``FLAT_FIELDS``); a bad or unknown field is a
+    one-line ``BadInput`` naming it (``search config supernet.lr: ...``)."""
     from pydantic import ValidationError
 
     try:
         return SearchConfig.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ())) or "config"
+        where = ".".join(str(p) for p in err.get("loc", ()))
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        raise BadInput(f"search config {where}: {msg}") from None
-
-
-SHIPPED_RUNS = {"nb201": "default", "ofa_mbv3": "ofa_mbv3"}
-# nb201 benchmark tasks -> the shipped run searched on that task's accuracy (cifar10's is "default")
-SHIPPED_TASK_RUNS = {"cifar10": "default", "cifar100": "nb201_cifar100", "imagenet16-120": "nb201_imagenet16-120"}
+        params = getattr((err.get("ctx") or {}).get("error"), "params", ())  # those a BadInput raised inside named
+        raise BadInput(f"search config {where}: {msg}" if where else f"search config: {msg}", param=params) from None
 
 
 def default_run_path(space: str = "nb201", task: str | None = None) -> Path:
-    """The run shipped with the package for a space, or for an nb201 benchmark ``task`` (used when no
-    ``--run`` is given)."""
-    if task is not None:
-        from modnas.toolkit.data.tasks import task_column
+    """The run shipped with the package for a space, or for one of its benchmark ``task``s (used when
+    no run is named)."""
+    from modnas.toolkit.spaces import get_space
 
-        task_column(task)  # an unknown task is bad input naming the known ones
-        if space != "nb201":
-            raise BadInput(f"--task names an NB201 benchmark task; the {space} space has no benchmark tasks")
-        return Path(str(resources.files("modnas.toolkit") / "assets" / "runs" / SHIPPED_TASK_RUNS[task]))
-    if space not in SHIPPED_RUNS:
-        raise BadInput(f"no search run is shipped for the {space} space; give --run RUN")
-    return Path(str(resources.files("modnas.toolkit") / "assets" / "runs" / SHIPPED_RUNS[space]))
+    return get_space(space).shipped_run(task)
 
 
 def shipped_surrogate_dir() -> Path:
@@ -192,10 +284,13 @@ class Run:
         self.path = path
         self.meta = meta
         saved = dict(meta["config"])
-        saved.setdefault("scalarisation", "weighted_sum")   # what runs saved before the field used
-        self.config = SearchConfig.model_validate(saved)
+        saved.setdefault("scalarisation", "weighted_sum")   # what runs saved before the field used (flat form)
+        try:
+            self.config = make_config(saved)
+        except BadInput as err:
+            raise BadInput(f"run {path}: {err}") from None
         self.objectives: list[str] = list(self.config.objectives)
-        self.hypernet = build_hypernet(self.config.hypernet, **meta["hypernet_args"])
+        self.hypernet = build_hypernet(self.config.hypernet.kind, **meta["hypernet_args"])
         self.hypernet.load_state_dict(_load_tensors(path / "hypernet.safetensors"), strict=True)
         self.hypernet.eval()
         self._surrogate: Any = None
@@ -241,9 +336,8 @@ class Run:
     @property
     def supernet(self) -> Any:
         if self._supernet is None and (self.path / "supernet.safetensors").exists():
-            from modnas.toolkit.search.supernets import search_space
 
-            self._supernet = search_space(self.config.space).load_supernet(self.meta["supernet_args"])
+            self._supernet = self.space.load_supernet(self.meta["supernet_args"])
             self._supernet.load_state_dict(_load_tensors(self.path / "supernet.safetensors"), strict=True)
             self._supernet.eval()
         return self._supernet
@@ -259,16 +353,16 @@ class Run:
                 return self.surrogate.error(x).numpy().astype(np.float64)
         if self.supernet is None:
             raise BadInput(f"run {self.path} has neither an accuracy surrogate nor supernet weights")
-        from modnas.toolkit.search.supernets import bn_state, encode_one, restore_buffers, search_space
+        from modnas.toolkit.search.layout import bn_state, encode_one, restore_buffers
 
         if self._val is None:
             from modnas.toolkit.data.datasets import load_images, split_three
 
-            data = load_images(image_source(self.config), max_images=self.config.max_images,
+            data = load_images(image_source(self.config), max_images=self.config.supernet.max_images,
                                seed=self.config.seed)
             train, _, self._val = split_three(data, self.config.seed)
             self._bn_images = train[0][:256]
-        support = search_space(self.config.space)
+        support = self.space
         saved = bn_state(self.supernet)
         out = []
         x_val, y_val = self._val
@@ -280,7 +374,7 @@ class Run:
                         support.prepare_eval(self.supernet, self._bn_images, onehot)
                         wrong = 0
                         for s in range(0, len(x_val), 256):
-                            pred = support.forward(self.supernet, x_val[s:s + 256], onehot).argmax(dim=1)
+                            pred = support.supernet_logits(self.supernet, x_val[s:s + 256], onehot).argmax(dim=1)
                             wrong += int((pred != y_val[s:s + 256]).sum())
                     self._error_cache[arch] = 100.0 * wrong / max(len(x_val), 1)
                 out.append(self._error_cache[arch])
@@ -293,9 +387,7 @@ class Run:
         """The standalone network of ``arch`` with the supernet's weights; None without a supernet."""
         if self.supernet is None:
             return None
-        from modnas.toolkit.search.supernets import search_space
-
-        return search_space(self.config.space).subnet(self.supernet, self.space.canonical(arch))
+        return self.space.subnet(self.supernet, self.space.canonical(arch))
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -328,7 +420,7 @@ def load_run(path: str | Path | None = None, space: str | None = None, task: str
     p = Path(path) if path is not None else default_run_path(space or "nb201", task)
     cfg = p / "config.json"
     if path is None and task is not None and not cfg.exists():
-        raise BadInput(f"no run is shipped for the {task} task in this installation; give --run RUN")
+        raise BadInput(f"no run is shipped for the {task} task in this installation; give `run` RUN", param="run")
     if not cfg.exists():
         raise BadInput(f"not a search run: {p} has no config.json")
     if not (p / "hypernet.safetensors").exists():
@@ -340,13 +432,16 @@ def load_run(path: str | Path | None = None, space: str | None = None, task: str
     run = Run(p, meta)
     if space is not None and run.config.space != space:
         raise BadInput(f"run {p} searched the {run.config.space} space, not {space}")
-    if task is not None and run.config.task != task:
-        raise BadInput(f"run {p} searched the {run.config.task or run.config.accuracy_column} task, not {task}")
+    if task is not None and run.config.benchmark.task != task:
+        bench = run.config.benchmark
+        raise BadInput(f"run {p} searched the {bench.task or bench.accuracy_column} task, not {task}")
     return run
 
 
-__all__ = ["COST_OBJECTIVES", "Run", "SearchConfig", "append_metrics", "default_run_path", "load_run",
-           "extract_subnet_weights", "run_subnet", "image_source", "make_config", "read_metrics", "save_tensors", "shipped_surrogate_dir"]
+__all__ = ["BenchmarkConfig", "COST_OBJECTIVES", "FLAT_FIELDS", "HypernetConfig", "Run", "SECTIONS",
+           "ScalarisationConfig", "SearchConfig", "SupernetConfig", "append_metrics", "default_run_path",
+           "extract_subnet_weights", "image_source", "lift_flat", "load_run", "make_config", "read_metrics",
+           "run_subnet", "save_tensors", "shipped_surrogate_dir"]
 
 
 def check_run_dir(run: str | None) -> None:
@@ -355,7 +450,7 @@ def check_run_dir(run: str | None) -> None:
         return
     path = Path(os.path.expanduser(run))
     if not path.is_dir():
-        raise BadInput(f"--run {run!r}: not a directory")
+        raise BadInput(f"`run` {run!r}: not a directory", param="run")
     cfg = path / "config.json"
     if cfg.is_file():
         try:

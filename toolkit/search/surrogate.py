@@ -38,10 +38,6 @@ class AccuracySurrogate(nn.Module):
         """Predicted error (100 - accuracy), percent."""
         return 100.0 - self.forward(onehot)
 
-    def error_minmax(self) -> tuple[float, float]:
-        """Error range over the space (from the accuracy range seen by the fitted model)."""
-        return 100.0 - float(self.acc_max), 100.0 - float(self.acc_min)
-
 
 def fit_surrogate(onehot: np.ndarray, accuracy: np.ndarray, seed: int = 0, epochs: int = 300,
                   hidden: int = 256, depth: int = 3, batch: int = 512, lr: float = 2e-3) -> tuple[AccuracySurrogate, dict[str, Any]]:
@@ -103,14 +99,14 @@ def load_surrogate(directory: str | Path) -> AccuracySurrogate:
 
 
 def build_surrogate(data_dir: str | Path, out_dir: str | Path, column: str = "cifar10_test_200ep",
-                    seed: int = 0, epochs: int = 300) -> dict[str, Any]:
+                    seed: int = 0, epochs: int = 300, space: str = "nb201") -> dict[str, Any]:
     """Fit on the accuracy table and write the surrogate files; returns the fit statistics."""
     from modnas.toolkit.search.costs import load_accuracy_column
     from modnas.toolkit.spaces import get_space
 
-    space = get_space("nb201")
-    acc = load_accuracy_column(data_dir, column)
-    model, stats = fit_surrogate(space.encode(space.all_archs()), acc, seed=seed, epochs=epochs)
+    sp = get_space(space)
+    acc = load_accuracy_column(data_dir, column, space)
+    model, stats = fit_surrogate(sp.encode(sp.all_archs()), acc, seed=seed, epochs=epochs)
     save_surrogate(model, out_dir, {"column": column, "fit": stats,
                                     "rebuild": f"modnas.toolkit.search.surrogate.build_surrogate(DATA, OUT, {column!r}, seed={seed}, epochs={epochs})"})
     return stats

@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -14,20 +15,92 @@ from modnas.toolkit.errors import BadInput, BoardError
 from modnas.toolkit.prediction.device_cost import device_cost
 from modnas.toolkit.prediction.device_model import choose_extras
 from modnas.toolkit.prediction.device_state import refresh_embedding
+from modnas.toolkit.results import JsonDoc, omitted
 from modnas.toolkit.spaces import Space, get_space
 from modnas.toolkit.store import Store
-from modnas.toolkit.workflow.profiling import fingerprint_device, latency_row, profile_device, resolve_archs
+from modnas.toolkit.workflow.profiling import (Failure, MeasuredRow, fingerprint_device, latency_row, profile_device,
+                                               resolve_archs)
+
+if TYPE_CHECKING:
+    from modnas.toolkit.search.readout import Front
+    from modnas.toolkit.workflow.exporting import ExportReport
+    from modnas.toolkit.workflow.verify import MeasuredLatency, VerifiedSelection
 
 BUDGET_PERCENTILES = (25, 50, 75)
 READOUT_PREFERENCES = 24
 QUICKSTART_EXTRA = 20  # architectures measured beside the references, chosen by the device model (onboard --extra)
 
 
-def _stored_rows(store: Store, cfg: DeviceConfig, space: Space, archs: list[str], runtime: str) -> dict[str, dict]:
+@dataclass
+class OnboardResult(JsonDoc):
+    """``modnas onboard``: the board's fingerprint, its reference rows, the extras chosen and measured, and
+    the device model fitted to all of its measurements (``calibration``, ``fit``)."""
+
+    device: str
+    fingerprint: dict[str, Any]
+    references: list[MeasuredRow]
+    extra: int
+    extra_archs: list[str]
+    failed: list[Failure]
+    calibration: dict[str, Any]  # the stored device model: slope, intercept, residuals, fit, ...
+    fit: dict[str, Any]  # {"measurements", "loo_mdape", "loo_within_10pct", "parts", ...}; {} without a predictor
+    embedding: list[float] | None
+
+
+@dataclass
+class ValidationRow(JsonDoc):
+    """One validated architecture: predicted and measured latency (ms, the median of its rounds)."""
+
+    arch: str
+    predicted: float
+    measured: float
+    error: float  # the run's predicted error (%)
+    rounds: list[float]  # the median of each round (ms)
+    replayed: bool | None = omitted()
+
+
+@dataclass
+class BudgetCheck(JsonDoc):
+    """At a measured-latency percentile: the pick among the validated architectures, and whether it fits."""
+
+    percentile: int
+    budget_ms: float
+    arch: str
+    predicted_ms: float
+    measured_ms: float
+    meets: bool
+
+
+@dataclass
+class ValidationResult(JsonDoc):
+    """``modnas validate``: predicted against measured on the board, beside the board's repeatability."""
+
+    device: str
+    spearman: float
+    kendall: float
+    mape: float  # percent
+    within_10pct: float  # a fraction
+    n: int
+    measured_as: str
+    rounds: int
+    repeatability: dict[str, Any]  # modnas.toolkit.workflow.report.repeatability
+    repeatability_mape: float | None
+    mape_to_repeatability: float | None
+    rows: list[ValidationRow]
+    failed: list[Failure]
+    margin: float
+    budgets: list[BudgetCheck]
+    plot: str = ""
+    front_plot: str = ""
+    report: str = ""
+
+
+def _stored_rows(store: Store, cfg: DeviceConfig, space: Space, archs: list[str],
+                 runtime: str) -> dict[str, MeasuredRow]:
     """The newest stored result of each architecture as a ``profile`` row."""
     energy = {r["arch"]: r["summary"] for r in store.measurement_rows(cfg.name, space.name, "energy")
               if r["runtime"] == runtime}
-    rows: dict[str, dict] = {}
+    rows: dict[str, MeasuredRow] = {}
     for r in store.measurement_rows(cfg.name, space.name, "latency"):
         if r["arch"] in archs and r["runtime"] == runtime and r["summary"]:
             rows[r["arch"]] = latency_row(r["arch"], r["summary"], energy.get(r["arch"]))
@@ -35,11 +108,11 @@ def _stored_rows(store: Store, cfg: DeviceConfig, space: Space, archs: list[str]
 
 
 def onboard(cfg: DeviceConfig, store: Store, space: Space, extra: int = 0, seed: int = 0,
-            quiet: bool = False) -> dict[str, Any]:
+            quiet: bool = False) -> OnboardResult:
     """Doctor, profile the references, then ``extra`` architectures chosen with the device model so far
     (modnas.toolkit.prediction.device_model.choose_extras), and fit the device model to all of them."""
     if extra < 0:
-        raise BadInput(f"--extra must not be negative, got {extra}")
+        raise BadInput(f"`extra` must not be negative, got {extra}", param="extra")
     fingerprint, probe = fingerprint_device(cfg, store, runtimes=[cfg.runtime])
     runtime = cfg.runtime
     if not probe.get("runtimes", {}).get(runtime, {}).get("available", True):
@@ -48,24 +121,23 @@ def onboard(cfg: DeviceConfig, store: Store, space: Space, extra: int = 0, seed:
 
     refs = space.reference_archs()
     result = profile_device(cfg, store, space, refs, quiet=quiet)  # phase 1: the references
-    failed_refs = [f for f in result["failed"] if f["arch"] in refs]
+    failed_refs = [f for f in result.failed if f.arch in refs]
     if failed_refs:
         raise BoardError(f"board {cfg.name}: {len(failed_refs)} reference architecture(s) failed, first: "
-                         f"{failed_refs[0]['error']}")
+                         f"{failed_refs[0].error}")
     calibration = refresh_embedding(store, cfg.name, space, "latency")
     extras: list[str] = []
-    failed = list(result["failed"])
+    failed = list(result.failed)
     if extra:  # phase 2: where they cut the error that matters, chosen with the device model so far
         extras = extras_for(store, cfg.name, space, extra, seed)
-        failed += profile_device(cfg, store, space, extras, quiet=quiet)["failed"]
+        failed += profile_device(cfg, store, space, extras, quiet=quiet).failed
         calibration = refresh_embedding(store, cfg.name, space, "latency")
     if cfg.energy.sensor != "none":
         refresh_embedding(store, cfg.name, space, "energy")
     rows = _stored_rows(store, cfg, space, refs, runtime)
-    return {"device": cfg.name, "fingerprint": fingerprint, "references": [rows[a] for a in refs if a in rows],
-            "extra": len(extras), "extra_archs": extras, "failed": failed, "calibration": calibration or {},
-            "fit": (calibration or {}).get("fit", {}),
-            "embedding": store.get_embedding(cfg.name, space.name, "latency")}
+    return OnboardResult(cfg.name, fingerprint, [rows[a] for a in refs if a in rows], len(extras), extras, failed,
+                         calibration or {}, (calibration or {}).get("fit", {}),
+                         store.get_embedding(cfg.name, space.name, "latency"))
 
 
 def _cost_without(store: Store, name: str, space: Space, exclude: set[str]) -> Any:
@@ -83,7 +155,7 @@ def _cost_without(store: Store, name: str, space: Space, exclude: set[str]) -> A
 
 
 def _budget_checks(archs: list[str], error: np.ndarray, predicted: np.ndarray, measured: np.ndarray,
-                   margin: float) -> list[dict[str, Any]]:
+                   margin: float) -> list[BudgetCheck]:
     """At measured-latency percentiles: the pick among these architectures, and whether it truly fits."""
     out = []
     for q in BUDGET_PERCENTILES:
@@ -92,8 +164,8 @@ def _budget_checks(archs: list[str], error: np.ndarray, predicted: np.ndarray, m
         if not len(ok):
             continue
         best = ok[np.lexsort((predicted[ok], error[ok]))[0]]
-        out.append({"percentile": q, "budget_ms": budget, "arch": archs[best], "predicted_ms": float(predicted[best]),
-                    "measured_ms": float(measured[best]), "meets": bool(measured[best] <= budget)})
+        out.append(BudgetCheck(q, budget, archs[best], float(predicted[best]), float(measured[best]),
+                               bool(measured[best] <= budget)))
     return out
 
 
@@ -130,31 +202,31 @@ def _store_rounds(store: Store, cfg: DeviceConfig, space: Space, taken: dict[str
 
 
 def measure_rounds(cfg: DeviceConfig, store: Store, space: Space, archs: list[str], rounds: int,
-                   quiet: bool = False, run: str | None = None) -> tuple[dict[str, list[float]], list[dict]]:
+                   quiet: bool = False, run: str | None = None) -> tuple[dict[str, list[float]], list[Failure]]:
     """Measure every architecture once per round, each round in a rotated order (round i starts i*n/rounds
     further along), each measurement taken afresh; the per-round medians, and what failed. The store
     then holds one measurement per architecture: the median of its rounds, with every round's samples."""
     values: dict[str, list[float]] = {a: [] for a in archs}
     taken: dict[str, list[dict]] = {a: [] for a in archs}
-    failed: dict[str, dict] = {}
+    failed: dict[str, Failure] = {}
     n = len(archs)
     for i in range(rounds):
         shift = (i * n) // rounds
         order = archs[shift:] + archs[:shift]
         result = profile_device(cfg, store, space, order, quiet=quiet, run=run, force=True)
-        measured = {row["arch"] for row in result["measured"]}
-        for row in result["measured"]:
-            values[row["arch"]].append(float(row["latency_ms"]["median"]))
-        for arch, row in _round_rows(store, cfg, space, measured).items():
-            taken[arch].append(row)
-        for f in result["failed"]:
-            failed.setdefault(f["arch"], f)
+        measured = {row.arch for row in result.measured}
+        for row in result.measured:
+            values[row.arch].append(float(row.latency_ms.median))
+        for arch, stored in _round_rows(store, cfg, space, measured).items():
+            taken[arch].append(stored)
+        for f in result.failed:
+            failed.setdefault(f.arch, f)
     _store_rounds(store, cfg, space, taken)
     return values, [f for a, f in failed.items() if not values[a]]
 
 
 def validate(cfg: DeviceConfig, store: Store, space: Space, run: str | None = None, archs: str = "pareto",
-             out: Path | None = None, quiet: bool = False, rounds: int = VALIDATE_ROUNDS) -> dict[str, Any]:
+             out: Path | None = None, quiet: bool = False, rounds: int = VALIDATE_ROUNDS) -> ValidationResult:
     """Measure the chosen architectures on the board in interleaved rounds and compare the median of
     rounds with the predictions, beside the board's own repeatability between rounds."""
     from modnas.toolkit.workflow.report import (agreement, markdown_report, plot_fronts,
@@ -163,11 +235,11 @@ def validate(cfg: DeviceConfig, store: Store, space: Space, run: str | None = No
     from modnas.toolkit.search.run import load_run
 
     if not 1 <= rounds <= MAX_ROUNDS:
-        raise BadInput(f"--rounds must be between 1 and {MAX_ROUNDS}, got {rounds}")
+        raise BadInput(f"`rounds` must be between 1 and {MAX_ROUNDS}, got {rounds}", param="rounds")
     run_obj = load_run(run, space.name)
     if archs == "pareto":  # every distinct architecture of the 24-preference read-out
         cost = _cost_without(store, cfg.name, space, set())
-        chosen = candidates(run_obj, cost.emb, READOUT_PREFERENCES)[0]
+        chosen = candidates(run_obj, cost.embedding, READOUT_PREFERENCES)[0]
         if len(chosen) < MIN_VALIDATED and run_obj.surrogate is not None:
             # a front of one or two: add the one-edit refinement's front (cheap with a surrogate)
             from modnas.toolkit.search.readout import refine
@@ -175,7 +247,7 @@ def validate(cfg: DeviceConfig, store: Store, space: Space, run: str | None = No
             chosen = list(dict.fromkeys(chosen + refine(run_obj, {"latency": cost}, chosen, 1)))
         if len(chosen) < 2:
             raise BadInput(f"the run's read-out for {cfg.name} has {len(chosen)} architecture; validating needs "
-                           "at least 2: give --archs FILE")
+                           "at least 2: give `archs` FILE", param="archs")
     else:
         chosen = resolve_archs(space, archs)
     cost = _cost_without(store, cfg.name, space, set(chosen))
@@ -191,24 +263,23 @@ def validate(cfg: DeviceConfig, store: Store, space: Space, run: str | None = No
     rep = repeatability({a: per_round[a] for a in ok})
     out = Path(out) if out else modnas_home() / "validation" / cfg.name
     out.mkdir(parents=True, exist_ok=True)
-    doc: dict[str, Any] = {"device": cfg.name, **stats, "measured_as": "median of rounds", "rounds": rounds,
-                           "repeatability": rep, "repeatability_mape": rep["mape"],
-                           "mape_to_repeatability": (stats["mape"] / rep["mape"] if rep["mape"] else None),
-                           "rows": [{"arch": a, "predicted": float(p), "measured": float(m), "error": float(e),
-                                     "rounds": per_round[a], **({"replayed": True} if cfg.is_replay else {})}
-                                    for a, p, m, e in zip(ok, predicted, measured, error)],
-                           "failed": failed, "margin": cost.margin(),
-                           "budgets": _budget_checks(ok, error, predicted, measured, cost.margin())}
-    doc["plot"] = str(plot_predicted_vs_measured(predicted, measured, out / "predicted_vs_measured.png",
+    doc = ValidationResult(
+        cfg.name, stats["spearman"], stats["kendall"], stats["mape"], stats["within_10pct"], stats["n"],
+        measured_as="median of rounds", rounds=rounds, repeatability=rep, repeatability_mape=rep["mape"],
+        mape_to_repeatability=(stats["mape"] / rep["mape"] if rep["mape"] else None),
+        rows=[ValidationRow(a, float(p), float(m), float(e), per_round[a], True if cfg.is_replay else None)
+              for a, p, m, e in zip(ok, predicted, measured, error)],
+        failed=failed, margin=cost.margin(), budgets=_budget_checks(ok, error, predicted, measured, cost.margin()))
+    doc.plot = str(plot_predicted_vs_measured(predicted, measured, out / "predicted_vs_measured.png",
                                                  f"{cfg.name}: Spearman {stats['spearman']:.3f}, "
                                                  f"MAPE {stats['mape']:.1f} %"
                                                  + (f" (repeatability {rep['mape']:.1f} %)"
                                                     if rep["mape"] is not None else "")))
-    doc["front_plot"] = str(plot_fronts(error, predicted, measured, out / "fronts.png",
-                                        f"{cfg.name}: predicted and measured front"))
-    (out / "report.md").write_text(markdown_report(doc))
-    doc["report"] = str(out / "report.md")
-    (out / "validation.json").write_text(json.dumps(doc, indent=2) + "\n")
+    doc.front_plot = str(plot_fronts(error, predicted, measured, out / "fronts.png",
+                                     f"{cfg.name}: predicted and measured front"))
+    (out / "report.md").write_text(markdown_report(doc.to_json()))
+    doc.report = str(out / "report.md")
+    (out / "validation.json").write_text(json.dumps(doc.to_json(), indent=2) + "\n")
     return doc
 
 
@@ -218,31 +289,71 @@ def local_device(out: Path) -> DeviceConfig:
     return cfg.model_copy(update={"workdir": str((out / "board").resolve())})
 
 
-def pick_across(front: list[dict[str, Any]], k: int = 3) -> list[dict[str, Any]]:
-    """``k`` architectures spread over the trade-off: fastest, most accurate, and between."""
-    if len(front) <= k:
-        return list(front)
-    idx = np.unique(np.round(np.linspace(0, len(front) - 1, k)).astype(int))
-    return [front[i] for i in idx]
-
-
-def quickstart_budgets(validation: dict[str, Any]) -> list[float]:
+def quickstart_budgets(validation: ValidationResult) -> list[float]:
     """Budgets spread over the validated front: its measured latency at ``BUDGET_PERCENTILES``."""
-    measured = np.array([r["measured"] for r in validation["rows"]])
+    measured = np.array([r.measured for r in validation.rows])
     return sorted({float(np.percentile(measured, q)) for q in BUDGET_PERCENTILES})
 
 
-def quickstart(store: Store, out: Path, quiet: bool = False, space_name: str = "nb201") -> dict[str, Any]:
+@dataclass
+class ValidationSummary(JsonDoc):
+    """The quickstart's validation, in short (the whole of it is ``validation.json`` beside the report)."""
+
+    spearman: float
+    kendall: float
+    mape: float
+    within_10pct: float
+    rounds: int
+    repeatability_mape: float | None
+    plot: str
+    front_plot: str
+    report: str
+
+
+@dataclass
+class QuickstartExport(JsonDoc):
+    """A verified pick exported: the pick's predicted and measured latency and budget, then the export's reply."""
+
+    arch: str
+    predicted: dict[str, float]
+    measured: MeasuredLatency | None
+    budget_ms: float
+    export: ExportReport
+
+    def to_json(self) -> dict[str, Any]:
+        doc = {"arch": self.arch, "predicted": self.predicted,
+               "measured": None if self.measured is None else self.measured.to_json(), "budget_ms": self.budget_ms}
+        doc.update(self.export.to_json())
+        return doc
+
+
+@dataclass
+class QuickstartResult(JsonDoc):
+    """``modnas quickstart``: this machine onboarded as a board, its front, the verified picks, their exports
+    and the validation."""
+
+    device: str
+    fingerprint: dict[str, Any]
+    front: Front
+    exported: list[QuickstartExport]
+    picks: list[VerifiedSelection]
+    validation: ValidationSummary
+    seconds: float
+    out: str
+
+
+def quickstart(store: Store, out: Path, quiet: bool = False, space_name: str = "nb201") -> QuickstartResult:
     """Onboard this machine, validate its read-out front in rounds, pick for three budgets with the
-    board verifying each pick, export the picks."""
+    board verifying each pick, export the picks; everything is written under ``out``."""
     from modnas.toolkit.workflow.exporting import export_arch
     from modnas.toolkit.prediction.device_cost import device_from_store
     from modnas.toolkit.workflow.report import markdown_report
-    from modnas.toolkit.search.readout import pareto
+    from modnas.toolkit.search.readout import Front, pareto
     from modnas.toolkit.search.run import load_run
     from modnas.toolkit.workflow.verify import verify_on_board
 
     start = time.monotonic()
+    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     space = get_space(space_name)
     cfg = local_device(out)
@@ -254,31 +365,30 @@ def quickstart(store: Store, out: Path, quiet: bool = False, space_name: str = "
     validation = validate(cfg, store, space, None, "pareto", out / "validation", quiet=quiet)
     run_obj = load_run(None, space.name)
     cost = device_from_store(store, cfg.name, space.name, "latency")
-    front = pareto(run_obj, cost)
-    rep = validation["repeatability_mape"]
+    front = Front.of(pareto(run_obj, cost))
+    rep = validation.repeatability_mape
     picks = []
     for budget in quickstart_budgets(validation):
         say(f"picking for {budget:.3f} ms, verified on this machine")
         picks.append(verify_on_board(cfg, store, space, run_obj, cost, budget, quiet=True,
                                      repeatability=rep / 100 if rep is not None else None))
-    exported = []
+    exported: list[QuickstartExport] = []
     for pick in picks:
-        if pick["arch"] is None or any(e["arch"] == pick["arch"] for e in exported):
+        if pick.arch is None or pick.predicted is None or any(e.arch == pick.arch for e in exported):
             continue
-        say(f"exporting {pick['arch']} (ONNX, TVM)")
-        doc = export_arch(pick["arch"], space_name=space.name, formats=["onnx", "tvm"], out=out / "exports",
-                          device=cfg)
-        exported.append({"arch": pick["arch"], "predicted": pick["predicted"], "measured": pick["measured"],
-                         "budget_ms": pick["budget_ms"], **doc})
-    report = Path(validation["report"])
-    report.write_text(markdown_report(validation, picks))
-    (report.parent / "picks.json").write_text(json.dumps(picks, indent=2) + "\n")
+        say(f"exporting {pick.arch} (ONNX, TVM)")
+        files = export_arch(pick.arch, space_name=space.name, formats=["onnx", "tvm"], out=out / "exports",
+                            device=cfg)
+        exported.append(QuickstartExport(pick.arch, pick.predicted, pick.measured, pick.budget_ms, files))
+    report = Path(validation.report)
+    report.write_text(markdown_report(validation.to_json(), [p.to_json() for p in picks]))
+    (report.parent / "picks.json").write_text(json.dumps([p.to_json() for p in picks], indent=2) + "\n")
     say("done")
-    return {"device": cfg.name, "fingerprint": onboarded["fingerprint"], "front": front, "exported": exported,
-            "picks": picks,
-            "validation": {k: validation[k] for k in ("spearman", "kendall", "mape", "within_10pct", "rounds",
-                                                      "repeatability_mape", "plot", "front_plot", "report")},
-            "seconds": time.monotonic() - start, "out": str(out)}
+    summary = ValidationSummary(validation.spearman, validation.kendall, validation.mape, validation.within_10pct,
+                                validation.rounds, validation.repeatability_mape, validation.plot,
+                                validation.front_plot, validation.report)
+    return QuickstartResult(cfg.name, onboarded.fingerprint, front, exported, picks, summary,
+                            time.monotonic() - start, str(out))
 
 
 def shipped_error(space_name: str) -> Callable[[list[str]], np.ndarray] | None:

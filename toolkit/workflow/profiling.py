@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -10,7 +11,8 @@ from modnas.toolkit.workflow.artifacts import build_artifact
 from modnas.toolkit.config import DeviceConfig, modnas_home
 from modnas.toolkit.errors import BadInput, BoardError
 from modnas.toolkit.interrupts import Stop
-from modnas.toolkit.progress import Progress
+from modnas.toolkit.progress import ProgressBar
+from modnas.toolkit.results import DocList, JsonDoc, internal, omitted
 from modnas.toolkit.spaces import Space
 from modnas.toolkit.store import Store
 
@@ -28,16 +30,17 @@ def resolve_archs(space: Space, spec: str, seed: int = 0) -> list[str]:
         return space.reference_archs()
     if spec == "all":
         if not hasattr(space, "all_archs"):
-            raise BadInput(f"--archs all: the {space.name} space is too large to list; use random:N or a file")
+            raise BadInput(f"`archs` all: the {space.name} space is too large to list; use random:N or a file",
+                           param="archs")
         return space.all_archs()
     if spec.startswith("random:"):
         count = spec.split(":", 1)[1]
         if not count.isdigit() or int(count) < 1:
-            raise BadInput(f"--archs {spec!r}: random:N needs a positive whole number")
+            raise BadInput(f"`archs` {spec!r}: random:N needs a positive whole number", param="archs")
         return space.sample(int(count), seed)
     path = Path(os.path.expanduser(spec))
     if not path.is_file():
-        raise BadInput(f"--archs {spec!r}: not 'refs', 'random:N' or an existing file")
+        raise BadInput(f"`archs` {spec!r}: not 'refs', 'random:N' or an existing file", param="archs")
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as err:
@@ -60,18 +63,88 @@ def energy_dict(cfg: DeviceConfig) -> dict[str, Any]:
     return cfg.energy.model_dump(exclude_none=True)
 
 
-def latency_row(arch: str, summary: dict[str, Any], energy: dict[str, Any] | None) -> dict[str, Any]:
-    """One row of ``modnas profile --json`` as the interface names it."""
-    lat = {k: summary[k] for k in ("median", "p90", "iqr", "mean", "std", "n")}
-    row: dict[str, Any] = {"arch": arch, "latency_ms": lat, "energy_mj": None}
+@dataclass
+class LatencyStats(JsonDoc):
+    """A latency measurement's statistics over its samples (ms)."""
+
+    median: float
+    p90: float
+    iqr: float
+    mean: float
+    std: float
+    n: int
+    ci95: list[float] | None = omitted()  # the median's 95 % confidence interval, when taken
+    blocks_disagree: bool | None = omitted()
+
+
+@dataclass
+class EnergyStats(JsonDoc):
+    """An energy measurement per inference (mJ): gross, net of the idle power, and the idle power (W)."""
+
+    gross: float
+    net: float
+    idle_w: float
+    samples: int
+
+
+@dataclass
+class MeasuredRow(JsonDoc):
+    """One measured architecture: ``ROW`` of ``modnas profile --json`` as the interface names it."""
+
+    arch: str
+    latency_ms: LatencyStats
+    energy_mj: EnergyStats | None = None
+    replayed: bool | None = omitted()  # True: drawn from a replay board's table, never a real measurement
+    prefill_ms: LatencyStats | None = omitted()  # a language model: its prompt's time (latency_ms: one token)
+    peak_rss_mb: float | None = omitted()  # a language model: the runtime's peak resident memory on the board
+
+
+@dataclass
+class Failure(JsonDoc):
+    """An architecture that could not be built or measured, and why."""
+
+    arch: str
+    error: str
+
+
+@dataclass
+class ProfileResult(JsonDoc):
+    """One board's campaign: what was measured, skipped (already stored) and failed."""
+
+    device: str
+    measured: list[MeasuredRow]
+    skipped: list[str]
+    failed: list[Failure]
+
+
+@dataclass
+class ProfileReport(DocList):
+    """``modnas profile``: one campaign a board, in the order the boards were named; the document is the
+    one campaign's when one board was named, else the list."""
+
+    rows: list[ProfileResult]
+
+    def to_json(self) -> Any:
+        return self.rows[0].to_json() if len(self.rows) == 1 else [r.to_json() for r in self.rows]
+
+
+def _stats(summary: dict[str, Any]) -> LatencyStats:
+    return LatencyStats(**{k: summary[k] for k in ("median", "p90", "iqr", "mean", "std", "n")},
+                        ci95=summary.get("ci95"), blocks_disagree=summary.get("blocks_disagree"))
+
+
+def latency_row(arch: str, summary: dict[str, Any], energy: dict[str, Any] | None,
+                prefill: dict[str, Any] | None = None) -> MeasuredRow:
+    """One row of ``modnas profile --json`` from a stored summary and energy record (and, for a language
+    model, its prefill summary: the row then has ``prefill_ms`` and the latency summary's ``peak_rss_mb``)."""
+    row = MeasuredRow(arch, _stats(summary))
+    if prefill:
+        row.prefill_ms = _stats(prefill)
+        row.peak_rss_mb = summary.get("peak_rss_mb")
     if energy and "gross_mj" in energy:
-        row["energy_mj"] = {"gross": energy["gross_mj"], "net": energy["net_mj"], "idle_w": energy["idle_w"],
-                            "samples": energy["samples"]}
-    for key in ("ci95", "blocks_disagree"):
-        if key in summary:
-            row["latency_ms"][key] = summary[key]
+        row.energy_mj = EnergyStats(energy["gross_mj"], energy["net_mj"], energy["idle_w"], energy["samples"])
     if summary.get("replayed"):
-        row["replayed"] = True  # drawn from a replay board's table, never a real measurement
+        row.replayed = True
     return row
 
 
@@ -88,7 +161,7 @@ def board_runtime(cfg: DeviceConfig, runtime: str | None = None) -> str:
 def connect(cfg: DeviceConfig) -> Any:
     """The connection to a board: a replay board answers from its tables, any other through ``profilers``."""
     if cfg.host == "replay":
-        from modnas.toolkit.data.replay import replay_connection
+        from modnas.toolkit.data.replay_tables import replay_connection
 
         return replay_connection(cfg)
     from modnas.profilers.connection import open_connection
@@ -119,6 +192,27 @@ def fingerprint_device(cfg: DeviceConfig, store: Store,
     return fingerprint, probe
 
 
+@dataclass
+class DoctorReport(JsonDoc):
+    """``modnas doctor``: the board reached, its fingerprint, its runtimes and its energy sensor."""
+
+    device: str
+    reachable: bool
+    fingerprint: dict[str, Any]
+    runtimes: dict[str, dict[str, Any]]  # runtime -> {"available", "detail", ...}
+    energy: dict[str, Any]  # {"sensor", "readable", "detail"}
+    sensors: dict[str, Any] | None = omitted()
+    address: str = internal("")  # where the board was reached (user@host:port, local, replay)
+
+
+def doctor(cfg: DeviceConfig, store: Store) -> DoctorReport:
+    """Connect, fingerprint the board, probe every runtime and the energy sensor (recorded in the store)."""
+    fingerprint, probe = fingerprint_device(cfg, store)
+    energy = probe.get("energy") or {"sensor": cfg.energy.sensor, "readable": False, "detail": "not probed"}
+    return DoctorReport(cfg.name, True, fingerprint, probe.get("runtimes", {}), energy, probe.get("sensors"),
+                        address=cfg.address)
+
+
 def check_precision(store: Store, cfg: DeviceConfig, space: str) -> None:
     """A device's predictor reads all its measurements, so one device name measures at one precision:
     profiling int8 on a device with fp32 campaign measurements (or the reverse) is bad input."""
@@ -133,8 +227,8 @@ def check_precision(store: Store, cfg: DeviceConfig, space: str) -> None:
 
 def profile_device(cfg: DeviceConfig, store: Store, space: Space, archs: list[str], *, runtime: str | None = None,
                    force: bool = False, quiet: bool = False, run: str | None = None,
-                   on_row: Callable[[dict[str, Any]], None] | None = None,
-                   stop: Stop | None = None) -> dict[str, Any]:
+                   on_row: Callable[[MeasuredRow], None] | None = None,
+                   stop: Stop | None = None) -> ProfileResult:
     """Measure ``archs`` on one board; every result is committed as soon as it completes.
 
     Ctrl-C or SIGTERM (in this thread), or ``stop`` set from another, ends the campaign at once: the running
@@ -143,7 +237,11 @@ def profile_device(cfg: DeviceConfig, store: Store, space: Space, archs: list[st
 
     runtime = board_runtime(cfg, runtime)
     settings = cfg.measurement
+    lm = space.board_export() is not None  # a language model: decode at `context`, prefill of `prompt` tokens
+    measurement = settings.model_dump() if lm else settings.model_dump(exclude={"context", "prompt"})
     settings_key = f"{settings.key()}-th{cfg.threads}"
+    if lm:
+        settings_key += f"-{settings.lm_key()}"
     energy = energy_dict(cfg)
     if energy.get("sensor", "none") != "none":
         settings_key += f"-e{energy['sensor']}"
@@ -151,11 +249,11 @@ def profile_device(cfg: DeviceConfig, store: Store, space: Space, archs: list[st
         settings_key += f"-{cfg.precision}"
     check_precision(store, cfg, space.name)
     cache = modnas_home() / "artifacts" / space.name
-    measured: list[dict[str, Any]] = []
+    measured: list[MeasuredRow] = []
     skipped: list[str] = []
-    failed: list[dict[str, Any]] = []
+    failed: list[Failure] = []
     store.upsert_device(cfg.name, cfg.for_store())
-    progress = Progress(len(archs), f"profile {cfg.name}", quiet=quiet)
+    progress = ProgressBar(len(archs), f"profile {cfg.name}", quiet=quiet)
     campaign = None
     board = None
     try:
@@ -176,7 +274,7 @@ def profile_device(cfg: DeviceConfig, store: Store, space: Space, archs: list[st
                 except Exception as err:  # one architecture that cannot be built never ends the campaign
                     msg = f"build failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
                     store.add_failure(campaign, cfg.name, space.name, arch, "build", msg)
-                    failed.append({"arch": arch, "error": msg})
+                    failed.append(Failure(arch, msg))
                     progress.step("build failed")
                     continue
                 store.add_artifact(art.sha256, art.kind, space.name, arch, art.meta)
@@ -187,14 +285,14 @@ def profile_device(cfg: DeviceConfig, store: Store, space: Space, archs: list[st
                     continue
                 result = board.measure(MeasureJob(
                     artifact=art.path, sha256=art.sha256, runtime=runtime, threads=cfg.threads,
-                    input_shape=list(art.input_shape), measurement=settings.model_dump(), energy=energy,
+                    input_shape=list(art.input_shape), measurement=measurement, energy=energy,
                     timeout_s=settings.timeout_s, meta=art.meta))
                 if not result.ok:
                     msg = f"{result.error_code}: {result.error}"
                     store.add_failure(campaign, cfg.name, space.name, arch, result.error_code or "error", msg)
                     if result.error_code == "bad_reply":  # the board broke the protocol: trust none of its replies
                         raise BoardError(f"board {cfg.name}: the agent's reply broke the protocol: {msg}")
-                    failed.append({"arch": arch, "error": msg})
+                    failed.append(Failure(arch, msg))
                     progress.step("failed")
                     continue
                 extra = []
@@ -202,6 +300,16 @@ def profile_device(cfg: DeviceConfig, store: Store, space: Space, archs: list[st
                     extra.append({"metric": "energy", "value": result.energy["gross_mj"], "summary": result.energy})
                 summary = dict(result.summary, runtime_version=result.runtime_version,
                                agent_seconds=result.agent_seconds, wall_seconds=result.wall_seconds)
+                prefill = None
+                if lm:  # the settings each number was taken at, and what the runtime held in memory
+                    summary.update(context=settings.context, prompt=settings.prompt)
+                    if result.peak_rss_mb is not None:
+                        summary["peak_rss_mb"] = result.peak_rss_mb
+                    if result.prefill_summary is not None:
+                        prefill = dict(result.prefill_summary, context=settings.context, prompt=settings.prompt,
+                                       runtime_version=result.runtime_version)
+                        extra.append({"metric": "prefill", "value": prefill["median"], "summary": prefill,
+                                      "samples": result.prefill_blocks})
                 if result.replayed:  # marked in the store (source) and in every row built from it
                     summary["replayed"] = True
                     for item in extra:
@@ -211,7 +319,7 @@ def profile_device(cfg: DeviceConfig, store: Store, space: Space, archs: list[st
                                       artifact_sha=art.sha256, campaign_id=campaign, summary=summary,
                                       samples=result.blocks, extra=extra,
                                       source="replay" if result.replayed else "profile")
-                row = latency_row(arch, summary, result.energy)
+                row = latency_row(arch, summary, result.energy, prefill)
                 measured.append(row)
                 if on_row:
                     on_row(row)
@@ -228,7 +336,7 @@ def profile_device(cfg: DeviceConfig, store: Store, space: Space, archs: list[st
             stop.unregister(board)
         progress.close()
     store.finish_campaign(campaign, "done")
-    return {"device": cfg.name, "measured": measured, "skipped": skipped, "failed": failed}
+    return ProfileResult(cfg.name, measured, skipped, failed)
 
 
 def _finish_quietly(store: Store, campaign: int, status: str) -> None:
@@ -240,12 +348,12 @@ def _finish_quietly(store: Store, campaign: int, status: str) -> None:
 
 
 def profile_many(cfgs: list[DeviceConfig], store: Store, space: Space, archs: list[str],
-                 **kwargs: Any) -> tuple[list[dict[str, Any]], list[tuple[str, BoardError]]]:
+                 **kwargs: Any) -> tuple[list[ProfileResult], list[tuple[str, BoardError]]]:
     """Several boards at once in a bounded pool; a lost board does not stop the others.
 
     One board is profiled in the calling thread. With several, Ctrl-C or SIGTERM stops every campaign within
     about STOP_WAIT_S (their running commands are aborted on the boards) and is raised again."""
-    results: list[dict[str, Any]] = []
+    results: list[ProfileResult] = []
     errors: list[tuple[str, BoardError]] = []
     if len(cfgs) == 1:
         try:
@@ -269,3 +377,18 @@ def profile_many(cfgs: list[DeviceConfig], store: Store, space: Space, archs: li
         raise
     pool.shutdown(wait=True)
     return results, errors
+
+
+def profile_boards(cfgs: list[DeviceConfig], store: Store, space: Space, archs: list[str], *,
+                   runtime: str | None = None, force: bool = False, quiet: bool = False) -> ProfileReport:
+    """``modnas profile``: measure ``archs`` on every board (several at once), the campaigns in the order
+    the boards are given. A board named twice is bad input; a lost board is the ``BoardError`` of the
+    first one lost, once every other campaign has ended (what they measured is stored)."""
+    names = [c.name for c in cfgs]
+    if len(set(names)) != len(names):
+        raise BadInput("the same device is named twice")
+    results, errors = profile_many(cfgs, store, space, archs, runtime=runtime, force=force, quiet=quiet)
+    if errors:
+        name, err = errors[0]
+        raise BoardError(str(err) if name in str(err) else f"board {name}: {err}")
+    return ProfileReport(sorted(results, key=lambda r: names.index(r.device)))

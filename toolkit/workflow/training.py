@@ -6,19 +6,18 @@ horizontal flips. Digits are not flipped (a mirrored 2 or 5 is another glyph); t
 
 A checkpoint is one safetensors file (``checkpoint.safetensors`` in ``--out``): the network's tensors
 under ``model.``, SGD's momentum buffers under ``optim.``, and the metadata (architecture, space, data
-digest, split, recipe, epochs done, accuracy) as JSON in the file's header; ``checkpoint.json`` beside
-it is a readable copy. Both are replaced atomically after each epoch, so an interrupted training
+digest, split, recipe, epochs done, accuracy, the learning-rate scheduler's state) as JSON in the file's
+header; ``checkpoint.json`` beside it is a readable copy. Both are replaced atomically after each epoch, so an interrupted training
 resumes from its last finished epoch. ``--epochs`` is the total: a second call with more continues,
 its cosine schedule spread over the new total from where the first stopped.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import sys
-import tempfile
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,8 +25,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from modnas.toolkit.data.datasets import ImageData, data_digest, load_images, split_heldout
+from modnas.toolkit.checkpoints import read_checkpoint_file, write_checkpoint_file
 from modnas.toolkit.errors import BadInput
+from modnas.toolkit.results import JsonDoc
 from modnas.toolkit.spaces import Space, get_space
+from modnas.toolkit.threads import torch_threads
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 FORMAT = "modnas-checkpoint-1"
@@ -61,50 +63,14 @@ def default_batch_size(n_train: int) -> int:
 # -- checkpoint files ------------------------------------------------------------------------------
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors and metadata of a checkpoint; a missing, truncated or foreign file is BadInput."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise BadInput(f"checkpoint not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # truncated, not safetensors
-        raise BadInput(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
-                       f"{str(exc).splitlines()[0][:80] if str(exc) else ''})") from None
-    if header.get("format") != FORMAT or "meta" not in header:
-        raise BadInput(f"{path}: not a modnas training checkpoint")
-    try:
-        meta = json.loads(header["meta"])
-    except json.JSONDecodeError:
-        raise BadInput(f"{path}: checkpoint metadata is not JSON") from None
-    for key in ("arch", "space", "data_digest", "epochs", "build"):
-        if key not in meta:
-            raise BadInput(f"{path}: checkpoint metadata lacks {key!r}")
-    return tensors, meta
+    return read_checkpoint_file(path, FORMAT, "training", ("arch", "space", "data_digest", "epochs", "build"))
 
 
 def write_checkpoint(path: Path, model: torch.nn.Module, momentum: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Write the checkpoint and its readable JSON copy, each through a temporary file and a rename."""
-    from safetensors.torch import save_file
-
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"optim.{k}": v.detach().cpu().contiguous() for k, v in momentum.items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT, "meta": json.dumps(meta)}))
-    _atomic(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
-
-
-def _atomic(path: Path, write: Any) -> None:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_checkpoint_file(path, tensors, FORMAT, meta)
 
 
 def model_from_checkpoint(path: str | Path, space_name: str | None = None, arch: str | None = None
@@ -145,10 +111,8 @@ def _initial_model(space: Space, arch: str, num_classes: int, run: str | None
 
         loaded_run = load_run(Path(run), space.name)
         inherited = loaded_run.subnet(arch)
-        if inherited is not None and space.name == "nb201":
-            build.update(channels=int(loaded_run.config.channels), cells=int(loaded_run.config.cells))
-        elif inherited is not None and hasattr(loaded_run.supernet, "config"):
-            build["width_mult"] = float(loaded_run.supernet.config()["width_mult"])
+        if inherited is not None:
+            build.update(space.run_build_kwargs(loaded_run.config.supernet, loaded_run.meta.get("supernet_args")))
     torch.manual_seed(weights_seed(space.name, arch))
     model = space.build(arch, **build)
     if inherited is None:
@@ -185,7 +149,7 @@ def _resize(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
+def top1_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
     """Top-1 accuracy (a fraction) of ``model`` in eval mode."""
     was = model.training
     model.eval()
@@ -217,35 +181,113 @@ def heldout_images(meta: dict[str, Any], images: str | None = None) -> tuple[Ima
     return data, train_idx, held_idx
 
 
-def train_arch(arch: str, *, space_name: str, images: str, out: Path, epochs: int, batch_size: int | None = None,
-               run: str | None = None, seed: int = 0, max_images: int | None = None, threads: int | None = None,
-               quiet: bool = False, stream: TextIO | None = None) -> dict[str, Any]:
-    """Train (or resume training) ``arch`` to ``epochs`` in all; the reply of ``modnas train --json``."""
+def cosine_schedule(optimiser: torch.optim.Optimizer, total_steps: int, start: int,
+                    saved: dict[str, Any] | None = None) -> torch.optim.lr_scheduler.CosineAnnealingLR:
+    """torch's cosine schedule from the optimiser's learning rate to 0 over ``total_steps`` steps, placed
+    at step ``start``: from ``saved`` (a checkpoint's scheduler state) when it is this schedule at that
+    step, else by stepping it there (a checkpoint written before the state was kept, or a resume to more
+    epochs, which spreads the cosine over the new total from where the first call stopped)."""
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=total_steps)
+    if saved and saved.get("T_max") == total_steps and saved.get("last_epoch") == start:
+        scheduler.load_state_dict(saved)
+        for group, lr in zip(optimiser.param_groups, scheduler.get_last_lr()):
+            group["lr"] = lr  # the checkpoint keeps momentum buffers, not the optimiser's learning rate
+        return scheduler
+    with warnings.catch_warnings():  # stepping before any optimiser step is the point here
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler", category=UserWarning)
+        for _ in range(start):
+            scheduler.step()
+    return scheduler
+
+
+@dataclass
+class Accuracy(JsonDoc):
+    """Top-1 accuracy (fractions) on the training images and on the held-back ones."""
+
+    train: float
+    heldout: float
+
+
+@dataclass
+class TrainResult(JsonDoc):
+    """``modnas train``: the checkpoint written, the epochs it holds and its accuracy."""
+
+    arch: str
+    checkpoint: str
+    epochs: int
+    accuracy: Accuracy
+    space: str
+    initial_weights: str
+    batch_size: int
+    images: dict[str, int]  # {"train", "heldout"}: how many of each
+    seconds: float
+
+
+def train_arch(arch: str, *, space_name: str | None = None, images: str | None = None, out: Path,
+               epochs: int | None = None, batch_size: int | None = None, run: str | None = None, seed: int = 0,
+               max_images: int | None = None, threads: int | None = None, quiet: bool = False,
+               stream: TextIO | None = None, text: str | None = None, context: int | None = None,
+               batch: int | None = None, steps: int | None = None, data_dir: str | Path | None = None
+               ) -> Any:
+    """Train (or resume training) ``arch`` to ``epochs`` in all; the reply of ``modnas train --json``.
+    ``space_name`` defaults to the space ``run`` searched (nb201 without a run).
+    ``threads`` is torch's thread count for this call only. A space whose networks take tokens trains
+    on ``text`` for ``steps`` steps of ``batch`` windows of ``context`` tokens instead
+    (:func:`modnas.toolkit.workflow.lm.train_lm_arch`, an ``LMTrainResult``; ``run`` a supernet checkpoint)."""
+    from modnas.toolkit.search.api import space_of
+
+    if space_name is not None and get_space(space_name).inputs == "tokens":
+        from modnas.toolkit.workflow.lm import train_lm_arch
+
+        for param, value in (("images", images), ("epochs", epochs), ("batch_size", batch_size),
+                             ("max_images", max_images)):
+            if value is not None:
+                raise BadInput(f"`{param}` is for image networks; the {space_name} space trains on `text`",
+                               param=(param, "text"))
+        with torch_threads(threads):
+            return train_lm_arch(get_space(space_name), arch, text=text, out=out, context=context, batch=batch,
+                                 steps=steps, run=run, data_dir=data_dir, seed=seed, quiet=quiet, stream=stream)
+    space_name = space_of(space_name, run)
+    for param, value in (("text", text), ("context", context), ("batch", batch), ("steps", steps)):
+        if value is not None:
+            raise BadInput(f"`{param}` is for language models (--space gpt); {space_name} trains on `images`",
+                           param=(param, "images"))
+    if images is None:
+        raise BadInput(f"`images` is needed to train a {space_name} network", param="images")
+    epochs = 8 if epochs is None else epochs
+    with torch_threads(threads):
+        return _train_arch(arch, space_name=space_name, images=images, out=out, epochs=epochs, batch_size=batch_size,
+                           run=run, seed=seed, max_images=max_images, quiet=quiet, stream=stream)
+
+
+def _train_arch(arch: str, *, space_name: str, images: str, out: Path, epochs: int, batch_size: int | None,
+                run: str | None, seed: int, max_images: int | None, quiet: bool, stream: TextIO | None
+                ) -> TrainResult:
+    """:func:`train_arch` with torch's thread count already set."""
     stream = stream or sys.stderr
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise BadInput(f"--epochs must be at least 1, got {epochs}")
+        raise BadInput(f"`epochs` must be at least 1, got {epochs}", param="epochs")
     if batch_size is not None and batch_size < 1:
-        raise BadInput(f"--batch-size must be at least 1, got {batch_size}")
+        raise BadInput(f"`batch_size` must be at least 1, got {batch_size}", param="batch_size")
     if max_images is not None and max_images < 2:
-        raise BadInput(f"--max-images must be at least 2, got {max_images}")
+        raise BadInput(f"`max_images` must be at least 2, got {max_images}", param="max_images")
     space = get_space(space_name)
     arch = space.canonical(arch)
     if out.exists() and not out.is_dir():
-        raise BadInput(f"--out {out}: not a directory")
+        raise BadInput(f"`out` {out}: not a directory", param="out")
     ckpt_path = out / CHECKPOINT_NAME
     data = load_training_data(images, space, arch, max_images)
     digest = data_digest(data)
-    if threads:
-        torch.set_num_threads(threads)
 
     momentum: dict[str, torch.Tensor] = {}
     if ckpt_path.exists():
         tensors, meta = read_checkpoint(ckpt_path)
         if meta["space"] != space.name or meta["arch"] != arch:
             raise BadInput(f"{ckpt_path}: holds a checkpoint of {meta['space']} {meta['arch']}; "
-                           f"train {arch} into another --out")
+                           f"train {arch} into another `out`", param="out")
         if meta["data_digest"] != digest:
-            raise BadInput(f"{ckpt_path}: trained on other images (data digest differs); use another --out")
+            raise BadInput(f"{ckpt_path}: trained on other images (data digest differs); use another `out`",
+                           param="out")
         recipe = TrainRecipe.model_validate(meta["recipe"])
         if batch_size is not None and batch_size != recipe.batch_size:
             raise BadInput(f"{ckpt_path}: trained with batch size {recipe.batch_size}; resume with the same")
@@ -278,6 +320,7 @@ def train_arch(arch: str, *, space_name: str, images: str, out: Path, epochs: in
     if momentum:
         for name, p in params.items():
             optimiser.state[p]["momentum_buffer"] = momentum[name].clone()
+    scheduler = cosine_schedule(optimiser, total_steps, done * steps_per_epoch, meta.get("scheduler"))
     train_acc = float(meta.get("accuracy", {}).get("train", 0.0)) if meta else 0.0
     held_acc = float(meta.get("accuracy", {}).get("heldout", 0.0)) if meta else 0.0
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -287,11 +330,9 @@ def train_arch(arch: str, *, space_name: str, images: str, out: Path, epochs: in
         order = torch.randperm(len(y_train), generator=gen)
         correct, seen, loss_sum = 0, 0, 0.0
         for step in range(steps_per_epoch):
-            s = epoch * steps_per_epoch + step
-            for group in optimiser.param_groups:
-                group["lr"] = 0.5 * recipe.lr * (1 + math.cos(math.pi * s / total_steps))
             batch = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
             if len(batch) < 2 and seen:  # a lone last image would break batch norm's statistics
+                scheduler.step()
                 continue
             xb = augment(x_train[batch], recipe.crop_padding, recipe.flip, gen)
             yb = y_train[batch]
@@ -300,11 +341,12 @@ def train_arch(arch: str, *, space_name: str, images: str, out: Path, epochs: in
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+            scheduler.step()
             correct += int((logits.argmax(1) == yb).sum())
             seen += len(yb)
             loss_sum += float(loss.detach()) * len(yb)
         train_acc = correct / max(1, seen)
-        held_acc = evaluate(model, x_held, y_held)
+        held_acc = top1_accuracy(model, x_held, y_held)
         history.append({"epoch": epoch + 1, "loss": round(loss_sum / max(1, seen), 5), "train": train_acc,
                         "heldout": held_acc})
         momentum = {name: optimiser.state[p]["momentum_buffer"] for name, p in params.items()
@@ -314,6 +356,7 @@ def train_arch(arch: str, *, space_name: str, images: str, out: Path, epochs: in
                 "data_digest": digest, "num_images": len(data), "num_classes": data.num_classes,
                 "train_images": len(y_train), "heldout_images": len(y_held), "recipe": recipe.model_dump(),
                 "build": build, "initial_weights": origin, "epochs": epoch + 1, "schedule_epochs": epochs,
+                "scheduler": scheduler.state_dict(),
                 "accuracy": {"train": train_acc, "heldout": held_acc}, "history": history,
                 "torch_version": torch.__version__}
         write_checkpoint(ckpt_path, model, momentum, meta)
@@ -324,11 +367,9 @@ def train_arch(arch: str, *, space_name: str, images: str, out: Path, epochs: in
             stream.flush()
     if done >= epochs and not quiet:
         stream.write(f"train: {ckpt_path} already holds {done} epochs (asked for {epochs}); nothing to do\n")
-    return {"arch": arch, "checkpoint": str(ckpt_path), "epochs": max(done, epochs),
-            "accuracy": {"train": train_acc, "heldout": held_acc}, "space": space.name,
-            "initial_weights": origin, "batch_size": recipe.batch_size,
-            "images": {"train": len(y_train), "heldout": len(y_held)},
-            "seconds": round(time.monotonic() - started, 2)}
+    return TrainResult(arch, str(ckpt_path), max(done, epochs), Accuracy(train_acc, held_acc), space.name, origin,
+                       recipe.batch_size, {"train": len(y_train), "heldout": len(y_held)},
+                       round(time.monotonic() - started, 2))
 
 
 def arch_label(space: Space, arch: str) -> str:
@@ -338,5 +379,6 @@ def arch_label(space: Space, arch: str) -> str:
     return arch[:24]
 
 
-__all__ = ["CHECKPOINT_NAME", "TrainRecipe", "augment", "default_batch_size", "evaluate", "heldout_images",
-           "load_training_data", "model_from_checkpoint", "read_checkpoint", "train_arch", "write_checkpoint"]
+__all__ = ["CHECKPOINT_NAME", "Accuracy", "TrainRecipe", "TrainResult", "augment", "cosine_schedule",
+           "default_batch_size", "top1_accuracy",
+           "heldout_images", "load_training_data", "model_from_checkpoint", "read_checkpoint", "train_arch", "write_checkpoint"]

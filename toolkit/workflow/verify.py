@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from modnas.toolkit.errors import BadInput, BoardError
+from modnas.toolkit.results import JsonDoc, omitted
 
 DEFAULT_VERIFY_MAX = 8
 MIN_VERIFY_MARGIN = 0.02   # the least margin a measured pick keeps below the budget
@@ -40,12 +41,57 @@ class Measured:
 Measure = Callable[[str], "Measured | None"]
 
 
+@dataclass
+class MeasuredLatency(JsonDoc):
+    """A candidate's latency as judged on the board (ms); ``source`` where the pick's came from."""
+
+    latency_ms: float
+    source: str | None = omitted()   # board | stored: on the pick only
+    replayed: bool | None = omitted()  # True: drawn from a replay board's table
+
+
+@dataclass
+class Candidate(JsonDoc):
+    """One candidate judged on the board, most accurate first: predicted, measured, and whether it meets."""
+
+    arch: str
+    predicted: dict[str, float]  # {"error", "latency_ms"}
+    measured: MeasuredLatency | None  # None: the measurement failed
+    source: str
+    meets: bool
+    failed: bool | None = omitted()  # True when the board could not measure it
+    verify_margin: float | None = omitted()
+
+
+@dataclass
+class VerifiedSelection(JsonDoc):
+    """``modnas select --verify``: the most accurate candidate measured to meet the budget (``arch`` None and
+    ``reason`` when none does), the candidates judged, and what plain ``select`` would have picked."""
+
+    arch: str | None
+    predicted: dict[str, float] | None
+    margin: float
+    margin_ms: float
+    budget_ms: float
+    preference: list[float] | None
+    verified: bool
+    measured: MeasuredLatency | None
+    verify_margin: float
+    measurements: int
+    skipped_by_estimate: int
+    not_measured_verify_max: int
+    candidates: list[Candidate]
+    unverified: dict[str, Any] | None  # {"arch", "margin", "predicted"}: plain select's pick
+    reason: str | None = omitted()
+    replayed: bool | None = omitted()
+
+
 def candidate_pool(run: Any, cost: Any, preferences: int = 24, dense: int = 201) -> tuple[list[str], dict[str, Any]]:
     """The distinct architectures ``select`` ranks, with the preference each was first read out at."""
     from modnas.toolkit.search.readout import candidates, refine
 
-    archs_a, prefs_a = candidates(run, cost.emb, preferences)
-    archs_b, prefs_b = candidates(run, cost.emb, dense)
+    archs_a, prefs_a = candidates(run, cost.embedding, preferences)
+    archs_b, prefs_b = candidates(run, cost.embedding, dense)
     pool: dict[str, Any] = dict(zip(archs_a, prefs_a))
     for a, p in zip(archs_b, prefs_b):
         pool.setdefault(a, p)
@@ -76,10 +122,10 @@ def board_measure(cfg: Any, store: Any, space: Any, run: str | None = None, quie
 
     def measure(arch: str) -> Measured | None:
         res = profile_device(cfg, store, space, [arch], quiet=quiet, run=run)
-        if res["measured"]:
-            lat = res["measured"][0]["latency_ms"]
-            return Measured(float(lat["median"]), _ci_rel(lat), "board")
-        if res["skipped"]:  # stored with the same artifact and settings after all
+        if res.measured:
+            lat = res.measured[0].latency_ms
+            return Measured(float(lat.median), _ci_rel(lat.to_json()), "board")
+        if res.skipped:  # stored with the same artifact and settings after all
             return stored_measurements(store, cfg.name, space.name, cfg.runtime).get(arch)
         return None
 
@@ -99,7 +145,7 @@ def _estimate(pred: float, anchors: list[tuple[float, float]]) -> float | None:
 def verified_select(run: Any, cost: Any, budget_ms: float, measure: Measure, known: dict[str, Measured] | None = None,
                     *, max_measurements: int = DEFAULT_VERIFY_MAX, repeatability: float | None = None,
                     margin: float | None = None,
-                    pool: tuple[list[str], dict[str, Any]] | None = None) -> dict[str, Any]:
+                    pool: tuple[list[str], dict[str, Any]] | None = None) -> VerifiedSelection:
     """The most accurate candidate measured to meet ``budget_ms``; ``"arch": None`` and a reason when none does.
 
     ``measure`` takes a board measurement (at most ``max_measurements`` of them); ``known`` holds
@@ -109,11 +155,11 @@ def verified_select(run: Any, cost: Any, budget_ms: float, measure: Measure, kno
     from modnas.toolkit.search.readout import resolve_margin
 
     if not budget_ms > 0:
-        raise BadInput(f"budget must be a positive number of ms, got {budget_ms}")
+        raise BadInput(f"`budget_ms` must be a positive number of ms, got {budget_ms}", param="budget_ms")
     if max_measurements < 0:
-        raise BadInput(f"--verify-max must not be negative, got {max_measurements}")
+        raise BadInput(f"`max_measurements` must not be negative, got {max_measurements}", param="max_measurements")
     if repeatability is not None and not 0 <= repeatability < 1:
-        raise BadInput(f"the verify margin must be a fraction in [0, 1), got {repeatability}")
+        raise BadInput(f"`repeatability` must be a fraction in [0, 1), got {repeatability}", param="repeatability")
     if "latency" not in run.objectives:
         raise BadInput("this run does not optimise latency; select needs a latency objective")
     known = dict(known or {})
@@ -128,7 +174,7 @@ def verified_select(run: Any, cost: Any, budget_ms: float, measure: Measure, kno
     eligible = np.flatnonzero(lat * (1.0 - loose) <= budget_ms)
     order = eligible[np.lexsort((lat[eligible], err[eligible]))]
     anchors = [(float(p), known[a].latency_ms) for a, p in zip(archs, lat) if a in known]
-    tried: list[dict[str, Any]] = []
+    tried: list[Candidate] = []
     taken = skipped = unmeasured = 0
     pick: int | None = None
     pick_margin = floor
@@ -150,33 +196,31 @@ def verified_select(run: Any, cost: Any, budget_ms: float, measure: Measure, kno
                 raise BoardError(f"{str(exc).splitlines()[0]} (lost during --verify after {taken - 1} "
                                  f"measurement(s); what was measured is stored)") from None
             if got is None:
-                tried.append({"arch": arch, "predicted": {"error": float(err[i]), "latency_ms": pred},
-                              "measured": None, "source": "board", "meets": False, "failed": True})
+                tried.append(Candidate(arch, {"error": float(err[i]), "latency_ms": pred}, None, "board", False,
+                                       failed=True))
                 continue
             known[arch] = got
             anchors.append((pred, got.latency_ms))
         r = floor if repeatability is not None else max(floor, got.ci_rel)
         meets = got.latency_ms * (1 + r) <= budget_ms
-        tried.append({"arch": arch, "predicted": {"error": float(err[i]), "latency_ms": pred},
-                      "measured": {"latency_ms": got.latency_ms}, "source": got.source, "meets": bool(meets),
-                      "verify_margin": r})
+        tried.append(Candidate(arch, {"error": float(err[i]), "latency_ms": pred}, MeasuredLatency(got.latency_ms),
+                               got.source, bool(meets), verify_margin=r))
         if meets:
             pick, pick_margin = int(i), r
             break
-    doc: dict[str, Any] = {"arch": None, "predicted": None, "margin": loose, "margin_ms": 0.0,
-                           "budget_ms": float(budget_ms), "preference": None, "verified": True, "measured": None,
-                           "verify_margin": pick_margin, "measurements": taken, "skipped_by_estimate": skipped,
-                           "not_measured_verify_max": unmeasured,
-                           "candidates": tried,
-                           "unverified": ({"arch": archs[unverified], "margin": strict,
-                                           "predicted": {"error": float(err[unverified]),
-                                                         "latency_ms": float(lat[unverified])}}
-                                          if unverified is not None else None)}
+    doc = VerifiedSelection(
+        arch=None, predicted=None, margin=loose, margin_ms=0.0, budget_ms=float(budget_ms), preference=None,
+        verified=True, measured=None, verify_margin=pick_margin, measurements=taken, skipped_by_estimate=skipped,
+        not_measured_verify_max=unmeasured, candidates=tried,
+        unverified=({"arch": archs[unverified], "margin": strict,
+                     "predicted": {"error": float(err[unverified]), "latency_ms": float(lat[unverified])}}
+                    if unverified is not None else None))
     if pick is not None:
         a = archs[pick]
-        doc.update(arch=a, predicted={"error": float(err[pick]), "latency_ms": float(lat[pick])},
-                   measured={"latency_ms": known[a].latency_ms, "source": known[a].source},
-                   preference=[float(v) for v in prefs[a]] if a in prefs else None)
+        doc.arch = a
+        doc.predicted = {"error": float(err[pick]), "latency_ms": float(lat[pick])}
+        doc.measured = MeasuredLatency(known[a].latency_ms, known[a].source)
+        doc.preference = [float(v) for v in prefs[a]] if a in prefs else None
         return doc
     if not len(eligible):
         reason = (f"no architecture is predicted within {loose:.1%} of {budget_ms:g} ms; the fastest predicted is "
@@ -188,25 +232,45 @@ def verified_select(run: Any, cost: Any, budget_ms: float, measure: Measure, kno
             reason += (f"; {skipped} more are over it once rescaled by the measured/predicted ratio of "
                        f"measured neighbours")
         if unmeasured:
-            reason += f"; {unmeasured} more not measured (--verify-max {max_measurements})"
-    doc["reason"] = reason
+            reason += f"; {unmeasured} more not measured (at most {max_measurements} board measurement(s))"
+    doc.reason = reason
     return doc
 
 
 def verify_on_board(cfg: Any, store: Any, space: Any, run_obj: Any, cost: Any, budget_ms: float, *,
                     run: str | None = None, max_measurements: int = DEFAULT_VERIFY_MAX,
-                    repeatability: float | None = None, quiet: bool = True) -> dict[str, Any]:
+                    repeatability: float | None = None, quiet: bool = True) -> VerifiedSelection:
     """``verified_select`` on a configured board, with its stored measurements counted."""
     known = stored_measurements(store, cfg.name, space.name, cfg.runtime)
     doc = verified_select(run_obj, cost, budget_ms, board_measure(cfg, store, space, run, quiet), known,
                           max_measurements=max_measurements, repeatability=repeatability)
     if cfg.is_replay:  # drawn from a replay board's table: never a real measurement
-        for row in doc["candidates"] + ([doc] if doc["measured"] else []):
-            if row["measured"] is not None:
-                row["measured"]["replayed"] = True
-        doc["replayed"] = True
+        for measured in [c.measured for c in doc.candidates] + [doc.measured]:
+            if measured is not None:
+                measured.replayed = True
+        doc.replayed = True
     return doc
 
 
-__all__ = ["DEFAULT_VERIFY_MAX", "MIN_VERIFY_MARGIN", "Measured", "board_measure", "candidate_pool",
-           "stored_measurements", "verified_select", "verify_on_board"]
+def verify_select(device: str, store: Any, run_obj: Any, budget_ms: float, *, run: str | None = None,
+                  max_measurements: int = DEFAULT_VERIFY_MAX, repeatability: float | None = None,
+                  quiet: bool = True) -> VerifiedSelection:
+    """``modnas select --verify``: :func:`verify_on_board` on the board ``device`` names (a device file or a
+    stored device with a board, as :func:`modnas.toolkit.config.device_ref` takes it), with its device model
+    from the store."""
+    from modnas.toolkit.config import device_ref
+    from modnas.toolkit.search.api import resolve_device
+    from modnas.toolkit.spaces import get_space
+
+    if max_measurements < 0:
+        raise BadInput(f"`max_measurements` must not be negative, got {max_measurements}", param="max_measurements")
+    space = get_space(run_obj.config.space)
+    cfg = device_ref(device, store)
+    cost = resolve_device(cfg.name, space.name, store=store)
+    return verify_on_board(cfg, store, space, run_obj, cost, budget_ms, run=run, max_measurements=max_measurements,
+                           repeatability=repeatability, quiet=quiet)
+
+
+__all__ = ["DEFAULT_VERIFY_MAX", "MIN_VERIFY_MARGIN", "Candidate", "Measured", "MeasuredLatency", "VerifiedSelection",
+           "board_measure", "candidate_pool", "stored_measurements", "verified_select", "verify_on_board",
+           "verify_select"]

@@ -10,6 +10,7 @@ RUNTIMES = {
     "onnxruntime": ".onnxruntime",
     "tvm": ".tvm",
     "tensorrt": ".tensorrt",
+    "executorch": ".executorch",
 }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from modnas.toolkit.spaces.ofa_blocks import DEFAULT_WIDTH_MULT, BlockSpec, OFAConfig, block_specs, widths
+from modnas.toolkit.spaces.ofa_mbv3.blocks import DEFAULT_WIDTH_MULT, BlockSpec, OFAConfig, block_specs, widths
 
 
 def activation(hswish: bool) -> nn.Module:

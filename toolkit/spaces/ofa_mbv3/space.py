@@ -7,12 +7,11 @@ so two strings that build the same network print, and encode, the same.
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from modnas.toolkit.errors import BadInput
-from modnas.toolkit.spaces.base import Decision, Space
-from modnas.toolkit.spaces.ofa_blocks import (DEFAULT_WIDTH_MULT, DEPTHS, EXPANDS, KERNELS, N_STAGES, RESOLUTIONS,
+from modnas.toolkit.spaces.base import Decision, Space, parse_int_fields
+from modnas.toolkit.spaces.ofa_mbv3.blocks import (DEFAULT_WIDTH_MULT, DEPTHS, EXPANDS, KERNELS, N_STAGES, RESOLUTIONS,
                                               SLOTS, OFAConfig, count_macs)
 
 # HELP's ten reference architectures of the hardware embedding: the rows of
@@ -32,13 +31,18 @@ REFERENCE_ARCHS: tuple[str, ...] = (
     "ks=3-3-7-7-7-7-7-7-5-7-3-3-3-5-5-3-3-7-3-3;e=3-3-4-6-6-6-4-3-6-3-3-3-3-3-6-3-6-6-3-3;d=4-4-3-4-2;r=200",
 )
 
-_FIELD = re.compile(r"^\s*([a-z]+)\s*=\s*([0-9\-]*)\s*$")
 
 
 class OFAMobileNetV3Space(Space):
     """Kernel 3/5/7 and expand 3/4/6 per block, depth 2/3/4 per stage, input 128..224 step 4."""
 
     name = "ofa_mbv3"
+    table_metrics = ("latency",)  # HELP's OFA settings (GPUs at several batch sizes)
+    shipped_runs = {None: "ofa_mbv3"}
+    # supernet mode: with 46 decisions the hypernetwork collapses onto whatever the supernet trained
+    # first, hence a warm-up on random subnets and one random subnet in every weight step
+    warmup_share = 0.3
+    random_subnets = 1
 
     def __init__(self) -> None:
         self.decisions = (
@@ -51,28 +55,7 @@ class OFAMobileNetV3Space(Space):
     # -- strings -----------------------------------------------------------------------------
     @staticmethod
     def _parse(arch: Any) -> tuple[list[int], list[int], list[int], int]:
-        if not isinstance(arch, str):
-            raise BadInput(f"architecture must be a string, got {type(arch).__name__}")
-        text = " ".join(arch.split())
-        shown = text if len(text) <= 120 else text[:117] + "..."
-        where = f"malformed ofa_mbv3 architecture {shown!r}"
-        fields: dict[str, list[int]] = {}
-        for part in text.split(";"):
-            m = _FIELD.match(part)
-            if not m:
-                raise BadInput(f"{where}: expected 'ks=...;e=...;d=...;r=...', got part {part.strip()!r}")
-            key, value = m.group(1), m.group(2)
-            if key not in ("ks", "e", "d", "r"):
-                raise BadInput(f"{where}: unknown field {key!r} (known: ks, e, d, r)")
-            if key in fields:
-                raise BadInput(f"{where}: field {key!r} given twice")
-            items = value.split("-")
-            if not all(x.isdigit() for x in items):
-                raise BadInput(f"{where}: field {key!r} must be integers joined by '-'")
-            fields[key] = [int(x) for x in items]
-        missing = [k for k in ("ks", "e", "d", "r") if k not in fields]
-        if missing:
-            raise BadInput(f"{where}: missing field(s) {', '.join(missing)}")
+        fields, where = parse_int_fields(arch, "ofa_mbv3", ("ks", "e", "d", "r"))
         ks, e, d, r = fields["ks"], fields["e"], fields["d"], fields["r"]
         for key, vals, n in (("ks", ks, N_STAGES * SLOTS), ("e", e, N_STAGES * SLOTS), ("d", d, N_STAGES), ("r", r, 1)):
             if len(vals) != n:
@@ -157,6 +140,56 @@ class OFAMobileNetV3Space(Space):
 
     def build(self, arch: str, num_classes: int = 1000, width_mult: float = DEFAULT_WIDTH_MULT,
               dropout: float = 0.0) -> Any:
-        from modnas.toolkit.spaces.ofa_net import OFAMobileNetV3
+        from modnas.toolkit.spaces.ofa_mbv3.net import OFAMobileNetV3
 
         return OFAMobileNetV3(self.config(arch), num_classes=num_classes, width_mult=width_mult, dropout=dropout)
+
+    # -- tables ------------------------------------------------------------------------------------
+    def load_table(self, data_dir: Any, metric: str = "latency") -> Any:
+        if metric not in self.table_metrics:
+            raise BadInput(self._no_table(metric))
+        from modnas.toolkit.spaces.ofa_mbv3.tables import load_latency
+
+        return load_latency(data_dir)
+
+    # -- the supernet ------------------------------------------------------------------------------
+    # Resolution is a decision: the user's images (side ``S``) are resized to ``S * r / 224`` for a
+    # subnet of resolution ``r``, so smaller inputs cost accuracy as they do at full size.
+    def build_supernet(self, num_classes: int, cfg: Any) -> Any:
+        from modnas.toolkit.spaces.ofa_mbv3.supernet import OFASupernet
+
+        return OFASupernet(num_classes=num_classes)  # the width the predictors and exports use
+
+    def load_supernet(self, args: dict[str, Any]) -> Any:
+        from modnas.toolkit.spaces.ofa_mbv3.supernet import OFASupernet
+
+        return OFASupernet(**args)
+
+    def _resized(self, x: Any, onehot: Any) -> tuple[Any, Any]:
+        """The input at the subnet's scaled resolution, and the chosen resolution's one-hot entry."""
+        import torch.nn.functional as F
+
+        flat = onehot.reshape(-1)
+        offset = self.onehot_dim - len(RESOLUTIONS)
+        idx = int(flat[offset:].detach().argmax())
+        side = max(8, int(round(x.shape[-1] * RESOLUTIONS[idx] / max(RESOLUTIONS))))
+        if side != x.shape[-1]:
+            x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+        return x, flat[offset + idx]
+
+    def supernet_logits(self, supernet: Any, x: Any, onehot: Any) -> Any:
+        x, weight = self._resized(x, onehot)
+        return supernet(x, onehot.reshape(-1)) * weight  # straight-through: 1 in value
+
+    def prepare_eval(self, supernet: Any, x: Any, onehot: Any) -> None:
+        from modnas.toolkit.spaces.ofa_mbv3.supernet import calibrate_bn
+
+        arch = self.decode(onehot.reshape(-1).detach().numpy())
+        calibrate_bn(supernet, self._resized(x, onehot)[0], arch)
+        supernet.eval()
+
+    def subnet(self, supernet: Any, arch: str) -> Any:
+        return supernet.subnet(arch)
+
+    def run_build_kwargs(self, config: Any, supernet_args: dict[str, Any] | None) -> dict[str, Any]:
+        return {"width_mult": float(supernet_args["width_mult"])} if supernet_args else {}

@@ -139,8 +139,8 @@ def load_tables(cfg: Any) -> dict[str, ReplayTable]:
 
 def replay_connection(cfg: Any) -> Any:
     """The connection to a replay board: this machine, with the agent answering from the tables in this process."""
-    from modnas.profilers.board.replay import ReplayBoard
-    from modnas.profilers.replay import ReplayConnection
+    from modnas.profilers.board.replay_runtime import ReplayBoard
+    from modnas.profilers.replay_connection import ReplayConnection
 
     tables = load_tables(cfg)
     board = ReplayBoard(
@@ -153,26 +153,13 @@ def replay_connection(cfg: Any) -> Any:
 # -- writing tables and replay device files (benchmarks and tests) ---------------------------------------------
 def table_values(data_dir: str | Path, key: str, metric: str = "latency", space: str = "nb201",
                  table: Any = None) -> dict[str, float]:
-    """One device column of the shared tables as {arch: value} (measured cells only).
+    """One device column of the space's shared tables as {arch: value} (measured cells only), e.g.
+    ``help:pixel3`` of nb201 or ``help_ofa:v100_64`` of ofa_mbv3; pass an already loaded ``table``
+    to read many columns cheaply."""
+    from modnas.toolkit.spaces import get_space
 
-    ``key`` is a ``modnas.toolkit.data.benchdata`` key (``help:pixel3``) for nb201 or a ``modnas.toolkit.data.benchdata_ofa`` key
-    (``help_ofa:v100_64``) for ofa_mbv3; pass an already loaded ``table`` to read many columns cheaply."""
-    if space == "nb201":
-        from modnas.toolkit.data import benchdata
-        from modnas.toolkit.spaces import get_space
-
-        loaded = table if table is not None else benchdata.load_table(data_dir, metric)
-        row = loaded.row(key)
-        archs = get_space("nb201").all_archs()
-        return {a: float(v) for a, v in zip(archs, row) if math.isfinite(v) and v > 0}
-    if space == "ofa_mbv3":
-        if metric != "latency":
-            raise BadInput("the OFA tables have latency only")
-        from modnas.toolkit.data import benchdata_ofa
-
-        loaded = table if table is not None else benchdata_ofa.load_latency(data_dir)
-        return {a: float(v) for a, v in loaded.values_by_arch(key).items() if math.isfinite(v) and v > 0}
-    raise BadInput(f"no shared tables for space {space!r}")
+    loaded = table if table is not None else get_space(space).load_table(data_dir, metric)
+    return {a: float(v) for a, v in loaded.values_by_arch(key).items() if math.isfinite(v) and v > 0}
 
 
 def write_table(values: Mapping[str, float], path: str | Path) -> Path:
@@ -224,25 +211,25 @@ def device_name_for(key: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m modnas.toolkit.data.replay --data DIR --device KEY [--device KEY ...] --out DIR``: replay device files."""
+    """``python -m modnas.toolkit.data.replay_tables --data DIR --device KEY [--device KEY ...] --out DIR``: replay device files."""
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m modnas.toolkit.data.replay",
+    from modnas.toolkit.spaces import get_space, space_names
+
+    parser = argparse.ArgumentParser(prog="python -m modnas.toolkit.data.replay_tables",
                                      description="write replay boards (device file + tables) for shared-table devices")
     parser.add_argument("--data", required=True, help="the measured tables (laid out as shared/data)")
     parser.add_argument("--device", action="append", required=True, help="a table key, e.g. help:pixel3")
-    parser.add_argument("--space", default="nb201", choices=["nb201", "ofa_mbv3"])
+    parser.add_argument("--space", default="nb201", choices=space_names())
     parser.add_argument("--noise", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     try:
-        latency = energy = None
-        if args.space == "nb201":  # every key's column from one read of each table
-            from modnas.toolkit.data import benchdata
-
-            latency, energy = benchdata.load_table(args.data, "latency"), benchdata.load_table(args.data, "energy")
+        space = get_space(args.space)  # every key's column from one read of each table
+        latency = space.load_table(args.data, "latency")
+        energy = space.load_table(args.data, "energy") if "energy" in space.table_metrics else None
         for key in args.device:
             lat = table_values(args.data, key, "latency", args.space, table=latency)
             en = table_values(args.data, key, "energy", args.space, table=energy) if (
@@ -250,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             path = write_device(args.out, device_name_for(key), lat, en, noise=args.noise, seed=args.seed)
             print(path)
     except BadInput as err:
-        print(f"python -m modnas.toolkit.data.replay: {err}", file=sys.stderr)
+        print(f"python -m modnas.toolkit.data.replay_tables: {err}", file=sys.stderr)
         return 2
     return 0
 

@@ -4,7 +4,7 @@ Every stage holds 4 blocks at the largest choices (kernel 7, expand ratio 6). A 
 first ``d`` blocks of each stage, the centre ``k x k`` of each depthwise kernel and the first
 ``hidden`` channels of each expanded layer (BN statistics and SE weights sliced alike).
 :meth:`OFASupernet.extract` copies those slices into a state dict that loads strictly into the
-standalone :class:`modnas.toolkit.spaces.ofa_net.OFAMobileNetV3` of the same architecture.
+standalone :class:`modnas.toolkit.spaces.ofa_mbv3.net.OFAMobileNetV3` of the same architecture.
 ``forward(x, arch)`` takes a string, an ``OFAConfig`` or a flat (straight-through) one-hot laid out
 as ``space.encode``, like the NB201 supernet's, so a sampler's output can drive it.
 """
@@ -18,11 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from modnas.toolkit.errors import BadInput
-from modnas.toolkit.spaces.ofa_mbv3 import OFAMobileNetV3Space
-from modnas.toolkit.spaces.ofa_blocks import (DEFAULT_WIDTH_MULT, DEPTHS, EXPANDS, KERNELS, N_STAGES, SLOTS,
+from modnas.toolkit.spaces.ofa_mbv3.blocks import (DEFAULT_WIDTH_MULT, DEPTHS, EXPANDS, KERNELS, N_STAGES, SLOTS,
                                               STAGE_HSWISH, STAGE_SE, STAGE_STRIDES, OFAConfig, hidden_width,
                                               make_divisible, widths)
-from modnas.toolkit.spaces.ofa_net import ConvBNAct, FirstBlock, Head
+from modnas.toolkit.spaces.ofa_mbv3.net import ConvBNAct, FirstBlock, Head
 
 MAX_KERNEL = max(KERNELS)
 
@@ -107,7 +106,9 @@ class OFASupernet(nn.Module):
 
     def __init__(self, num_classes: int = 1000, width_mult: float = DEFAULT_WIDTH_MULT, dropout: float = 0.0) -> None:
         super().__init__()
-        self.space = OFAMobileNetV3Space()
+        from modnas.toolkit.spaces import get_space
+
+        self.space = get_space("ofa_mbv3")
         self.num_classes, self.width_mult, self.dropout = num_classes, width_mult, dropout
         w = widths(width_mult)
         self.stem = ConvBNAct(3, w.stem, 3, stride=2, act=nn.Hardswish())
@@ -195,7 +196,7 @@ class OFASupernet(nn.Module):
 
     def subnet(self, arch: str | OFAConfig | torch.Tensor) -> nn.Module:
         """The standalone network of ``arch`` carrying the supernet's weights."""
-        from modnas.toolkit.spaces.ofa_net import OFAMobileNetV3
+        from modnas.toolkit.spaces.ofa_mbv3.net import OFAMobileNetV3
 
         cfg = self._cfg(arch)
         net = OFAMobileNetV3(cfg, num_classes=self.num_classes, width_mult=self.width_mult, dropout=self.dropout)
@@ -203,76 +204,10 @@ class OFASupernet(nn.Module):
         return net
 
 
-# -- a little training on real images -----------------------------------------------------------
-def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """The 1,797 digits as ([n, 64] pixels 0..16, [n] labels), read from scikit-learn's data file
-    directly (importing ``sklearn.datasets`` takes seconds); ``load_digits`` when the file moved."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.find_spec("sklearn")
-    if spec is not None and spec.origin:
-        path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
-        if path.is_file():
-            table = np.loadtxt(path, delimiter=",")
-            return table[:, :-1], table[:, -1].astype(np.int64)
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    return np.asarray(data.data), np.asarray(data.target, dtype=np.int64)
-
-
-def digits_dataset(resolution: int = 32, n: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's 8x8 handwritten digits, upsampled to ``resolution`` and repeated on 3 channels."""
-    if resolution < 8:
-        raise BadInput(f"digits need a resolution of at least 8, got {resolution}")
-    pixels, targets = _digits_arrays()
-    images = torch.tensor(pixels.reshape(-1, 8, 8), dtype=torch.float32) / 16.0
-    labels = torch.tensor(targets, dtype=torch.long)
-    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(labels)))
-    if n is not None:
-        order = order[:n]
-    x = F.interpolate(images[order].unsqueeze(1), size=(resolution, resolution), mode="bilinear",
-                      align_corners=False)
-    x = (x - 0.5) / 0.5
-    return x.repeat(1, 3, 1, 1), labels[order]
-
-
-def largest_arch(space: OFAMobileNetV3Space) -> str:
+# -- helpers for training and read-out -----------------------------------------------------------
+def largest_arch(space: Any) -> str:
     """Kernel 7, expand 6 and depth 4 everywhere, at the largest resolution."""
     return space.from_indices([len(d.choices) - 1 for d in space.decisions])
-
-
-def train_steps(supernet: OFASupernet, images: torch.Tensor, labels: torch.Tensor, steps: int,
-                batch_size: int = 32, lr: float = 0.05, seed: int = 0, sandwich: bool = True,
-                archs: list[str] | None = None) -> list[float]:
-    """SGD steps, each on a random batch: the largest subnet plus one random subnet (sandwich rule).
-
-    With ``archs`` the subnets of each step are those instead (all of them, every step).
-    Returns the loss of each step (the sum over the subnets trained in it).
-    """
-    if steps < 0 or batch_size < 1:
-        raise BadInput("steps must be >= 0 and batch_size >= 1")
-    gen = torch.Generator().manual_seed(seed)
-    space = supernet.space
-    largest = largest_arch(space)
-    fixed = [space.canonical(a) for a in archs] if archs else None
-    opt = torch.optim.SGD(supernet.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=3e-5)
-    supernet.train()
-    losses: list[float] = []
-    for step in range(steps):
-        pick = torch.randint(len(labels), (batch_size,), generator=gen)
-        x, y = images[pick], labels[pick]
-        chosen = fixed or ([largest] if sandwich else []) + space.sample(1, seed=seed * 100003 + step)
-        opt.zero_grad()
-        total = 0.0
-        for arch in chosen:
-            loss = F.cross_entropy(supernet(x, arch), y)
-            loss.backward()
-            total += loss.item()
-        opt.step()
-        losses.append(total)
-    return losses
 
 
 def calibrate_bn(supernet: OFASupernet, images: torch.Tensor, arch: str) -> None:
@@ -289,11 +224,3 @@ def calibrate_bn(supernet: OFASupernet, images: torch.Tensor, arch: str) -> None
         for m, mom in zip(bns, saved):
             m.momentum = mom
 
-
-def evaluate(supernet: OFASupernet, images: torch.Tensor, labels: torch.Tensor, arch: str) -> dict[str, Any]:
-    """Loss and accuracy of one subnet in eval mode (running BN statistics)."""
-    supernet.eval()
-    with torch.no_grad():
-        logits = supernet(images, arch)
-        return {"loss": float(F.cross_entropy(logits, labels)),
-                "accuracy": float((logits.argmax(1) == labels).float().mean())}

@@ -26,7 +26,6 @@ from modnas.toolkit.errors import BadInput
 
 N_NB201 = 15625
 METRICS = ("latency", "energy")
-UNITS = {"latency": "ms", "energy": "mJ"}
 
 # Short device names in HW-NAS-Bench-360's files -> the names the combined tables use.
 _HW360_NAMES = {"pi5": "raspberrypi5", "pixel": "pixel6a"}
@@ -48,6 +47,17 @@ class DeviceTable:
             raise BadInput(f"unknown device {key!r} in the {self.metric} table ({len(self.keys)} devices)")
         return self.values[self.keys.index(key)]
 
+    @property
+    def archs(self) -> list[str]:
+        """Column ``j`` is the cell of benchmark index ``j``."""
+        from modnas.toolkit.spaces import get_space
+
+        return get_space("nb201").all_archs()
+
+    def values_by_arch(self, key: str) -> dict[str, float]:
+        """``{arch: value}`` of one device (measured entries only)."""
+        return {a: float(v) for a, v in zip(self.archs, self.row(key)) if np.isfinite(v)}
+
     def keys_with_references(self, space_name: str = "nb201") -> list[str]:
         """Devices whose reference architectures are all measured (they can be onboarded from the table)."""
         from modnas.toolkit.spaces import get_space
@@ -55,10 +65,6 @@ class DeviceTable:
         space = get_space(space_name)
         idx = [space.index(a) for a in space.reference_archs()]
         return [k for k, row in zip(self.keys, self.values) if np.all(np.isfinite(row[idx]))]
-
-    def frame(self) -> pd.DataFrame:
-        """The table as a DataFrame indexed by arch_index, one column per device."""
-        return pd.DataFrame(self.values.T, columns=self.keys).rename_axis("arch_index")
 
     def connected_only(self) -> "DeviceTable":
         """A copy with the disconnected cells set to NaN."""
@@ -78,25 +84,19 @@ _OP_TOKEN = re.compile(r"([a-z_0-9]+)~\d")
 def nb201_codes() -> np.ndarray:
     """Op code per edge for every benchmark cell, int [15625, 6], in benchmark index order."""
     from modnas.toolkit.spaces import get_space
-    from modnas.toolkit.spaces.nb201_cell import OPS
+    from modnas.toolkit.spaces.nb201.cell import OPS
 
     code = {op: i for i, op in enumerate(OPS)}
     return np.array([[code[t] for t in _OP_TOKEN.findall(a)] for a in get_space("nb201").all_archs()],
                     dtype=np.int64)
 
 
-def nb201_onehot(codes: np.ndarray | None = None) -> np.ndarray:
-    """The space's decision-major one-hot of every benchmark cell, float32 [15625, 30]."""
-    c = nb201_codes() if codes is None else codes
-    return np.eye(5, dtype=np.float32)[c].reshape(len(c), -1)
-
-
 def connected_mask(codes: np.ndarray | None = None) -> np.ndarray:
     """Boolean [15625]: whether each benchmark cell connects input to output."""
-    from modnas.toolkit.spaces.nb201 import NB201Space
+    from modnas.toolkit.spaces.nb201.cell import is_connected
 
     c = nb201_codes() if codes is None else codes
-    return np.array([NB201Space.is_connected(list(row)) for row in c])
+    return np.array([is_connected(list(row)) for row in c])
 
 
 # -- per-source loaders: each returns {key: (arch_index array, value array)} -------------------
@@ -216,42 +216,6 @@ def load_table(data_dir: str | Path, metric: str = "latency") -> DeviceTable:
     if not keys:
         raise BadInput(f"no NB201 {metric} tables found under {str(root)!r}")
     return DeviceTable(metric, keys, np.vstack(rows), _digest(files), [str(f) for f in files], dups)
-
-
-# -- hardware groups ---------------------------------------------------------------------------
-# Rules on names (not a device list): the same chip under several names maps to one group.
-_CHIP_RULES: tuple[tuple[str, str], ...] = (
-    (r"1080\s*-?ti|core-i7-7820x", "gtx1080ti-desktop"),  # Eagle's i7 and GTX files are near-duplicates
-    (r"edge-?tpu", "edgetpu"),
-    (r"adreno-?640|snapdragon-855-adreno", "snapdragon855-gpu"),
-    (r"cortexa76|kryo-?485|snapdragon-855-kryo", "snapdragon855-cpu"),
-    (r"hexagon-?690|snapdragon-855-hexagon", "snapdragon855-dsp"),
-    (r"jetson[_-]?tx2", "jetson-tx2"),
-)
-
-
-def hardware_group(key: str) -> str:
-    """One name per physical hardware: all its runtimes, tasks, batch sizes and copies share it."""
-    low = key.lower()
-    for pattern, group in _CHIP_RULES:
-        if re.search(pattern, low):
-            return group
-    parts = low.split(":")
-    source, name = parts[0], parts[1] if len(parts) > 1 else parts[0]
-    if source == "oneproxy":
-        name = re.sub(r"^(hwnasbench|nnmeter|eagle)_", "", name)
-        name = re.sub(r"_(tflite|openvino)[0-9a-z]*$", "", name)
-    if source in ("help", "help_ofa"):
-        name = re.sub(r"_\d{1,3}$", "", name)  # batch sizes (model numbers have 4 digits)
-    name = re.sub(r"-(int8|fp32|fp16)$", "", name)
-    return name
-
-
-def groups(keys: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for k in keys:
-        out.setdefault(hardware_group(k), []).append(k)
-    return out
 
 
 # -- accuracy ------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Weight-sharing NB201 supernet that runs only the sampled op per edge (GDAS style).
 
-Module names mirror ``modnas.toolkit.spaces.nb201_net.NB201Network`` with one extra level per edge:
+Module names mirror ``modnas.toolkit.spaces.nb201.net.NB201Network`` with one extra level per edge:
 ``layers.<l>.edges.<j_i>.<op>.<rest>`` in the supernet is ``layers.<l>.edges.<j_i>.<rest>`` in
 the standalone network, so extracting a subnet is a key mapping.
 """
@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from modnas.toolkit.spaces.nb201_cell import EDGES, OPS
-from modnas.toolkit.spaces.nb201_net import NB201Network, build_macro, make_op
+from modnas.toolkit.spaces.nb201.cell import EDGES, OPS
+from modnas.toolkit.spaces.nb201.net import NB201Network, build_macro, make_op
 
 
 class SuperCell(nn.Module):

@@ -9,7 +9,7 @@ from typing import Any
 
 from modnas.toolkit.errors import BadInput
 from modnas.toolkit.spaces.base import Decision, Space
-from modnas.toolkit.spaces.nb201_cell import EDGES, OPS
+from modnas.toolkit.spaces.nb201.cell import EDGES, OPS, is_connected
 
 
 # The ten reference architectures of the hardware embedding (benchmark indices).
@@ -23,6 +23,12 @@ class NB201Space(Space):
     """The benchmark's cell space; C=16, N=5 cells per stage, 32x32x3 input, 10 classes."""
 
     name = "nb201"
+    enumerable = True
+    table_metrics = ("latency", "energy")
+    table_coverage = 15000 / 15625  # a usable table device has (nearly) every cell
+    tasks = ("cifar10", "cifar100", "imagenet16-120")
+    shipped_runs = {None: "default", "cifar10": "default", "cifar100": "nb201_cifar100",
+                    "imagenet16-120": "nb201_imagenet16-120"}
 
     def __init__(self) -> None:
         self.decisions = [Decision(f"edge{j}<-{i}", OPS) for j, i in EDGES]
@@ -89,9 +95,19 @@ class NB201Space(Space):
             raise BadInput(f"nb201 index {index} is outside 0..15624")
         return self.from_indices([int(c) for c in self._index_codes[int(index)]])
 
+    @cached_property
+    def _all_archs(self) -> tuple[str, ...]:
+        return tuple(self.from_indices([int(c) for c in code]) for code in self._index_codes)
+
     def all_archs(self) -> list[str]:
         """Every cell, in the benchmark's index order."""
-        return [self.from_indices([int(c) for c in code]) for code in self._index_codes]
+        return list(self._all_archs)
+
+    def usable(self, archs: Any) -> Any:
+        """Connected cells only: a disconnected one (no path of non-``none`` ops) is chance level."""
+        import numpy as np
+
+        return np.array([is_connected(self.to_indices(a)) for a in archs], dtype=bool)
 
     def sample(self, n: int, seed: int = 0) -> list[str]:
         import numpy as np
@@ -108,14 +124,7 @@ class NB201Space(Space):
     def input_shape(self, arch: str) -> tuple[int, ...]:
         return (1, 3, 32, 32)
 
-    @staticmethod
-    def is_connected(indices: list[int]) -> bool:
-        """Whether some path of non-``none`` ops leads from the input to the output node."""
-        reach = {0}
-        for (j, i), op in zip(EDGES, indices):
-            if op != 0 and i in reach:
-                reach.add(j)
-        return 3 in reach
+    is_connected = staticmethod(is_connected)
 
     def flops(self, arch: str) -> float:
         idx = self.to_indices(arch)
@@ -130,6 +139,62 @@ class NB201Space(Space):
         return total / 1e6
 
     def build(self, arch: str, num_classes: int = 10, channels: int = 16, cells: int = 5) -> Any:
-        from modnas.toolkit.spaces.nb201_net import NB201Network
+        from modnas.toolkit.spaces.nb201.net import NB201Network
 
         return NB201Network(self.to_indices(arch), num_classes=num_classes, channels=channels, cells=cells)
+
+    # -- tables and tasks ------------------------------------------------------------------------
+    def load_table(self, data_dir: Any, metric: str = "latency") -> Any:
+        from modnas.toolkit.spaces.nb201.tables import load_table
+
+        return load_table(data_dir, metric)
+
+    def predictor_table(self, table: Any) -> Any:
+        return table.connected_only()
+
+    def task_column(self, task: str) -> str:
+        from modnas.toolkit.spaces.nb201.tasks import task_column
+
+        return task_column(task)
+
+    def task_of_column(self, column: str) -> str | None:
+        from modnas.toolkit.spaces.nb201.tasks import task_of_column
+
+        return task_of_column(column)
+
+    def accuracy_column(self, data_dir: Any, column: str) -> Any:
+        import numpy as np
+
+        from modnas.toolkit.spaces.nb201.tables import load_accuracy
+
+        table = load_accuracy(data_dir)
+        if column not in table.columns:
+            raise BadInput(f"no accuracy column {column!r} in the accuracy table")
+        return np.asarray(table.sort_index()[column], dtype=np.float64)
+
+    def cell_graph(self) -> Any:
+        from modnas.toolkit.spaces.nb201.cell import op_graph
+
+        return op_graph()
+
+    # -- the supernet ------------------------------------------------------------------------------
+    def build_supernet(self, num_classes: int, cfg: Any) -> Any:
+        from modnas.toolkit.spaces.nb201.supernet import NB201Supernet
+
+        return NB201Supernet(num_classes=num_classes, channels=cfg.channels, cells=cfg.cells)
+
+    def load_supernet(self, args: dict[str, Any]) -> Any:
+        from modnas.toolkit.spaces.nb201.supernet import NB201Supernet
+
+        return NB201Supernet(**args)
+
+    def supernet_logits(self, supernet: Any, x: Any, onehot: Any) -> Any:
+        return supernet(x, onehot.reshape(len(EDGES), len(OPS)))
+
+    def subnet(self, supernet: Any, arch: str) -> Any:
+        from modnas.toolkit.spaces.nb201.supernet import extract_subnet
+
+        return extract_subnet(supernet, arch)
+
+    def run_build_kwargs(self, config: Any, supernet_args: dict[str, Any] | None) -> dict[str, Any]:
+        return {"channels": int(config.channels), "cells": int(config.cells)}

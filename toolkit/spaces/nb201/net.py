@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from modnas.toolkit.spaces.nb201_cell import EDGES, OPS
+from modnas.toolkit.spaces.nb201.cell import EDGES, OPS
 
 
 class ReLUConvBN(nn.Sequential):

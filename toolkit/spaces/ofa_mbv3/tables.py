@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+from typing import Any
+
 import hashlib
 import math
 import re
@@ -19,18 +21,16 @@ import numpy as np
 import pandas as pd
 
 from modnas.toolkit.errors import BadInput
-from modnas.toolkit.spaces.ofa_mbv3 import OFAMobileNetV3Space
-from modnas.toolkit.spaces.ofa_blocks import DEFAULT_WIDTH_MULT, STAGE_HSWISH, STAGE_SE, block_specs, widths
+from modnas.toolkit.spaces.ofa_mbv3.blocks import DEFAULT_WIDTH_MULT, STAGE_HSWISH, STAGE_SE, block_specs, widths
 
 SOURCE = "help_ofa"
 _STR_COLS = {c: str for c in ("ks", "e", "d", "ks_active", "e_active")}
 
 
-def _space() -> OFAMobileNetV3Space:
+def _space() -> Any:
     from modnas.toolkit.spaces import get_space
 
     space = get_space("ofa_mbv3")
-    assert isinstance(space, OFAMobileNetV3Space)
     return space
 
 
@@ -67,10 +67,6 @@ class OFADeviceTable:
         if key not in self.keys:
             raise BadInput(f"unknown device {key!r} in the OFA latency table ({', '.join(self.keys)})")
         return self.values[self.keys.index(key)]
-
-    def frame(self) -> pd.DataFrame:
-        """The table indexed by canonical architecture string, one column per device."""
-        return pd.DataFrame(self.values.T, index=pd.Index(self.archs, name="arch"), columns=self.keys)
 
     def values_by_arch(self, key: str) -> dict[str, float]:
         """``{arch: ms}`` of one device (measured entries only)."""
@@ -162,10 +158,6 @@ def lut_latency(arch: str, lut_df: pd.DataFrame) -> float:
             raise BadInput(f"Note10 lookup table has no entry {key!r} at resolution {r}")
         total += float(means[key])
     return total
-
-
-def lut_resolutions(lut_df: pd.DataFrame) -> list[int]:
-    return sorted(int(r) for r in lut_df["resolution"].unique())
 
 
 def load_specialized(data_dir: str | Path) -> pd.DataFrame:
