@@ -210,3 +210,18 @@ def test_leave_group_out_evaluation_reports_every_baseline(data_dir: Path, table
     assert "mean" in res["markdown"] and res["mean"]["predictor"]["mdape"] > 0
     with pytest.raises(BadInput):
         evaluation.leave_groups_out(data_dir, space="ofa_mbv3", metric="energy")  # OFA: latency only
+
+
+def test_a_damaged_user_predictor_is_an_error_not_a_silent_fallback(modnas_home: Path, data_dir: Path) -> None:
+    """`predictor fit` writes to $MODNAS_HOME/predictors, which every command then reads first: a
+    half-written pair there must be one clear error, never the shipped predictor or the stand-in."""
+    from modnas.toolkit.search.api import resolve_devices
+
+    path = predictors.user_predictor_path("nb201", "latency")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a predictor")
+    assert predictors.has_default("nb201", "latency")
+    with pytest.raises(BadInput, match="not found"):
+        predictors.load_default("nb201", "latency")
+    with pytest.raises(BadInput):
+        resolve_devices(["help:pixel3"], data_dir)

@@ -148,6 +148,10 @@ def test_precision_int8_keyed_apart_in_the_store(tmp_path: Path, modnas_home: Pa
         mixed = parse_device({"name": "loc", "host": "local", "measurement": quick, "precision": "int8"})
         with pytest.raises(BadInput, match="another device name"):
             profile_device(mixed, store, space, [TINY], quiet=True)
+        # ... and one runtime: TVM timings never join the onnxruntime ones under the same name
+        other = parse_device({"name": "loc", "host": "local", "measurement": quick, "runtime": "tvm"})
+        with pytest.raises(BadInput, match="already has onnxruntime measurements"):
+            profile_device(other, store, space, [TINY], quiet=True)
         tvm8 = parse_device({"name": "tv8", "host": "local", "runtime": "tvm", "precision": "int8",
                              "measurement": quick})
         with pytest.raises(BadInput, match="onnxruntime"):

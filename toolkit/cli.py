@@ -430,7 +430,9 @@ def build_parser(handlers: dict[str, Handler]) -> argparse.ArgumentParser:
     space_arg(p)
     p.add_argument("--archs", default="refs", help="refs | random:N | FILE (one architecture a line)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--runtime", choices=["onnxruntime", "tvm", "tensorrt", "replay"], default=None)
+    from modnas.profilers.board.runtimes import RUNTIMES
+
+    p.add_argument("--runtime", choices=[*RUNTIMES, "replay"], default=None)
     p.add_argument("--force", action="store_true", help="measure again what is already stored")
     add("devices", "list the devices in the store")
     p = add("import", "store measurements taken elsewhere (CSV with header arch,value)")
@@ -512,7 +514,7 @@ def build_parser(handlers: dict[str, Handler]) -> argparse.ArgumentParser:
     space_arg(p, from_run=True)
     p.add_argument("--run", default=None)
     task_arg(p, "without --run: the run shipped for this benchmark task")
-    p.add_argument("--format", default="onnx", help="onnx[,tvm][,tensorrt]")
+    p.add_argument("--format", default="onnx", help="onnx[,tvm][,tensorrt][,executorch]")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="TensorRT precision")
     p.add_argument("--target-preset", default=None, help="TVM target when the device file has none: "
                    "x86 | cortex-a72 | cortex-a76 | cortex-a78ae")

@@ -209,12 +209,22 @@ def user_predictor_path(space: str, metric: str) -> Path:
     return modnas_home() / "predictors" / f"{space}-{metric}.safetensors"
 
 
+def has_default(space: str, metric: str) -> bool:
+    """Whether :func:`load_default` has a predictor to load (the user's or a shipped one); a damaged
+    one is then an error of its own, never a silent fallback."""
+    own = user_predictor_path(space, metric)
+    if own.is_file() or own.with_suffix(".json").is_file():
+        return True
+    base = resources.files("modnas.toolkit").joinpath("assets", "predictors")
+    return base.joinpath(f"{space}-{metric}.safetensors").is_file()
+
+
 def load_default(space: str = "nb201", metric: str = "latency") -> Predictor:
     """The predictor fitted by the user (``$MODNAS_HOME/predictors/<space>-<metric>.*``) when there is
     one, else the one shipped in ``toolkit/assets/predictors/<space>-<metric>.*``."""
     own = user_predictor_path(space, metric)
-    if own.is_file() and own.with_suffix(".json").is_file():
-        return load(own)
+    if own.is_file() or own.with_suffix(".json").is_file():
+        return load(own)  # a half-written pair is one clear error, not the shipped predictor in its place
     base = resources.files("modnas.toolkit").joinpath("assets", "predictors")
     st, js = base.joinpath(f"{space}-{metric}.safetensors"), base.joinpath(f"{space}-{metric}.json")
     if not (st.is_file() and js.is_file()):
@@ -470,7 +480,7 @@ def fit_predictor(data_dir: str | Path | None, out_path: str | Path | None = Non
                   tables: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train on every table device (minus ``held_out`` keys or hardware groups) plus ``extra``.
 
-    A held-out key takes its whole hardware group with it (``modnas.toolkit.data.hwgroups.hardware_group``).
+    A held-out key takes its whole hardware group with it (``modnas.toolkit.data.groups.hardware_group``).
 
     ``extra`` is ``{device name: {arch: value}}`` (or a callable returning it), e.g. store
     measurements. Saves to ``out_path`` when given. Returns ``{"path", "devices", "metrics",

@@ -35,13 +35,9 @@ def resolve_devices(names: list[str], data_dir: str | Path | None = None, store:
     from modnas.toolkit.spaces import get_space
 
     sp = get_space(space)
-    try:
-        from modnas.toolkit.prediction import predictors, device_cost as prediction
-        predictors.load_default(space, metric)
-        have_predictor = True
-    except (ImportError, BadInput):
-        have_predictor = False
-    if have_predictor:
+    from modnas.toolkit.prediction import predictors, device_cost as prediction
+
+    if predictors.has_default(space, metric):
         out: list[Any] = []
         for name in names:
             if ":" in name and data_dir is not None:

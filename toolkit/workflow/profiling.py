@@ -213,16 +213,22 @@ def doctor(cfg: DeviceConfig, store: Store) -> DoctorReport:
                         address=cfg.address)
 
 
-def check_precision(store: Store, cfg: DeviceConfig, space: str) -> None:
-    """A device's predictor reads all its measurements, so one device name measures at one precision:
-    profiling int8 on a device with fp32 campaign measurements (or the reverse) is bad input."""
+def check_precision(store: Store, cfg: DeviceConfig, space: str, runtime: str | None = None) -> None:
+    """A device's predictor reads all its measurements, so one device name measures at one precision
+    and with one runtime: profiling int8 on a device with fp32 campaign measurements (or the reverse),
+    or with another runtime than its stored ones, is bad input."""
     int8 = cfg.precision == "int8"
     for row in store.measurement_rows(cfg.name, space):
+        if row.get("source") != "profile":
+            continue
         key = row.get("settings_key") or ""
-        if row.get("source") == "profile" and key and key.endswith("-int8") != int8:
+        if key and key.endswith("-int8") != int8:
             have = "int8" if not int8 else "fp32"
             raise BadInput(f"device {cfg.name} already has {have} measurements: profile precision "
                            f"{cfg.precision} under another device name (e.g. {cfg.name}-{cfg.precision})")
+        if runtime is not None and row.get("runtime") and row["runtime"] != runtime:
+            raise BadInput(f"device {cfg.name} already has {row['runtime']} measurements: profile runtime "
+                           f"{runtime} under another device name (e.g. {cfg.name}-{runtime})")
 
 
 def profile_device(cfg: DeviceConfig, store: Store, space: Space, archs: list[str], *, runtime: str | None = None,
@@ -247,7 +253,7 @@ def profile_device(cfg: DeviceConfig, store: Store, space: Space, archs: list[st
         settings_key += f"-e{energy['sensor']}"
     if cfg.precision != "fp32":  # int8 and fp32 measurements of one board never mix
         settings_key += f"-{cfg.precision}"
-    check_precision(store, cfg, space.name)
+    check_precision(store, cfg, space.name, runtime)
     cache = modnas_home() / "artifacts" / space.name
     measured: list[MeasuredRow] = []
     skipped: list[str] = []
