@@ -18,8 +18,13 @@ import os
 import platform
 import sys
 import tempfile
-import threading
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.load_sampler import sampled_load  # noqa: E402
 
 ANCHOR = "e=128;l=4;h=4-4-4-4;m=4-4-4-4"
 PUBLISHED_HELDOUT = 1.88  # nanoGPT README, shakespeare_char on CPU with these settings
@@ -43,30 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from modnas.toolkit.spaces.gpt.train import train_lm
 
-    loads: list[float] = []
-    stop = threading.Event()
-
-    def sample_load() -> None:
-        while not stop.is_set():
-            loads.append(os.getloadavg()[0])
-            stop.wait(5.0)
-
-    sampler = threading.Thread(target=sample_load, daemon=True)
-    sampler.start()
-    with tempfile.TemporaryDirectory(prefix="gpt-train-") as tmp:
+    with sampled_load() as load, tempfile.TemporaryDirectory(prefix="gpt-train-") as tmp:
         out = Path(args.out) if args.out else Path(tmp) / "ckpt"
         result = train_lm(args.arch, "shakespeare", context=args.context, batch=args.batch, steps=args.steps,
                           out=out, data_dir=args.data, threads=args.threads, save_every=500)
-    stop.set()
-    sampler.join()
     steps_run = result["steps"]
     doc = {"arch": result["arch"], "text": "shakespeare", "context": args.context, "batch": args.batch,
            "steps": steps_run, "seconds": result["seconds"],
            "steps_per_s": round(steps_run / result["seconds"], 2) if result["seconds"] else None,
            "threads": args.threads, "loss": result["loss"], "published_heldout": PUBLISHED_HELDOUT,
            "vocab_size": result["vocab_size"], "tokens": result["tokens"],
-           "load_average": {"mean": round(sum(loads) / len(loads), 2) if loads else None,
-                            "max": round(max(loads), 2) if loads else None, "cpus": os.cpu_count()},
+           "load_average": load,
            "machine": {"python": platform.python_version(), "torch": torch.__version__,
                        "processor": platform.processor() or platform.machine()}}
     text = json.dumps(doc, indent=2)

@@ -23,7 +23,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +30,8 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from benchmarks.load_sampler import sampled_load  # noqa: E402
 
 BASELINE = "e=128;l=4;h=4-4-4-4;m=4-4-4-4"
 SETTINGS = {"warmup_s": 0.3, "min_runs": 100, "min_time_s": 0.5, "repeats": 1, "cooldown_s": 0.05}
@@ -180,22 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    loads: list[float] = []
-    stop = threading.Event()
-
-    def sample_load() -> None:
-        while not stop.is_set():
-            loads.append(os.getloadavg()[0])
-            stop.wait(5.0)
-
-    sampler = threading.Thread(target=sample_load, daemon=True)
-    sampler.start()
-    with tempfile.TemporaryDirectory(prefix="lm-export-") as tmp:
+    with sampled_load() as load, tempfile.TemporaryDirectory(prefix="lm-export-") as tmp:
         doc = run(args, Path(tmp))
-    stop.set()
-    sampler.join()
-    doc["load_average"] = {"mean": round(sum(loads) / len(loads), 2), "max": round(max(loads), 2),
-                           "cpus": os.cpu_count()}
+    doc["load_average"] = load
     import onnxruntime as ort
 
     doc["machine"] = {"python": platform.python_version(), "torch": torch.__version__, "onnxruntime": ort.__version__,

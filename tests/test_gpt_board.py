@@ -16,7 +16,6 @@ from modnas.toolkit.store import Store
 from modnas.toolkit.workflow.artifacts import build_artifact
 from modnas.toolkit.workflow.profiling import profile_device
 
-pytest.importorskip("onnxruntime")
 
 # the smallest reference and a deeper, wider one: decode latency differs clearly
 ARCHS = ["e=128;l=2;h=2-2;m=2-2", "e=256;l=5;h=2-2-4-4-8;m=2-2-3-3-4"]

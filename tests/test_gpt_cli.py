@@ -108,7 +108,6 @@ def test_train_from_a_supernet_checkpoint(capsys, text_file: Path, tmp_path: Pat
 
 @pytest.mark.slow
 def test_export_tvm_loss(capsys, trained: dict, tmp_path: Path) -> None:
-    pytest.importorskip("tvm")
     code, stdout, err = run(capsys, "export", ARCH, "--space", "gpt", "--weights", trained["checkpoint"],
                             "--format", "onnx,tvm", "--out", str(tmp_path / "tvm"), "--json")
     assert code == 0, err

@@ -174,7 +174,6 @@ def test_int8_loss_is_close_to_fp32_on_a_trained_model(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tvm_target() -> dict[str, Any]:
-    pytest.importorskip("tvm")
     from modnas.exporters.targets import resolve_target
 
     return resolve_target(None, None)
