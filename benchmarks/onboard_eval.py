@@ -1,4 +1,5 @@
-"""Onboarding strategies on every latency device of the shared tables, each as if it were a new board.
+"""Onboarding strategies on every latency device of the shared tables, each as if it were a new board,
+against how many measurements it took and beside each device's own ceiling.
 
 Folds leave whole hardware groups out of the predictor's training (the folds of
 ``modnas.toolkit.prediction.evaluation.make_folds``); each held-out device is then onboarded from its 10
@@ -14,6 +15,13 @@ share within +-10 %. NB201 also gets budget picks without a board: at the 10/25/
 percentiles of the device's true latency, the most accurate architecture (CIFAR-10, true
 accuracy) whose predicted latency times (1 + margin) meets the budget, with the conformal margin
 of ``modnas.toolkit.prediction.calibration.conformal_margin``; reported: share truly over budget and mean regret.
+
+``--counts 10,30,60,120`` adds the learning curve: at each number of measurements (the references
+plus chosen extras), calibration alone, the structural model alone
+(``modnas.toolkit.prediction.structural``; replay boards have no kernels, so its prior is the
+predictor's) and the whole device model (every part, each kept where leave-one-out says it helps);
+and each device's ceiling: gradient-boosted trees on the cell's one-hot and kernel counts, fitted
+on 80 % of the device's table and scored on the rest.
 
     python benchmarks/onboard_eval.py --data ../shared/data --epochs 60 --out benchmarks/results
 """
@@ -100,10 +108,68 @@ def _budget_picks(pred: np.ndarray, true: np.ndarray, acc: np.ndarray, usable: n
     return out
 
 
+CURVE_PARTS = (("calibration", "calibration"), ("structural", "structural model"),
+               ("finetune", "calibration + fixed cost + fine-tune"), ("model", "device model"))
+
+
+def ceiling(sp: Any, archs: list[str], onehot: np.ndarray, row: np.ndarray, seed: int) -> dict[str, Any]:
+    """What the device's own table allows: boosted trees fitted on 80 % of it, scored on the other 20 %."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from modnas.toolkit.prediction.evaluation import scores
+
+    ok = np.flatnonzero(np.isfinite(row) & (row > 0))
+    x = np.hstack([onehot[ok], sp.kernel_counts([archs[i] for i in ok])])
+    y = np.log(row[ok])
+    perm = np.random.default_rng(seed).permutation(len(ok))
+    cut = int(0.8 * len(ok))
+    model = HistGradientBoostingRegressor(max_iter=400, learning_rate=0.08, random_state=seed)
+    model.fit(x[perm[:cut]], y[perm[:cut]])
+    return scores(np.exp(model.predict(x[perm[cut:]])), np.exp(y[perm[cut:]]))
+
+
+def curve(key: str, sp: Any, pred: Any, base: Any, archs: list[str], onehot: np.ndarray, row: np.ndarray,
+          ref_idx: list[int], counts: list[int], measure: Any, err_fn: Any, seed: int,
+          metric: str = "latency") -> dict[str, Any]:
+    """Each part's scores on all other architectures after ``n`` measurements, for every ``n`` of ``counts``."""
+    from modnas.toolkit.prediction.device_cost import DeviceCost, device_cost
+    from modnas.toolkit.prediction.device_model import _structural, choose_extras, fit_device
+    from modnas.toolkit.prediction.evaluation import scores
+
+    usable = np.isfinite(row)
+    cand = [archs[i] for i in np.flatnonzero(usable)]
+    pos = {a: i for i, a in enumerate(archs)}
+    out: dict[str, Any] = {}
+    for n in counts:
+        picked = choose_extras(base, n - len(ref_idx), seed, err_fn, cand) if n > len(ref_idx) else []
+        idx = list(ref_idx) + [pos[a] for a in picked]
+        m = measure(key, row, idx)
+        vals = {archs[i]: m[i] for i in idx}
+        truth = np.where(usable, row, np.nan)
+        truth[idx] = np.nan
+        a_list = list(vals)
+        meas = np.array([vals[a] for a in a_list])
+        fitted = fit_device(pred, a_list, meas, base.embedding, seed=seed, fixed_cost=False, finetune=False)
+        forced = _structural(pred, sp, a_list, meas, base.embedding,
+                             np.exp(pred.predict_log_onehot(sp.encode(a_list), base.embedding)), None, seed)
+        parts = {"calibration": device_cost(key, vals, sp, metric, pred, model=False),
+                 "structural": DeviceCost(key, sp, metric, pred, base.embedding, fitted.calibration, vals,
+                                          None, fitted.report, forced[0] if forced else None),
+                 "finetune": device_cost(key, vals, sp, metric, pred, seed=seed, structural=False),
+                 "model": device_cost(key, vals, sp, metric, pred, seed=seed)}
+        row_out = {}
+        for name, cost in parts.items():
+            sc = scores(cost.predict(archs), truth)
+            row_out[name] = sc
+        row_out["kept"] = parts["model"].fit.get("parts", {})
+        row_out["prior"] = parts["model"].fit.get("structural_prior")
+        out[str(n)] = row_out
+    return out
+
+
 def evaluate_space(args: argparse.Namespace, space_name: str, log: Any) -> dict[str, Any]:
     import torch
 
-    from modnas.toolkit.spaces.nb201 import tables as benchdata
 
     from modnas.toolkit.data import groups as hwgroups
     from modnas.toolkit.prediction import predictors
@@ -116,17 +182,14 @@ def evaluate_space(args: argparse.Namespace, space_name: str, log: Any) -> dict[
 
     torch.set_num_threads(1)
     sp = get_space(space_name)
-    cfg = predictors._config({"epochs": args.epochs} if args.epochs else None, "latency")
-    if space_name == "nb201":
-        raw = {"latency": benchdata.load_table(args.data, "latency")}
-        acc = benchdata.load_accuracy(args.data)["cifar10_test_200ep"].to_numpy(np.float64)
-    else:
-        from modnas.toolkit.spaces.ofa_mbv3 import tables as benchdata_ofa
-
-        raw = {"latency": benchdata_ofa.load_latency(args.data)}
-        acc = None
-    st = predictors.space_tables(args.data, space_name, ["latency"], raw)
-    table = st.tables["latency"]
+    metric = args.metric
+    cfg = predictors._config({"epochs": args.epochs} if args.epochs else None, metric, space_name)
+    raw = {metric: sp.load_table(args.data, metric)}
+    acc = None
+    if sp.tasks:  # a benchmark space: the budget picks are scored on its first task's accuracy
+        acc = sp.accuracy_column(args.data, sp.task_column(sp.tasks[0]))
+    st = predictors.space_tables(args.data, space_name, [metric], raw)
+    table = st.tables[metric]
     ref_idx = st.ref_idx
     gmap = hwgroups.groups(table.keys)
     evaluable = sorted(g for g, ks in gmap.items() if any(np.all(np.isfinite(table.row(k)[ref_idx])) for k in ks))
@@ -157,13 +220,13 @@ def evaluate_space(args: argparse.Namespace, space_name: str, log: Any) -> dict[
     rows: list[dict[str, Any]] = []
     for f, held in enumerate(folds):
         t0 = time.time()
-        pool, devices, _ = predictors.training_devices(args.data, space_name, "latency", cfg, held_out=held,
+        pool, devices, _ = predictors.training_devices(args.data, space_name, metric, cfg, held_out=held,
                                                        tables=raw)
         cached = Path(args.cache) / f"{space_name}-fold{f}-of{args.folds}-e{cfg.epochs}-s{args.seed}" if args.cache else None
         if cached is not None and cached.with_suffix(".json").exists():
             pred = predictors.load(cached)
         else:
-            pred, _ = predictors.train(pool, devices, space_name, "latency", cfg, args.seed)
+            pred, _ = predictors.train(pool, devices, space_name, metric, cfg, args.seed)
             if cached is not None:
                 pred.save(cached)
         log(f"{space_name} fold {f}: trained on {len(devices)} devices in {time.time() - t0:.0f}s; held out {held}")
@@ -178,9 +241,20 @@ def evaluate_space(args: argparse.Namespace, space_name: str, log: Any) -> dict[
             usable = np.isfinite(row)
             meas = measure(key, row, ref_idx)
             values = {archs[i]: v for i, v in meas.items()}
-            base = device_cost(key, values, sp, "latency", pred)
+            base = device_cost(key, values, sp, metric, pred)
             cand = [archs[i] for i in np.flatnonzero(usable)]
             entry: dict[str, Any] = {"device": key, "group": hwgroups.hardware_group(key), "fold": f}
+            if args.counts:
+                entry["ceiling"] = ceiling(sp, archs, onehot, row, args.seed)
+                entry["curve"] = curve(key, sp, pred, base, archs, onehot, row, ref_idx, args.counts, measure,
+                                       error if err_fn else None, args.seed, metric)
+                c = entry["curve"]
+                log(f"  {key}: ceiling {entry['ceiling']['within_10pct']:.2f}; within +-10 %: " + ", ".join(
+                    f"{n}: cal {c[n]['calibration']['within_10pct']:.2f} / struct {c[n]['structural']['within_10pct']:.2f}"
+                    f" / ft {c[n]['finetune']['within_10pct']:.2f} / model {c[n]['model']['within_10pct']:.2f}" for n in c))
+                if args.curve_only:
+                    rows.append(entry)
+                    continue
 
             def scored(cost: DeviceCost, measured_idx: list[int]) -> dict[str, Any]:
                 truth = np.where(usable, row, np.nan)
@@ -219,20 +293,57 @@ def evaluate_space(args: argparse.Namespace, space_name: str, log: Any) -> dict[
                 f"{c['spearman']:.3f}/{c['mdape']:.1f}%/{c['within_10pct']:.2f} parts {entry['chosen_fit']['parts']} "
                 f"({time.time() - t1:.0f}s)")
     mean = {v: {k: float(np.nanmean([e[v][k] for e in rows])) for k in ("spearman", "mdape", "within_10pct", "margin")}
-            for v, _ in VARIANTS if rows}
+            for v, _ in VARIANTS if rows and all(v in e for e in rows)}
+    curve_mean: dict[str, Any] = {}
+    if args.counts and rows:
+        keys = ("spearman", "mdape", "within_10pct")
+        curve_mean["ceiling"] = {k: float(np.nanmean([e["ceiling"][k] for e in rows])) for k in keys}
+        for n in map(str, args.counts):
+            curve_mean[n] = {p: {k: float(np.nanmean([e["curve"][n][p][k] for e in rows])) for k in keys}
+                             for p, _ in CURVE_PARTS}
     budgets = {}
-    if acc is not None and rows:
+    if acc is not None and rows and not args.curve_only:
         for v, _ in VARIANTS:
             picks = [b for e in rows for b in e[v]["budgets"]]
             budgets[v] = {"over_budget": float(np.mean([b["over"] for b in picks])),
                           "mean_regret": float(np.nanmean([b["regret"] for b in picks])),
                           "no_pick": float(np.mean([b["arch_index"] is None for b in picks]))}
     kept = {part: float(np.mean([e["chosen_fit"]["parts"][part] for e in rows])) for part in
-            ("fixed_cost", "finetune")} if rows else {}
-    return {"space": space_name, "folds": folds, "rows": rows, "mean": mean, "budgets": budgets, "kept": kept}
+            ("fixed_cost", "finetune")} if rows and not args.curve_only else {}
+    return {"space": space_name, "folds": folds, "rows": rows, "mean": mean, "budgets": budgets, "kept": kept,
+            "curve_mean": curve_mean}
+
+
+def curve_markdown(res: dict[str, Any]) -> str:
+    """Per device: each part after n measurements, and the device's ceiling."""
+    rows = [e for e in res["rows"] if "curve" in e]
+    if not rows:
+        return ""
+    counts = list(rows[0]["curve"])
+
+    def cell(d: dict[str, Any]) -> str:
+        return f"{d['spearman']:.3f} / {d['mdape']:.1f} / {100 * d['within_10pct']:.0f}%"
+
+    head = ["device", "ceiling"] + [f"{n}: {label}" for n in counts for _, label in CURVE_PARTS]
+    lines = [f"### {res['space']}: learning curve on {len(rows)} held-out devices (cells: Spearman / MdAPE % / "
+             "within +-10 % over all other architectures; ceiling: boosted trees on 80 % of the device's table)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in rows:
+        lines.append(f"| {e['device']} | {cell(e['ceiling'])} | "
+                     + " | ".join(cell(e["curve"][n][p]) for n in counts for p, _ in CURVE_PARTS) + " |")
+    cm = res["curve_mean"]
+    lines.append(f"| **mean** | **{cell(cm['ceiling'])}** | "
+                 + " | ".join(f"**{cell(cm[n][p])}**" for n in counts for p, _ in CURVE_PARTS) + " |")
+    share = {n: cm[n]["model"]["within_10pct"] / cm["ceiling"]["within_10pct"] for n in counts}
+    lines += ["", "Device model's within +-10 % as a share of the ceiling's: "
+              + ", ".join(f"{n} measurements {100 * v:.0f} %" for n, v in share.items()) + "."]
+    return "\n".join(lines) + "\n"
 
 
 def markdown(res: dict[str, Any]) -> str:
+    if not res.get("mean"):
+        return curve_markdown(res)
+
     def cell(d: dict[str, Any] | None) -> str:
         return "-" if not d else f"{d['spearman']:.3f} / {d['mdape']:.1f} / {100 * d['within_10pct']:.0f}%"
 
@@ -245,7 +356,7 @@ def markdown(res: dict[str, Any]) -> str:
         kept = "+".join(p for p in ("fixed_cost", "finetune") if parts[p]) or "calibration"
         lines.append(f"| {e['device']} | {e['fold']} | " + " | ".join(cell(e.get(v)) for v, _ in VARIANTS)
                      + f" | {kept} |")
-    lines.append(f"| **mean** | | " + " | ".join(f"**{cell(res['mean'].get(v))}**" for v, _ in VARIANTS) + " | |")
+    lines.append("| **mean** | | " + " | ".join(f"**{cell(res['mean'].get(v))}**" for v, _ in VARIANTS) + " | |")
     if res.get("budgets"):
         lines += ["", "Budget picks without a board (10/25/50/75th percentiles of true latency, conformal margin):", "",
                   "| variant | mean margin | truly over budget | mean regret (points) | no pick |", "|---|---|---|---|---|"]
@@ -257,18 +368,22 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append("")
         lines.append(f"Parts kept by cross-validation (chosen extras): fixed cost on {100 * res['kept']['fixed_cost']:.0f} %"
                      f" of devices, fine-tuning on {100 * res['kept']['finetune']:.0f} %.")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + curve_markdown(res)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("MODNAS_DATA", str(ROOT.parent / "shared" / "data")))
-    ap.add_argument("--space", action="append", choices=["nb201", "ofa_mbv3"], help="default: both")
+    ap.add_argument("--space", action="append", choices=["nb201", "ofa_mbv3", "gpt"], help="default: nb201 and ofa_mbv3")
+    ap.add_argument("--metric", default="latency", help="latency, or prefill (gpt)")
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--max-folds", type=int, default=None)
     ap.add_argument("--max-devices-per-fold", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None, help="predictor training epochs per fold (default: shipped)")
     ap.add_argument("--extra", type=int, default=20)
+    ap.add_argument("--counts", type=lambda t: [int(v) for v in t.split(",")], default=None,
+                    help="learning curve at these numbers of measurements, e.g. 10,30,60,120 (with the ceilings)")
+    ap.add_argument("--curve-only", action="store_true", help="only the learning curve and the ceilings")
     ap.add_argument("--noise", type=float, default=0.01, help="relative log-normal noise of each measurement")
     ap.add_argument("--ofa-batch1", action="store_true", help="OFA: evaluate batch-1 settings only")
     ap.add_argument("--seed", type=int, default=0)

@@ -45,3 +45,13 @@ def modnas_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("MODNAS_HOME", str(home))
     return home
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """Torch on one thread for the test (device fits train small networks: on a shared two-core machine two
+    threads make them several times slower), restored afterwards."""
+    from modnas.toolkit.threads import torch_threads
+
+    with torch_threads(1):
+        yield

@@ -62,7 +62,7 @@ def _one_line(exc: pytest.ExceptionInfo[BadInput]) -> str:
 
 # -- strings --------------------------------------------------------------------------------------------
 def test_strings_round_trip_and_unused_slots_are_canonical(space: GPTSpace) -> None:
-    assert space.name == "gpt" and not space.enumerable and space.table_metrics == ()
+    assert space.name == "gpt" and not space.enumerable and space.table_metrics == ("latency", "prefill")
     assert space.onehot_dim == 3 + 5 + 6 * 3 + 6 * 3
     assert space.canonical(" e=192 ; l=4;h=4-4-8-2;m=4-3-2-2 ") == MIXED
     idx = space.to_indices(MIXED)

@@ -320,7 +320,8 @@ def cmd_onboard(args: argparse.Namespace) -> tuple[Any, str]:
 
     space = get_space(args.space)
     with open_store(args) as store:
-        res = onboard(device_ref(args.device, store), store, space, extra=args.extra, seed=args.seed, quiet=args.quiet)
+        res = onboard(device_ref(args.device, store), store, space, extra=args.extra, seed=args.seed, quiet=args.quiet,
+                      kernels=args.kernels, minutes=args.minutes)
     fp = res.fingerprint
     lines = [f"board {res.device}: {fp.get('cpu_model', '?')}, {fp.get('cores', '?')} cores, "
              f"{fp.get('os', '?')}, governor {fp.get('governor') or 'n/a'}"]
@@ -334,8 +335,21 @@ def cmd_onboard(args: argparse.Namespace) -> tuple[Any, str]:
     fit = res.fit
     if fit.get("measurements"):
         kept = [part for part, on in fit.get("parts", {}).items() if on]
-        lines.append(f"device model ({' + '.join(kept)}): {fit['measurements']} measurements, leave-one-out "
+        prior = f", prior: {fit['structural_prior']}" if fit.get("structural_prior") else ""
+        lines.append(f"device model ({' + '.join(kept)}{prior}): {fit['measurements']} measurements, leave-one-out "
                      f"MdAPE {fit['loo_mdape']:.1f} %, {100 * fit['loo_within_10pct']:.0f} % within +-10 %")
+    if res.kernels is not None:
+        k = res.kernels
+        lines.append(f"kernels: {k.measured} measured, {k.failed} failed, {k.board_seconds:.1f} board s"
+                     + (f", overhead {k.overhead_ms:.4f} ms" if k.overhead_ms is not None else "")
+                     + (f" ({k.note})" if k.note else ""))
+    if res.curve:
+        lines.append("learning curve: measurements, board seconds, leave-one-out MAPE %, within +-10 %, model")
+        lines += [f"  {c.measurements:4d}  {c.board_seconds:8.1f}  "
+                  f"{'-' if c.loo_mape is None else f'{c.loo_mape:6.2f}'}  "
+                  f"{'-' if c.loo_within_10pct is None else f'{100 * c.loo_within_10pct:4.0f} %'}  {c.model}"
+                  for c in res.curve]
+        lines.append(f"stopped: {res.stopped}")
     return res, "\n".join(lines)
 
 
@@ -449,7 +463,7 @@ def build_parser(handlers: dict[str, Handler]) -> argparse.ArgumentParser:
     p = add("predict", "predicted latency or energy on a device, calibrated on its measurements")
     p.add_argument("--device", required=True)
     space_arg(p)
-    p.add_argument("--metric", choices=["latency", "energy"], default="latency")
+    p.add_argument("--metric", choices=["latency", "energy", "prefill"], default="latency")
     p.add_argument("--archs", required=True, help="all | refs | random:N | FILE")
     p.add_argument("--predictor", default=None, help="predictor file (default: the one shipped)")
     p = add("predictor", "train or evaluate the hardware-conditioned predictor")
@@ -459,7 +473,8 @@ def build_parser(handlers: dict[str, Handler]) -> argparse.ArgumentParser:
         _common(q, top=False)
         space_arg(q)
         q.add_argument("--data", default=os.environ.get("MODNAS_DATA"), help="data directory (or $MODNAS_DATA)")
-        q.add_argument("--metric", choices=["latency", "energy"], default="latency")
+        q.add_argument("--metric", choices=["latency", "energy", "prefill"], default="latency",
+                       help="prefill: a language model's prompt time (the gpt space)")
         q.add_argument("--seed", type=int, default=0)
         if what == "fit":
             q.add_argument("--out", default=None, help="where to write the predictor (.safetensors)")
@@ -572,6 +587,11 @@ def build_parser(handlers: dict[str, Handler]) -> argparse.ArgumentParser:
     p.add_argument("device")
     space_arg(p)
     p.add_argument("--extra", type=int, default=0)
+    p.add_argument("--minutes", type=float, default=None,
+                   help="onboard by time: measure where the model is least sure until its leave-one-out error "
+                        "stops improving or M minutes are spent")
+    p.add_argument("--kernels", action="store_true",
+                   help="also measure each kernel of the space as a small network (the structural model's prior)")
     p.add_argument("--seed", type=int, default=0)
     p = add("quickstart", "the main job on this machine as the board, end to end")
     space_arg(p)

@@ -79,15 +79,16 @@ def _default_python(host: str) -> str:
 
 
 class ReplaySettings(Strict):
-    """A replay board's tables (CSV ``arch,value``, ms and mJ) and the noise its measurements carry."""
+    """A replay board's tables (CSV ``arch,value``: ms, mJ, and ms of prefill) and the noise its measurements carry."""
 
     latency: str
     energy: str | None = None
+    prefill: str | None = None                # a language model's prompt time (ms), beside its decode latency
     noise: float = Field(0.0, ge=0, le=1.0)   # relative spread of the log-normal factor (0: the table's values)
     seed: int = Field(0, ge=0, le=2**63 - 1)
     space: str | None = None                  # the tables' search space (default: found from the first row)
 
-    @field_validator("latency", "energy")
+    @field_validator("latency", "energy", "prefill")
     @classmethod
     def _path(cls, v: str | None) -> str | None:
         if v is not None and (not v.strip() or any(ord(ch) < 32 for ch in v)):
@@ -213,7 +214,7 @@ def _replay_paths(data: dict[str, Any], base_dir: Path | None) -> dict[str, Any]
     if data.get("host") != "replay" or not isinstance(replay, dict):
         return data
     replay = dict(replay)
-    for key in ("latency", "energy"):
+    for key in ("latency", "energy", "prefill"):
         value = replay.get(key)
         if isinstance(value, str) and value.strip():
             path = Path(os.path.expanduser(value))

@@ -76,6 +76,12 @@ class ReplayBoard:
 
         run_once.replay_blocks = lambda measurement: board.blocks(arch, measurement)  # type: ignore[attr-defined]
         run_once.replay_energy = lambda energy, measurement: board.energy(arch, energy, measurement)  # type: ignore[attr-defined]
+        if arch in self.tables.get("prefill", {}):  # a language model's prompt time, drawn like its decode time
+            def prefill() -> None:
+                return None
+
+            prefill.replay_blocks = lambda measurement: board.blocks(arch, measurement, "prefill")  # type: ignore[attr-defined]
+            run_once.prefill = prefill  # type: ignore[attr-defined]
         return run_once
 
     # -- draws --------------------------------------------------------------------------------------------
@@ -91,9 +97,9 @@ class ReplayBoard:
         samples = centre * np.exp(self.noise * rng.standard_normal(n))
         return centre, [float(v) for v in samples]
 
-    def blocks(self, arch: str, measurement: dict) -> List[List[float]]:
+    def blocks(self, arch: str, measurement: dict, metric: str = "latency") -> List[List[float]]:
         repeats, runs = int(measurement["repeats"]), int(measurement["min_runs"])
-        _, samples = self._draw("latency", arch, repeats * runs)
+        _, samples = self._draw(metric, arch, repeats * runs)
         return [samples[i * runs:(i + 1) * runs] for i in range(repeats)]
 
     def energy(self, arch: str, energy_cfg: dict, measurement: dict) -> dict:

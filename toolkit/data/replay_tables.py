@@ -124,16 +124,18 @@ def _read_cached(path: str, size: int, mtime_ns: int, space: str | None) -> Repl
 
 
 def load_tables(cfg: Any) -> dict[str, ReplayTable]:
-    """The replay board's tables by metric (``latency``, and ``energy`` when given), checked."""
+    """The replay board's tables by metric (``latency``, and ``energy`` and ``prefill`` when given), checked."""
     replay = cfg.replay
     if replay is None:
         raise BadInput(f"device {cfg.name} is not a replay board")
     tables = {"latency": read_table(replay.latency, replay.space)}
-    if replay.energy:
-        tables["energy"] = read_table(replay.energy, replay.space)
-        if tables["energy"].space != tables["latency"].space:
-            raise BadInput(f"{replay.energy}: its architectures are {tables['energy'].space}, the latency table's "
-                           f"are {tables['latency'].space}")
+    for metric in ("energy", "prefill"):
+        path = getattr(replay, metric)
+        if path:
+            tables[metric] = read_table(path, replay.space)
+            if tables[metric].space != tables["latency"].space:
+                raise BadInput(f"{path}: its architectures are {tables[metric].space}, the latency table's "
+                               f"are {tables['latency'].space}")
     return tables
 
 
@@ -181,7 +183,8 @@ def write_table(values: Mapping[str, float], path: str | Path) -> Path:
 
 def write_device(out_dir: str | Path, name: str, latency: Mapping[str, float],
                  energy: Mapping[str, float] | None = None, noise: float = 0.0, seed: int = 0,
-                 measurement: dict[str, Any] | None = None, workdir: str | Path | None = None) -> Path:
+                 measurement: dict[str, Any] | None = None, workdir: str | Path | None = None,
+                 prefill: Mapping[str, float] | None = None) -> Path:
     """Write ``<name>.yaml`` and its tables under ``out_dir``; the device file's path.
 
     ``measurement`` sets repeats and min_runs (how many raw samples each measurement carries)."""
@@ -194,6 +197,9 @@ def write_device(out_dir: str | Path, name: str, latency: Mapping[str, float],
     if energy:
         write_table(energy, out / "tables" / f"{name}-energy.csv")
         replay["energy"] = f"tables/{name}-energy.csv"
+    if prefill:
+        write_table(prefill, out / "tables" / f"{name}-prefill.csv")
+        replay["prefill"] = f"tables/{name}-prefill.csv"
     doc: dict[str, Any] = {"name": name, "host": "replay", "replay": replay,
                            "workdir": str(Path(workdir if workdir is not None else out / "board").resolve())}
     if measurement:
@@ -211,7 +217,8 @@ def device_name_for(key: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m modnas.toolkit.data.replay_tables --data DIR --device KEY [--device KEY ...] --out DIR``: replay device files."""
+    """``python -m modnas.toolkit.data.replay_tables [--data DIR] --device KEY [--device KEY ...] --out DIR``: replay
+    device files (with a prefill table too for a language-model space)."""
     import argparse
     import sys
 
@@ -219,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m modnas.toolkit.data.replay_tables",
                                      description="write replay boards (device file + tables) for shared-table devices")
-    parser.add_argument("--data", required=True, help="the measured tables (laid out as shared/data)")
+    parser.add_argument("--data", default=None, help="the measured tables (laid out as shared/data; a space that "
+                                                     "ships its tables, gpt, needs none)")
     parser.add_argument("--device", action="append", required=True, help="a table key, e.g. help:pixel3")
     parser.add_argument("--space", default="nb201", choices=space_names())
     parser.add_argument("--noise", type=float, default=0.01)
@@ -228,13 +236,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         space = get_space(args.space)  # every key's column from one read of each table
+        if args.data is None and not space.ships_tables:
+            raise BadInput(f"give the measured tables of the {space.name} space with --data DIR")
         latency = space.load_table(args.data, "latency")
-        energy = space.load_table(args.data, "energy") if "energy" in space.table_metrics else None
+        more = {m: space.load_table(args.data, m) for m in ("energy", "prefill") if m in space.table_metrics}
         for key in args.device:
             lat = table_values(args.data, key, "latency", args.space, table=latency)
-            en = table_values(args.data, key, "energy", args.space, table=energy) if (
-                energy is not None and key in energy.keys) else None
-            path = write_device(args.out, device_name_for(key), lat, en, noise=args.noise, seed=args.seed)
+            other = {m: table_values(args.data, key, m, args.space, table=t) for m, t in more.items() if key in t.keys}
+            path = write_device(args.out, device_name_for(key), lat, other.get("energy"), noise=args.noise,
+                                seed=args.seed, prefill=other.get("prefill"))
             print(path)
     except BadInput as err:
         print(f"python -m modnas.toolkit.data.replay_tables: {err}", file=sys.stderr)

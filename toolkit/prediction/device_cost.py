@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from modnas.toolkit.prediction.calibration import Calibration
+from modnas.toolkit.prediction.structural import Structural
 from modnas.toolkit.errors import BadInput
 from modnas.toolkit.results import DocList, JsonDoc, internal
 
@@ -39,10 +40,13 @@ class DeviceCost:
     measured: dict[str, float] = field(default_factory=dict)
     fixed: np.ndarray | None = None  # per-op fixed cost, ms (or mJ) per one-hot entry (modnas.toolkit.prediction.device_model)
     fit: dict[str, Any] = field(default_factory=dict)  # what the device fit kept and its held-out error
+    structural: Any = None  # a modnas.toolkit.prediction.structural.Structural where the fit kept it
     _minmax: tuple[float, float] | None = field(default=None, repr=False)
 
     def predict_onehot(self, onehot: np.ndarray) -> np.ndarray:
         x = np.asarray(onehot, np.float32)
+        if self.structural is not None:
+            return self._structural([self.space.decode(row) for row in x], x)
         base = np.exp(self.calibration.apply_log(self.predictor.predict_log_onehot(x, self.embedding)))
         if self.fixed is None:
             return base
@@ -52,10 +56,21 @@ class DeviceCost:
 
     def predict(self, archs: Sequence[str]) -> np.ndarray:
         """Calibrated values for ``archs`` (any string form the space parses)."""
+        if self.structural is not None:
+            return self._structural(list(archs), self.space.encode(list(archs)))
         return self.predict_onehot(self.space.encode(list(archs)))
 
+    def _structural(self, archs: list[str], onehot: np.ndarray) -> np.ndarray:
+        """The structural model's values (the residual form adds the predictor's raw values)."""
+        base = None
+        if self.structural.predictor_weight:
+            base = np.exp(self.predictor.predict_log_onehot(onehot, self.embedding))
+        return self.structural.predict(self.space.kernel_counts(archs), base)
+
     def torch_cost(self, onehot: Any) -> Any:
-        """Calibrated value per row of a soft or straight-through one-hot ``[B, D]``; differentiable."""
+        """Calibrated value per row of a soft or straight-through one-hot ``[B, D]``; differentiable. (The
+        structural model counts what a network runs, which a soft one-hot does not say: the search's
+        gradient comes from the calibrated predictor, its read-out and picks from :meth:`predict`.)"""
         import torch
 
         emb = torch.as_tensor(self.embedding, dtype=onehot.dtype, device=onehot.device).reshape(1, -1)
@@ -107,13 +122,15 @@ def _canonical_values(name: str, values: dict[str, float], sp: Any, metric: str)
 
 def device_cost(name: str, values: dict[str, float], space: Any, metric: str = "latency", predictor: Any = None,
                 finetune: bool = False, finetune_min: int = 30, model: bool = True, seed: int = 0,
-                stored: dict[str, Any] | None = None) -> DeviceCost:
+                stored: dict[str, Any] | None = None, kernels: dict[str, float] | None = None,
+                structural: bool = True) -> DeviceCost:
     """A cost model from measured ``{arch: value}``; the reference architectures must be among them.
 
     ``model`` (default): the device model of :mod:`modnas.toolkit.prediction.device_model` fitted to all the points
     (calibration, per-op fixed cost and fine-tuning, each where it helps held out); ``stored`` is a
     record of an earlier fit of the same points (:meth:`DeviceCost.record`), rebuilt without the
-    cross-validation. ``model=False``: calibration only (``finetune`` forces the old fine-tuning
+    cross-validation; ``kernels`` are the board's kernel measurements (the structural model's prior),
+    ``structural=False`` leaves that model out. ``model=False``: calibration only (``finetune`` forces the old fine-tuning
     from ``finetune_min`` points).
     """
     from modnas.toolkit.prediction import calibration, device_model
@@ -136,11 +153,13 @@ def device_cost(name: str, values: dict[str, float], space: Any, metric: str = "
             tuned = device_model.finetuned_predictor(pred, archs, meas, emb, steps, seed)
             cal = Calibration.from_dict(stored)
             fixed = stored.get("fixed")
+            kept = stored.get("structural")
             return DeviceCost(name, sp, metric, tuned, emb, cal, canon,
-                              None if fixed is None else np.asarray(fixed, np.float64), dict(stored.get("fit", {})))
-        fitted = device_model.fit_device(pred, archs, meas, emb, seed=seed)
+                              None if fixed is None else np.asarray(fixed, np.float64), dict(stored.get("fit", {})),
+                              None if kept is None else Structural.from_dict(kept))
+        fitted = device_model.fit_device(pred, archs, meas, emb, seed=seed, kernels=kernels, structural=structural)
         return DeviceCost(name, sp, metric, fitted.predictor, emb, fitted.calibration, canon, fitted.fixed,
-                          fitted.report)
+                          fitted.report, fitted.structural)
     if finetune and len(archs) >= finetune_min:
         pred = calibration.finetune(pred, archs, meas, emb, min_points=finetune_min)
     cal = calibration.fit(pred.predict(archs, emb), meas)
@@ -151,6 +170,7 @@ def record_of(cost: DeviceCost) -> dict[str, Any]:
     """What is stored of a fitted device model: the calibration plus the fit's choices."""
     fixed = None if cost.fixed is None else [float(v) for v in cost.fixed]
     return {**cost.calibration.to_dict(), "fixed": fixed,
+            "structural": None if cost.structural is None else cost.structural.to_dict(),
             "finetune_steps": int(cost.predictor.meta.get("finetuned", {}).get("steps", 0)), "fit": cost.fit}
 
 
@@ -172,14 +192,24 @@ def device_from_store(store: Any, name: str, space: Any = "nb201", metric: str =
     if finetune:
         return device_cost(name, dict(values), sp, metric, predictor, finetune=True)
     pred = _check_predictor(predictor, sp, metric)
-    digest = measurement_digest(_canonical_values(name, dict(values), sp, metric), pred)
+    kernels = board_kernels(store, name, sp, metric)
+    digest = measurement_digest(_canonical_values(name, dict(values), sp, metric), pred, kernels)
     get, put = getattr(store, "get_calibration", None), getattr(store, "set_calibration", None)
     rec = get(name, sp.name, metric) if get is not None else None
     stored = rec if rec and rec.get("digest") == digest else None
-    cost = device_cost(name, dict(values), sp, metric, pred, stored=stored)
+    cost = device_cost(name, dict(values), sp, metric, pred, stored=stored, kernels=kernels)
     if stored is None and put is not None:
         put(name, sp.name, metric, {**record_of(cost), "digest": digest})
     return cost
+
+
+def board_kernels(store: Any, name: str, space: Any, metric: str = "latency") -> dict[str, float] | None:
+    """The board's kernel measurements of the space (``onboard --kernels``), None when it has none."""
+    from modnas.toolkit.spaces.kernels import kernel_space_name
+
+    values = getattr(store, "values", None)
+    found = values(name, kernel_space_name(space.name), metric) if values is not None else {}
+    return dict(found) or None
 
 
 def device_from_table(data_dir: str | Path, key: str, space: Any = "nb201", metric: str = "latency",
@@ -234,4 +264,4 @@ def predict_on_device(store: Any, name: str, space: Any, metric: str, archs: Seq
     cost = device_from_store(store, check_name(name, "device name"), space, metric, predictor=pred)
     values = cost.predict(list(archs))
     return Predictions([Prediction(a, float(v)) for a, v in zip(archs, values)],
-                       unit="ms" if metric == "latency" else "mJ")
+                       unit="mJ" if metric == "energy" else "ms")

@@ -1,6 +1,6 @@
-"""The device model: the shipped predictor fitted to all of one board's measurements.
+"""The device model: the shipped predictor, or the structural model, fitted to all of one board's measurements.
 
-Three parts, each kept only where the board's own points say it helps:
+Four parts, each kept only where the board's own points say it helps:
 
 * the calibration (:func:`modnas.toolkit.prediction.calibration.fit`, with its fixed per-inference offset);
 * a per-operator fixed cost: ``measured ~ calibrated + counts @ c``, where ``counts`` counts each
@@ -9,7 +9,11 @@ Three parts, each kept only where the board's own points say it helps:
   value per one-hot entry and stays differentiable for the search;
 * few-shot fine-tuning of the hardware-conditioned predictor, regularised towards the shipped
   weights, the number of steps chosen by k-fold cross-validation on the board's points (0 steps
-  = not kept).
+  = not kept);
+* the structural model (:mod:`modnas.toolkit.prediction.structural`): a constant plus a cost per
+  kernel the network runs, shrunk towards the predictor's view of the board or the board's own
+  kernel timings; it replaces the parts above where its leave-one-out error is lower (and the
+  fine-tuned predictor's cross-validated error is not lower still).
 
 The out-of-sample residuals of the chosen model (leave-one-out, or the k folds where the
 fine-tuning is kept) give the reported error and the split-conformal budget margin.
@@ -24,7 +28,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from modnas.toolkit.prediction import calibration
+from modnas.toolkit.prediction import structural as structural_model
 from modnas.toolkit.prediction.calibration import Calibration
+from modnas.toolkit.prediction.structural import Structural
 from modnas.toolkit.errors import BadInput
 
 MIN_POINTS_FIXED = 15  # a per-op fixed cost needs at least this many measurements
@@ -37,6 +43,9 @@ CV_FOLDS = 4
 KEEP_FACTOR = 0.97  # a part is kept when its held-out error is below this share of the simpler model's
 FINETUNE_KEEP = 0.85  # fine-tuning (more freedom) must do better still
 FLOOR = 0.2  # the fixed cost may lower a calibrated value to at most this share of it
+STRUCTURAL_KEEP_FEW = 0.6  # below MIN_POINTS_FINETUNE points leave-one-out is noisy: the structural model
+# replaces the calibrated predictor only when it more than halves the error (benchmarks/onboard_eval.py
+# --counts: kept at 10 points by the ordinary rule, it cost 2 points of within +-10 % on the table devices)
 
 
 # -- features ------------------------------------------------------------------------------------
@@ -143,6 +152,7 @@ class DeviceFit:
     finetune_steps: int
     report: dict[str, Any] = field(default_factory=dict)
     predictor: Any = None  # the predictor the calibration was fitted on (fine-tuned when finetune_steps > 0)
+    structural: Structural | None = None  # the kernel-sum model, where it predicts the points best
 
 
 def _stage(lp_train: np.ndarray, m_train: np.ndarray, counts_train: np.ndarray, lam: float | None,
@@ -177,10 +187,15 @@ def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
 
 def fit_device(predictor: Any, archs: list[str], measured: Sequence[float] | np.ndarray, emb: np.ndarray,
                seed: int = 0, fixed_cost: bool = True, finetune: bool = True,
-               finetune_steps: int | None = None) -> DeviceFit:
+               finetune_steps: int | None = None, structural: bool = True,
+               kernels: dict[str, float] | None = None) -> DeviceFit:
     """Fit the device model to ``{archs: measured}``; each part kept only where held-out error drops.
 
-    ``finetune_steps`` skips the cross-validated choice (a stored model being rebuilt).
+    ``finetune_steps`` skips the cross-validated choice (a stored model being rebuilt). ``structural``
+    tries the kernel-sum model of :mod:`modnas.toolkit.prediction.structural` (its prior from the
+    predictor, and from ``kernels``, the board's kernel measurements, where given); where it predicts
+    the points better out of sample it replaces the predictor-based parts, unless the fine-tuned
+    predictor's cross-validated error is lower still.
     """
     m = np.asarray(measured, np.float64)
     if len(archs) != len(m) or not len(m):
@@ -203,7 +218,18 @@ def fit_device(predictor: Any, archs: list[str], measured: Sequence[float] | np.
         if errs["fixed_cost"] < KEEP_FACTOR * errs["calibration"]:
             best_lam, oof = lam, trials[lam]
     cv = "loo"
-    # 2. fine-tuning, steps chosen by k-fold on the board's points
+    # 2. the structural model (kernel sums), against the best of the above
+    struct = None
+    if structural and finetune_steps is None and n >= structural_model.MIN_POINTS:
+        got = _structural(predictor, space, list(archs), m, emb, np.exp(lp), kernels, seed)
+        if got is not None:
+            model, loo_s, forms = got
+            report["structural_forms"] = {k: round(v, 5) for k, v in forms.items()}
+            errs["structural"] = min(forms.values())
+            keep = KEEP_FACTOR if n >= MIN_POINTS_FINETUNE else STRUCTURAL_KEEP_FEW
+            if errs["structural"] < keep * min(v for k, v in errs.items() if k != "structural"):
+                struct, oof = model, loo_s
+    # 3. fine-tuning, steps chosen by k-fold on the board's points
     steps = 0
     if finetune_steps is not None:
         steps = int(finetune_steps)
@@ -220,8 +246,9 @@ def fit_device(predictor: Any, archs: list[str], measured: Sequence[float] | np.
         report["finetune_cv"] = {str(s): round(e, 5) for s, e in cv_err.items()}
         s_best = min(cv_err, key=lambda s: (cv_err[s], s))
         if s_best > 0 and cv_err[s_best] < FINETUNE_KEEP * cv_err[0]:
-            steps, oof, cv = s_best, fold_oof[s_best], f"{CV_FOLDS}-fold"
             errs["finetune"] = cv_err[s_best]
+            if struct is None or cv_err[s_best] < errs["structural"]:  # the better of the two predicts
+                steps, oof, cv, struct = s_best, fold_oof[s_best], f"{CV_FOLDS}-fold", None
     tuned = finetuned_predictor(predictor, list(archs), m, emb, steps, seed)
     lp_final = tuned.predict_log_onehot(onehot, emb) if steps else lp
     cal = calibration.fit(np.exp(lp_final), m)
@@ -233,16 +260,31 @@ def fit_device(predictor: Any, archs: list[str], measured: Sequence[float] | np.
     cal.loo_residuals = [float(r) for r in resid]
     ape = np.abs(oof - m) / m
     report.update({"loo_mdape": float(np.median(ape) * 100), "loo_within_10pct": float(np.mean(ape <= 0.10)),
+                   "loo_mape": float(np.mean(ape) * 100),
                    "cv": cv, "parts": {"calibration": True, "fixed_cost": best_lam is not None,
-                                       "finetune": steps > 0},
+                                       "finetune": steps > 0, "structural": struct is not None},
+                   "structural_prior": None if struct is None else struct.prior,
                    "finetune_steps": steps, "fixed_cost_ridge": best_lam,
                    "held_out_error": {k: round(v, 5) for k, v in errs.items()}})
-    return DeviceFit(cal, fixed, steps, report, tuned)
+    return DeviceFit(cal, fixed, steps, report, tuned, struct)
 
 
-def measurement_digest(values: dict[str, float], predictor: Any) -> str:
+def _structural(predictor: Any, space: Any, archs: list[str], m: np.ndarray, emb: np.ndarray, raw: np.ndarray,
+                kernels: dict[str, float] | None, seed: int) -> Any:
+    """The structural model's best form (prior from the predictor, the board's kernels, both, residual)."""
+    names = space.kernel_names()
+    priors = {"predictor": structural_model.predictor_prior(space, predictor, emb, seed)}
+    measured_kernels = structural_model.kernel_prior(names, kernels) if kernels else None
+    if measured_kernels is not None:
+        priors["kernels"] = measured_kernels
+    return structural_model.fit(names, space.kernel_counts(archs), m, priors, raw_predictor=raw)
+
+
+def measurement_digest(values: dict[str, float], predictor: Any, kernels: dict[str, float] | None = None) -> str:
     """Identifies a measurement set and predictor: a stored fit is reused only when this matches."""
     h = hashlib.sha256()
+    for k in sorted(kernels or {}):
+        h.update(f"kernel {k}\t{float(kernels[k])!r}\n".encode())
     h.update(str(predictor.meta.get("data_digest", "")).encode())
     h.update(str(predictor.meta.get("seed", "")).encode())
     h.update(str(predictor.meta.get("finetuned", "")).encode())

@@ -81,7 +81,7 @@ def leave_groups_out(data_dir: str | Path, metric: str = "latency", space: str =
     if not sp.table_metrics:
         raise BadInput(f"leave-devices-out evaluation needs benchmark tables; none for space {space!r}")
     refs = sp.reference_archs()
-    cfg = predictors._config(config, metric)
+    cfg = predictors._config(config, metric, space)
     metrics = [metric] + [m for m in cfg.donor_metrics if m != metric and m in sp.table_metrics]
     raw_tables = {m: sp.load_table(data_dir, m) for m in metrics}
     st = predictors.space_tables(data_dir, space, list(raw_tables), raw_tables)
@@ -199,7 +199,10 @@ def evaluate_predictor(data_dir: str | Path | None, metric: str = "latency", spa
 
     if folds < 2 or n_extra < 0:
         raise BadInput("`folds` must be at least 2 and `n_extra` not negative", param=("folds", "n_extra"))
-    res = PredictorEvaluation.of(leave_groups_out(tables_dir(data_dir), metric=metric, space=space, seed=seed,
+    from modnas.toolkit.spaces import get_space
+
+    where = None if data_dir is None and get_space(space).ships_tables else tables_dir(data_dir)
+    res = PredictorEvaluation.of(leave_groups_out(where, metric=metric, space=space, seed=seed,
                                                   folds=folds, n_extra=n_extra))
     if out is not None:
         where = Path(out)

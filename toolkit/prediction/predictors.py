@@ -322,7 +322,7 @@ def training_devices(data_dir: str | Path | None, space_name: str, metric: str, 
     held = set(held_out)
     held_groups = {hwgroups.hardware_group(h) for h in held} | held
     n_pool = 0
-    if data_dir is not None and space.table_metrics:
+    if space.table_metrics and (data_dir is not None or space.ships_tables):
         wanted = [metric] + [d for d in cfg.donor_metrics if d != metric]
         st = space_tables(data_dir, space_name, wanted, tables)
         pools.append(st.onehot)
@@ -463,7 +463,7 @@ def train(pool: np.ndarray, devices: list[TrainDevice], space_name: str, metric:
         "format_version": FORMAT_VERSION,
         "space": space_name,
         "metric": metric,
-        "unit": {"latency": "ms", "energy": "mJ"}.get(metric, ""),
+        "unit": {"latency": "ms", "energy": "mJ", "prefill": "ms"}.get(metric, ""),
         "onehot_dim": int(pool.shape[1]),
         "references": refs,
         "target": "z = (log value - mean log refs) / std log refs; uncalibrated = exp(z * sd0 + mu0)",
@@ -486,7 +486,7 @@ def fit_predictor(data_dir: str | Path | None, out_path: str | Path | None = Non
     measurements. Saves to ``out_path`` when given. Returns ``{"path", "devices", "metrics",
     "predictor"}`` (the last is the :class:`Predictor` object, not JSON).
     """
-    cfg = _config(config, metric)
+    cfg = _config(config, metric, space)
     pool, devices, record = training_devices(data_dir, space, metric, cfg, held_out, extra, tables)
     pred, metrics = train(pool, devices, space, metric, cfg, seed)
     pred.meta.update({
@@ -530,17 +530,23 @@ def fit_with_store(data_dir: str | Path | None, store: Any, out_path: str | Path
     """``modnas predictor fit``: train on every table device of ``data_dir`` and the store's measured devices
     (:func:`store_training_values`); written to ``out_path``, by default where :func:`load_default` looks first."""
     from modnas.toolkit.config import data_dir as tables_dir
+    from modnas.toolkit.spaces import get_space
 
-    tables = tables_dir(data_dir)
+    tables = None if data_dir is None and get_space(space).ships_tables else tables_dir(data_dir)
     extra = store_training_values(store, space, metric)
     res = fit_predictor(tables, out_path or user_predictor_path(space, metric), metric=metric, space=space, seed=seed,
                         extra=extra or None)
     return PredictorFit(res["path"], res["devices"], res["metrics"])
 
 
-def _config(config: PredictorConfig | Mapping[str, Any] | None, metric: str) -> PredictorConfig:
+def _config(config: PredictorConfig | Mapping[str, Any] | None, metric: str, space: str | None = None) -> PredictorConfig:
+    """The predictor's configuration: ``config`` over the space's own defaults (``Space.predictor_defaults``)."""
     if isinstance(config, PredictorConfig):
         return config
     base: dict[str, Any] = {"donor_metrics": ["latency"]} if metric == "energy" else {}
+    if space is not None:
+        from modnas.toolkit.spaces import get_space
+
+        base.update(get_space(space).predictor_defaults)
     base.update(dict(config or {}))
     return PredictorConfig(**base)

@@ -201,6 +201,8 @@ class Space(ABC):
     # -- measured tables ---------------------------------------------------------------------------
     table_metrics: tuple[str, ...] = ()  # metrics with device tables in a data directory
     table_coverage: float = 0.0          # share of the table's columns a device must have measured
+    ships_tables: bool = False            # its tables come with the package (no data directory needed)
+    predictor_defaults: dict[str, Any] = {}  # PredictorConfig fields this space's tables need changed
 
     def load_table(self, data_dir: str | Path, metric: str = "latency") -> Table:
         """The device table of ``metric`` under ``data_dir``."""
@@ -259,6 +261,39 @@ class Space(ABC):
     def cell_graph(self) -> tuple[np.ndarray, int] | None:
         """For graph predictors: the op-node DAG ``adj[dst, src]`` and the number of op nodes whose
         features are consecutive equal-width slices of the one-hot (None: no graph, use the MLP)."""
+        return None
+
+    # -- kernels: what a network runs, for the structural device model -----------------------------
+    def kernel_names(self) -> list[str]:
+        """The kernels networks of this space are made of (the default: each choice of each set of
+        decisions that share their choices, ``<first decision>*=<choice>``)."""
+        names: dict[tuple[str, ...], str] = {}
+        for d in self.decisions:
+            names.setdefault(tuple(d.choices), d.name)
+        return [f"{first}*={c}" for choices, first in names.items() for c in choices]
+
+    def kernel_counts(self, archs: Sequence[str]) -> np.ndarray:
+        """``[len(archs), len(kernel_names())]``: how many of each kernel each network runs (the default
+        counts the choices, which is right where every decision is one block that always runs)."""
+        groups: dict[tuple[str, ...], int] = {}
+        offsets = []
+        for d in self.decisions:
+            groups.setdefault(tuple(d.choices), len(groups))
+        base, k = {}, 0
+        for choices, g in groups.items():
+            base[g] = k
+            k += len(choices)
+        for d in self.decisions:
+            offsets.append(base[groups[tuple(d.choices)]])
+        out = np.zeros((len(archs), k), np.float64)
+        for row, arch in enumerate(archs):
+            for off, idx in zip(offsets, self.to_indices(arch)):
+                out[row, off + idx] += 1.0
+        return out
+
+    def kernel_network(self, name: str) -> tuple[Any, tuple[int, ...]] | None:
+        """A small network of the one kernel ``name`` and its input shape, for measuring kernels on a board
+        (``onboard --kernels``); None where the space does not say how to build its kernels."""
         return None
 
     # -- search: the supernet and its training recipe ----------------------------------------------

@@ -45,6 +45,32 @@ class OnboardResult(JsonDoc):
     calibration: dict[str, Any]  # the stored device model: slope, intercept, residuals, fit, ...
     fit: dict[str, Any]  # {"measurements", "loo_mdape", "loo_within_10pct", "parts", ...}; {} without a predictor
     embedding: list[float] | None
+    kernels: KernelReport | None = omitted()  # with --kernels
+    curve: list[CurvePoint] | None = omitted()  # with --minutes: the learning curve, one point per batch
+    stopped: str | None = omitted()  # with --minutes: why onboarding ended
+
+
+@dataclass
+class KernelReport(JsonDoc):
+    """``onboard --kernels``: the space's kernels measured on the board, and what that cost."""
+
+    measured: int
+    failed: int
+    board_seconds: float  # the board's own time on them (sum of the agent's wall seconds)
+    overhead_ms: float | None  # the empty network: the runtime's per-inference overhead
+    note: str = ""
+
+
+@dataclass
+class CurvePoint(JsonDoc):
+    """One step of onboarding by time: measurements so far, board seconds so far (kernels included), the
+    model's leave-one-out error on the board's points (MAPE %, share within +-10 %) and the part it kept."""
+
+    measurements: int
+    board_seconds: float
+    loo_mape: float | None
+    loo_within_10pct: float | None
+    model: str
 
 
 @dataclass
@@ -107,12 +133,117 @@ def _stored_rows(store: Store, cfg: DeviceConfig, space: Space, archs: list[str]
     return rows
 
 
+MINUTES_BATCH = 5  # onboard --minutes: architectures measured between two fits
+MINUTES_PATIENCE = 3  # ... it stops after this many batches without a better leave-one-out error
+MINUTES_GAIN = 0.03  # ... "better": by at least this share
+MINUTES_CAP = 400  # ... and never measures more than this many architectures
+
+
+KERNEL_TIMING = {"warmup_s": 0.2, "min_time_s": 0.15}  # kernels run in microseconds: shorter blocks (at most these)
+
+
+def _board_seconds(store: Store, cfg: DeviceConfig, space_name: str) -> float:
+    """The board's own time on every stored latency measurement of the space (the agent's wall seconds)."""
+    return float(sum((r["summary"] or {}).get("wall_seconds") or 0.0
+                     for r in store.measurement_rows(cfg.name, space_name, "latency")))
+
+
+def measure_kernels(cfg: DeviceConfig, store: Store, space: Space, quiet: bool = False) -> KernelReport:
+    """Every kernel of the space as a small network, measured through the campaign code (stored under
+    ``<space>.kernels``). A replay board has no kernels to run: it is said, and nothing is measured."""
+    from modnas.toolkit.spaces.kernels import EMPTY, KernelSpace
+
+    if cfg.host == "replay":
+        return KernelReport(0, 0, 0.0, None, "a replay board answers from its tables and has no kernels; "
+                                              "the structural model uses the predictor's prior")
+    kspace = KernelSpace(space)
+    if not kspace.measurable:
+        raise BadInput(f"the {space.name} space does not say how to build its kernels; onboard without --kernels",
+                       param="kernels")
+    quick = cfg.measurement.model_copy(update={k: min(getattr(cfg.measurement, k), v) for k, v in KERNEL_TIMING.items()})
+    result = profile_device(cfg.model_copy(update={"measurement": quick}), store, kspace, kspace.all_archs(), quiet=quiet)
+    values = store.values(cfg.name, kspace.name, "latency", runtime=cfg.runtime)
+    return KernelReport(len(result.measured) + len(result.skipped), len(result.failed),
+                        round(_board_seconds(store, cfg, kspace.name), 2), values.get(EMPTY))
+
+
+def _curve_point(store: Store, cfg: DeviceConfig, space: Space, fit: dict[str, Any]) -> CurvePoint:
+    parts = fit.get("parts", {})
+    model = (f"structural ({fit.get('structural_prior')})" if parts.get("structural")
+             else "+".join(p for p in ("fixed_cost", "finetune") if parts.get(p)) or "calibration")
+    mape = fit.get("loo_mape")
+    from modnas.toolkit.spaces.kernels import kernel_space_name
+
+    spent = _board_seconds(store, cfg, space.name) + _board_seconds(store, cfg, kernel_space_name(space.name))
+    return CurvePoint(len(store.values(cfg.name, space.name, "latency")), round(spent, 2),
+                      None if mape is None else round(float(mape), 3),
+                      fit.get("loo_within_10pct"), model)
+
+
+def _onboard_by_time(cfg: DeviceConfig, store: Store, space: Space, minutes: float, started: float, seed: int,
+                     quiet: bool) -> tuple[list[str], list[Failure], list[CurvePoint], str, dict[str, Any] | None]:
+    """Measure batches chosen with the current device model until its leave-one-out error stops
+    improving, the time is spent, or nothing is left to choose."""
+    from modnas.toolkit.prediction.device_cost import device_from_store
+
+    extras: list[str] = []
+    failed: list[Failure] = []
+    calibration = store.get_calibration(cfg.name, space.name, "latency")
+    curve = [_curve_point(store, cfg, space, (calibration or {}).get("fit", {}))]
+    best = curve[0].loo_mape if curve[0].loo_mape is not None else float("inf")
+    stale = 0
+    batch = 0
+    error_fn = shipped_error(space.name)
+    last = 0.0  # how long the last batch took (measure and refit): one that would not end in time is not begun
+    while True:
+        if time.monotonic() - started + last >= 60.0 * minutes:
+            return extras, failed, curve, "time spent", calibration
+        begun = time.monotonic()
+        if len(store.values(cfg.name, space.name, "latency")) >= MINUTES_CAP:
+            return extras, failed, curve, f"{MINUTES_CAP} measurements", calibration
+        batch += 1
+        try:
+            cost = device_from_store(store, cfg.name, space, "latency")
+            picks = choose_extras(cost, MINUTES_BATCH, seed + batch, error_fn)
+        except BadInput:  # no predictor for the space: random architectures
+            have = set(store.values(cfg.name, space.name, "latency"))
+            picks = [a for a in space.sample(MINUTES_BATCH * (batch + 2), seed + batch) if a not in have][:MINUTES_BATCH]
+        if not picks:
+            return extras, failed, curve, "nothing left to measure", calibration
+        result = profile_device(cfg, store, space, picks, quiet=quiet)
+        failed += result.failed
+        extras += [row.arch for row in result.measured]
+        calibration = refresh_embedding(store, cfg.name, space, "latency")
+        last = time.monotonic() - begun
+        point = _curve_point(store, cfg, space, (calibration or {}).get("fit", {}))
+        curve.append(point)
+        if not quiet:
+            print(f"onboard {cfg.name}: {point.measurements} measurements, {point.board_seconds:.0f} board s, "
+                  f"leave-one-out MAPE {point.loo_mape if point.loo_mape is not None else float('nan'):.2f} % "
+                  f"({point.model})", file=sys.stderr, flush=True)
+        if point.loo_mape is not None and point.loo_mape < (1 - MINUTES_GAIN) * best:
+            best, stale = point.loo_mape, 0
+        else:
+            stale += 1
+            if stale >= MINUTES_PATIENCE:
+                return extras, failed, curve, f"no better leave-one-out error in {MINUTES_PATIENCE} batches", calibration
+
+
 def onboard(cfg: DeviceConfig, store: Store, space: Space, extra: int = 0, seed: int = 0,
-            quiet: bool = False) -> OnboardResult:
+            quiet: bool = False, kernels: bool = False, minutes: float | None = None) -> OnboardResult:
     """Doctor, profile the references, then ``extra`` architectures chosen with the device model so far
-    (modnas.toolkit.prediction.device_model.choose_extras), and fit the device model to all of them."""
+    (modnas.toolkit.prediction.device_model.choose_extras), and fit the device model to all of them.
+
+    ``kernels``: also measure the space's kernels (the structural model's prior). ``minutes``: onboard by
+    time instead of by count: batches chosen with the model so far until its leave-one-out error on the
+    board's points stops improving or the time (counted from the start, references included) is spent."""
+    started = time.monotonic()
     if extra < 0:
         raise BadInput(f"`extra` must not be negative, got {extra}", param="extra")
+    if minutes is not None and not (minutes > 0 and np.isfinite(minutes)):
+        raise BadInput(f"`minutes` must be a positive number, got {minutes}", param="minutes")
+    if minutes is not None and extra:
+        raise BadInput("give either --extra or --minutes, not both", param=("extra", "minutes"))
     fingerprint, probe = fingerprint_device(cfg, store, runtimes=[cfg.runtime])
     runtime = cfg.runtime
     if not probe.get("runtimes", {}).get(runtime, {}).get("available", True):
@@ -125,19 +256,25 @@ def onboard(cfg: DeviceConfig, store: Store, space: Space, extra: int = 0, seed:
     if failed_refs:
         raise BoardError(f"board {cfg.name}: {len(failed_refs)} reference architecture(s) failed, first: "
                          f"{failed_refs[0].error}")
+    kernel_report = measure_kernels(cfg, store, space, quiet=quiet) if kernels else None
     calibration = refresh_embedding(store, cfg.name, space, "latency")
     extras: list[str] = []
     failed = list(result.failed)
+    curve: list[CurvePoint] | None = None
+    stopped: str | None = None
     if extra:  # phase 2: where they cut the error that matters, chosen with the device model so far
         extras = extras_for(store, cfg.name, space, extra, seed)
         failed += profile_device(cfg, store, space, extras, quiet=quiet).failed
         calibration = refresh_embedding(store, cfg.name, space, "latency")
+    elif minutes is not None:
+        extras, more, curve, stopped, calibration = _onboard_by_time(cfg, store, space, minutes, started, seed, quiet)
+        failed += more
     if cfg.energy.sensor != "none":
         refresh_embedding(store, cfg.name, space, "energy")
     rows = _stored_rows(store, cfg, space, refs, runtime)
     return OnboardResult(cfg.name, fingerprint, [rows[a] for a in refs if a in rows], len(extras), extras, failed,
                          calibration or {}, (calibration or {}).get("fit", {}),
-                         store.get_embedding(cfg.name, space.name, "latency"))
+                         store.get_embedding(cfg.name, space.name, "latency"), kernel_report, curve, stopped)
 
 
 def _cost_without(store: Store, name: str, space: Space, exclude: set[str]) -> Any:

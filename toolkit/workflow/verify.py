@@ -6,7 +6,9 @@ one-edit refinement), kept when ``predicted * (1 - margin) <= budget`` (looser t
 ``predicted * (1 + margin) <= budget``: the board has the last word) and taken most accurate first.
 A candidate with a stored measurement on the board is judged on it without measuring again. One
 whose latency, rescaled by the measured/predicted ratio of the nearest measured candidates, is
-clearly over the budget is skipped without a measurement. A pick is accepted only when
+clearly over the budget is skipped without a measurement. When none does, the fastest few of the rest of the pool (by that rescaled estimate) are measured
+as well, so a pick comes back whenever the pool holds an architecture that meets the budget. A
+pick is accepted only when
 ``measured * (1 + r) <= budget``, ``r`` the board's repeatability when it is known (given, e.g. from
 ``validate``'s rounds), else the measurement's own 95 % CI of the median above it; at least
 ``MIN_VERIFY_MARGIN`` either way.
@@ -27,6 +29,7 @@ SKIP_TOLERANCE = 0.05      # a rescaled estimate this far over the accept line i
 ANCHORS = 3                # nearest measured candidates whose measured/predicted ratio rescales a prediction
 ANCHOR_RANGE = 1.5         # ... when predicted within this factor of the candidate
 MAX_LOOSE_MARGIN = 0.5
+FALLBACK_MEASUREMENTS = 3  # when no candidate met the budget: the fastest few of the rest, measured too
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,8 @@ def verified_select(run: Any, cost: Any, budget_ms: float, measure: Measure, kno
                     pool: tuple[list[str], dict[str, Any]] | None = None) -> VerifiedSelection:
     """The most accurate candidate measured to meet ``budget_ms``; ``"arch": None`` and a reason when none does.
 
-    ``measure`` takes a board measurement (at most ``max_measurements`` of them); ``known`` holds
+    ``measure`` takes a board measurement (at most ``max_measurements`` of them for the most accurate
+    candidates, and ``FALLBACK_MEASUREMENTS`` more for the fastest when none of those met); ``known`` holds
     measurements already stored, judged without measuring. Board loss propagates as ``BoardError``.
     ``pool``: ``candidate_pool(run, cost)`` when the caller already has it (several budgets, one device).
     """
@@ -178,17 +182,13 @@ def verified_select(run: Any, cost: Any, budget_ms: float, measure: Measure, kno
     taken = skipped = unmeasured = 0
     pick: int | None = None
     pick_margin = floor
-    for i in order:
+    def judge(i: int) -> Candidate | None:
+        """Candidate ``i`` judged on its stored measurement or a new one (listed in ``tried`` either way);
+        None when its measurement failed."""
+        nonlocal taken
         arch, pred = archs[i], float(lat[i])
         got = known.get(arch)
         if got is None:
-            est = _estimate(pred, anchors)
-            if est is not None and est * (1 + floor) > budget_ms * (1 + SKIP_TOLERANCE):
-                skipped += 1
-                continue
-            if taken >= max_measurements:  # out of board measurements: only stored ones are judged from here
-                unmeasured += 1
-                continue
             taken += 1
             try:
                 got = measure(arch)
@@ -198,16 +198,39 @@ def verified_select(run: Any, cost: Any, budget_ms: float, measure: Measure, kno
             if got is None:
                 tried.append(Candidate(arch, {"error": float(err[i]), "latency_ms": pred}, None, "board", False,
                                        failed=True))
-                continue
+                return None
             known[arch] = got
             anchors.append((pred, got.latency_ms))
         r = floor if repeatability is not None else max(floor, got.ci_rel)
-        meets = got.latency_ms * (1 + r) <= budget_ms
-        tried.append(Candidate(arch, {"error": float(err[i]), "latency_ms": pred}, MeasuredLatency(got.latency_ms),
-                               got.source, bool(meets), verify_margin=r))
-        if meets:
-            pick, pick_margin = int(i), r
+        judged = Candidate(arch, {"error": float(err[i]), "latency_ms": pred}, MeasuredLatency(got.latency_ms),
+                           got.source, bool(got.latency_ms * (1 + r) <= budget_ms), verify_margin=r)
+        tried.append(judged)
+        return judged
+
+    for i in order:
+        if archs[i] not in known:
+            est = _estimate(float(lat[i]), anchors)
+            if est is not None and est * (1 + floor) > budget_ms * (1 + SKIP_TOLERANCE):
+                skipped += 1
+                continue
+            if taken >= max_measurements:  # out of board measurements: only stored ones are judged from here
+                unmeasured += 1
+                continue
+        got = judge(int(i))
+        if got is not None and got.meets:
+            pick, pick_margin = int(i), float(got.verify_margin)
             break
+    if pick is None:  # never empty while something meets: the fastest of the rest, by rescaled estimate
+        seen = {c.arch for c in tried}
+        guess = {i: _estimate(float(lat[i]), anchors) or float(lat[i]) for i in range(len(archs))
+                 if archs[i] not in seen}
+        rest = sorted((i for i, g in guess.items() if g * (1 + floor) <= budget_ms * (1 + SKIP_TOLERANCE)),
+                      key=lambda i: (guess[i], err[i]))  # only those that may meet it
+        for i in rest[:FALLBACK_MEASUREMENTS]:
+            got = judge(i)
+            if got is not None and got.meets:
+                pick, pick_margin = i, float(got.verify_margin)
+                break
     doc = VerifiedSelection(
         arch=None, predicted=None, margin=loose, margin_ms=0.0, budget_ms=float(budget_ms), preference=None,
         verified=True, measured=None, verify_margin=pick_margin, measurements=taken, skipped_by_estimate=skipped,

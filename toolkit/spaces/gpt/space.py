@@ -47,6 +47,12 @@ class GPTSpace(Space):
 
     name = "gpt"
     inputs = "tokens"  # token ids in, next-token logits out (the commands branch on this, not the name)
+    # this project's own tables (benchmarks/gpt_tables.py): settings of one machine as devices, decode
+    # latency and prefill, shipped in toolkit/assets/tables (a data directory's gpt/ folder overrides them)
+    table_metrics = ("latency", "prefill")
+    table_coverage = 0.9
+    ships_tables = True
+    predictor_defaults = {"min_points": 50}  # a setting measures about a hundred networks, not thousands
     enumerable = False  # 3 widths x sum over depths of 9^l layer choices: about 1.8 million networks
 
     def __init__(self) -> None:
@@ -97,6 +103,39 @@ class GPTSpace(Space):
     def flops(self, arch: str, context: int = DEFAULT_CONTEXT, vocab_size: int = DEFAULT_VOCAB) -> float:
         """Multiply-accumulates (millions) to decode one token with ``context`` cached tokens."""
         return decode_macs(arch, int(context), int(vocab_size)) / 1e6
+
+    def load_table(self, data_dir: Any, metric: str = "latency") -> Any:
+        """``gpt_<metric>.csv.gz`` from ``<data_dir>/gpt/`` when there is one, else the shipped table."""
+        from importlib import resources
+        from pathlib import Path
+
+        from modnas.toolkit.data.arch_table import read_wide_csv
+
+        if metric not in self.table_metrics:
+            raise BadInput(self._no_table(metric))
+        name = f"gpt_{metric}.csv.gz"
+        own = Path(data_dir) / "gpt" / name if data_dir is not None else None
+        path = own if own is not None and own.is_file() else Path(str(resources.files("modnas.toolkit") / "assets" /
+                                                                      "tables" / name))
+        return read_wide_csv(path, metric, self.canonical)
+
+    def kernel_names(self) -> list[str]:
+        """Per width: a layer's attention block, its heads (each one's split, score and merge), its MLP per
+        unit of ratio, and the embedding and head (once per network)."""
+        return [f"{k}@e{e}" for e in WIDTHS for k in ("layer", "head", "mlp", "embed")]
+
+    def kernel_counts(self, archs: Any) -> Any:
+        import numpy as np
+
+        index = {n: i for i, n in enumerate(self.kernel_names())}
+        out = np.zeros((len(archs), len(index)), np.float64)
+        for row, arch in enumerate(archs):
+            a = parse_arch(arch)
+            out[row, index[f"embed@e{a.width}"]] = 1.0
+            out[row, index[f"layer@e{a.width}"]] = a.depth
+            out[row, index[f"head@e{a.width}"]] = sum(a.heads)
+            out[row, index[f"mlp@e{a.width}"]] = sum(a.mlp)
+        return out
 
     def board_export(self) -> Any:
         """A board times the decode graph (``latency``, with ``context`` cached tokens) and its prefill

@@ -143,6 +143,22 @@ class NB201Space(Space):
 
         return NB201Network(self.to_indices(arch), num_classes=num_classes, channels=channels, cells=cells)
 
+    # -- kernels (the structural device model) ---------------------------------------------------
+    def kernel_names(self) -> list[str]:
+        from modnas.toolkit.spaces.nb201.kernels import kernel_names
+
+        return kernel_names()
+
+    def kernel_counts(self, archs: Any) -> Any:
+        from modnas.toolkit.spaces.nb201.kernels import kernel_counts
+
+        return kernel_counts(self, archs)
+
+    def kernel_network(self, name: str) -> Any:
+        from modnas.toolkit.spaces.nb201.kernels import kernel_network
+
+        return kernel_network(name)
+
     # -- tables and tasks ------------------------------------------------------------------------
     def load_table(self, data_dir: Any, metric: str = "latency") -> Any:
         from modnas.toolkit.spaces.nb201.tables import load_table

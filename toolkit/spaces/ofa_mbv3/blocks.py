@@ -122,3 +122,24 @@ def count_macs(cfg: OFAConfig, width_mult: float = DEFAULT_WIDTH_MULT, num_class
     total += w.stages[-1] * w.final * f_last ** 2
     total += w.final * w.mix + w.mix * num_classes
     return total
+
+
+def kernel_names() -> list[str]:
+    """The structural model's kernels: each MBConv kind (stage, kernel, expand; a stage's first block apart)
+    weighted by its output pixels relative to 224x224, the blocks per stage (a fixed cost per block), and the
+    stem and head (pixels)."""
+    names = [f"mb{k}x{e}@s{s}{'b0' if first else ''}" for s in range(N_STAGES) for first in (True, False)
+             for k in KERNELS for e in EXPANDS]
+    return names + [f"blocks@s{s}" for s in range(N_STAGES)] + ["stem+head"]
+
+
+def kernel_row(cfg: OFAConfig, index: dict[str, int]) -> list[float]:
+    """One network's kernel counts in the order of :func:`kernel_names` (``index``: name -> column)."""
+    row = [0.0] * len(index)
+    at224 = block_specs(OFAConfig(cfg.ks, cfg.e, cfg.d, 224))
+    for b, ref, expand in zip(block_specs(cfg), at224, cfg.e):
+        first = b.stride != 1 or b.c_in != b.c_out
+        row[index[f"mb{b.kernel}x{expand}@s{b.stage}{'b0' if first else ''}"]] += (b.f_out / ref.f_out) ** 2
+        row[index[f"blocks@s{b.stage}"]] += 1.0
+    row[index["stem+head"]] += (cfg.r / 224) ** 2
+    return row

@@ -138,6 +138,19 @@ class OFAMobileNetV3Space(Space):
         """MACs in millions at ``width_mult`` (1.2 by default), 1000 classes."""
         return count_macs(self.config(arch), width_mult) / 1e6
 
+    def kernel_names(self) -> list[str]:
+        from modnas.toolkit.spaces.ofa_mbv3.blocks import kernel_names
+
+        return kernel_names()
+
+    def kernel_counts(self, archs: Any) -> Any:
+        import numpy as np
+
+        from modnas.toolkit.spaces.ofa_mbv3.blocks import kernel_row
+
+        index = {n: i for i, n in enumerate(self.kernel_names())}
+        return np.array([kernel_row(self.config(a), index) for a in archs], dtype=np.float64).reshape(len(archs), -1)
+
     def build(self, arch: str, num_classes: int = 1000, width_mult: float = DEFAULT_WIDTH_MULT,
               dropout: float = 0.0) -> Any:
         from modnas.toolkit.spaces.ofa_mbv3.net import OFAMobileNetV3

@@ -14,12 +14,12 @@ from typing import Any
 import hashlib
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from modnas.toolkit.data.arch_table import ArchTable
 from modnas.toolkit.errors import BadInput
 from modnas.toolkit.spaces.ofa_mbv3.blocks import DEFAULT_WIDTH_MULT, STAGE_HSWISH, STAGE_SE, block_specs, widths
 
@@ -53,32 +53,7 @@ def load_archs(data_dir: str | Path) -> pd.DataFrame:
     return df.set_index("ofa_arch_id").sort_index()
 
 
-@dataclass
-class OFADeviceTable:
-    """Settings x architectures for the latency metric (ms); column ``j`` is ``archs[j]``."""
-
-    keys: list[str]
-    archs: list[str]
-    values: np.ndarray  # [n_devices, n_archs] float64, NaN where not measured
-    digest: str
-    metric: str = "latency"
-
-    def row(self, key: str) -> np.ndarray:
-        if key not in self.keys:
-            raise BadInput(f"unknown device {key!r} in the OFA latency table ({', '.join(self.keys)})")
-        return self.values[self.keys.index(key)]
-
-    def values_by_arch(self, key: str) -> dict[str, float]:
-        """``{arch: ms}`` of one device (measured entries only)."""
-        row = self.row(key)
-        return {a: float(v) for a, v in zip(self.archs, row) if np.isfinite(v)}
-
-    def subset(self, keys: list[str]) -> "OFADeviceTable":
-        rows = [self.keys.index(k) for k in keys]
-        return OFADeviceTable(list(keys), list(self.archs), self.values[rows].copy(), self.digest, self.metric)
-
-
-def load_latency(data_dir: str | Path) -> OFADeviceTable:
+def load_latency(data_dir: str | Path) -> ArchTable:
     """Every HELP OFA latency setting, keyed ``help_ofa:<device>``, columns in ``ofa_arch_id`` order."""
     root = Path(data_dir)
     path = root / SOURCE / "help_ofa_latency.csv.gz"
@@ -97,7 +72,7 @@ def load_latency(data_dir: str | Path) -> OFADeviceTable:
     if not keys:
         raise BadInput(f"no latency rows in {str(path)!r}")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return OFADeviceTable([f"{SOURCE}:{k}" for k in keys], list(archs["arch"]), values, digest)
+    return ArchTable([f"{SOURCE}:{k}" for k in keys], list(archs["arch"]), values, digest)
 
 
 def gpu_group(key: str) -> str:
