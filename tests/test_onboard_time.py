@@ -224,6 +224,17 @@ def test_fallback_is_bounded_and_reports_what_it_measured(selection) -> None:
     assert len(board.calls) > 2  # the fastest were tried: their predictions are not near those measured
 
 
+def test_verify_max_zero_judges_stored_measurements_only(selection) -> None:
+    from modnas.toolkit.workflow.verify import verified_select
+
+    sel = selection
+    budget = float(np.median(list(sel["lat"].values())))
+    board = FakeBoard(sel["lat"], set(sel["archs"]), slow=3.0)
+    doc = verified_select(sel["run"], sel["cost"], budget, board, {}, max_measurements=0, pool=sel["pool"])
+    assert board.calls == [] and doc.measurements == 0 and doc.arch is None
+    assert doc.not_measured_verify_max > 0 and "not measured" in doc.reason
+
+
 def test_a_failed_fallback_measurement_is_listed(selection) -> None:
     from modnas.toolkit.workflow.verify import verified_select
 

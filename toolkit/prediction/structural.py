@@ -76,7 +76,10 @@ def predictor_prior(space: Any, predictor: Any, emb: np.ndarray, seed: int = 0) 
     values = np.exp(predictor.predict_log_onehot(space.encode(pool), emb))
     counts = space.kernel_counts(pool)
     a = np.hstack([np.ones((len(pool), 1)), counts]) / values[:, None]
-    sol, _ = nnls(a, np.ones(len(pool)), maxiter=50 * a.shape[1])
+    try:
+        sol, _ = nnls(a, np.ones(len(pool)), maxiter=50 * a.shape[1])
+    except RuntimeError:  # no convergence on an ill-conditioned design: least squares, clipped at zero
+        sol = np.maximum(np.linalg.lstsq(a, np.ones(len(pool)), rcond=None)[0], 0.0)
     return sol[1:]
 
 

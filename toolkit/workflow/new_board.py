@@ -199,7 +199,8 @@ def _onboard_by_time(cfg: DeviceConfig, store: Store, space: Space, minutes: flo
         if time.monotonic() - started + last >= 60.0 * minutes:
             return extras, failed, curve, "time spent", calibration
         begun = time.monotonic()
-        if len(store.values(cfg.name, space.name, "latency")) >= MINUTES_CAP:
+        room = MINUTES_CAP - len(store.values(cfg.name, space.name, "latency"))
+        if room <= 0:
             return extras, failed, curve, f"{MINUTES_CAP} measurements", calibration
         batch += 1
         try:
@@ -208,6 +209,8 @@ def _onboard_by_time(cfg: DeviceConfig, store: Store, space: Space, minutes: flo
         except BadInput:  # no predictor for the space: random architectures
             have = set(store.values(cfg.name, space.name, "latency"))
             picks = [a for a in space.sample(MINUTES_BATCH * (batch + 2), seed + batch) if a not in have][:MINUTES_BATCH]
+        broken = {f.arch for f in failed}  # failed once: not chosen again
+        picks = [a for a in picks if a not in broken][:room]
         if not picks:
             return extras, failed, curve, "nothing left to measure", calibration
         result = profile_device(cfg, store, space, picks, quiet=quiet)
@@ -221,7 +224,9 @@ def _onboard_by_time(cfg: DeviceConfig, store: Store, space: Space, minutes: flo
             print(f"onboard {cfg.name}: {point.measurements} measurements, {point.board_seconds:.0f} board s, "
                   f"leave-one-out MAPE {point.loo_mape if point.loo_mape is not None else float('nan'):.2f} % "
                   f"({point.model})", file=sys.stderr, flush=True)
-        if point.loo_mape is not None and point.loo_mape < (1 - MINUTES_GAIN) * best:
+        if point.loo_mape is None:  # no predictor for the space, so no error to follow: time or count ends it
+            continue
+        if point.loo_mape < (1 - MINUTES_GAIN) * best:
             best, stale = point.loo_mape, 0
         else:
             stale += 1

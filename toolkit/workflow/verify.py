@@ -30,6 +30,7 @@ ANCHORS = 3                # nearest measured candidates whose measured/predicte
 ANCHOR_RANGE = 1.5         # ... when predicted within this factor of the candidate
 MAX_LOOSE_MARGIN = 0.5
 FALLBACK_MEASUREMENTS = 3  # when no candidate met the budget: the fastest few of the rest, measured too
+# (beyond --verify-max; none when it is 0, which judges stored measurements only)
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,8 @@ def verified_select(run: Any, cost: Any, budget_ms: float, measure: Measure, kno
     order = eligible[np.lexsort((lat[eligible], err[eligible]))]
     anchors = [(float(p), known[a].latency_ms) for a, p in zip(archs, lat) if a in known]
     tried: list[Candidate] = []
-    taken = skipped = unmeasured = 0
+    taken = skipped = 0
+    unmeasured: set[str] = set()  # passed over at the --verify-max limit
     pick: int | None = None
     pick_margin = floor
     def judge(i: int) -> Candidate | None:
@@ -214,19 +216,20 @@ def verified_select(run: Any, cost: Any, budget_ms: float, measure: Measure, kno
                 skipped += 1
                 continue
             if taken >= max_measurements:  # out of board measurements: only stored ones are judged from here
-                unmeasured += 1
+                unmeasured.add(archs[i])
                 continue
         got = judge(int(i))
         if got is not None and got.meets:
             pick, pick_margin = int(i), float(got.verify_margin)
             break
-    if pick is None:  # never empty while something meets: the fastest of the rest, by rescaled estimate
+    if pick is None and max_measurements > 0:  # never empty while one meets: the fastest of the rest, rescaled
         seen = {c.arch for c in tried}
         guess = {i: _estimate(float(lat[i]), anchors) or float(lat[i]) for i in range(len(archs))
                  if archs[i] not in seen}
         rest = sorted((i for i, g in guess.items() if g * (1 + floor) <= budget_ms * (1 + SKIP_TOLERANCE)),
                       key=lambda i: (guess[i], err[i]))  # only those that may meet it
         for i in rest[:FALLBACK_MEASUREMENTS]:
+            unmeasured.discard(archs[i])
             got = judge(i)
             if got is not None and got.meets:
                 pick, pick_margin = i, float(got.verify_margin)
@@ -234,7 +237,7 @@ def verified_select(run: Any, cost: Any, budget_ms: float, measure: Measure, kno
     doc = VerifiedSelection(
         arch=None, predicted=None, margin=loose, margin_ms=0.0, budget_ms=float(budget_ms), preference=None,
         verified=True, measured=None, verify_margin=pick_margin, measurements=taken, skipped_by_estimate=skipped,
-        not_measured_verify_max=unmeasured, candidates=tried,
+        not_measured_verify_max=len(unmeasured), candidates=tried,
         unverified=({"arch": archs[unverified], "margin": strict,
                      "predicted": {"error": float(err[unverified]), "latency_ms": float(lat[unverified])}}
                     if unverified is not None else None))
@@ -245,7 +248,7 @@ def verified_select(run: Any, cost: Any, budget_ms: float, measure: Measure, kno
         doc.measured = MeasuredLatency(known[a].latency_ms, known[a].source)
         doc.preference = [float(v) for v in prefs[a]] if a in prefs else None
         return doc
-    if not len(eligible):
+    if not len(eligible) and not tried:
         reason = (f"no architecture is predicted within {loose:.1%} of {budget_ms:g} ms; the fastest predicted is "
                   f"{float(lat.min()):.4g} ms")
     else:
@@ -255,7 +258,7 @@ def verified_select(run: Any, cost: Any, budget_ms: float, measure: Measure, kno
             reason += (f"; {skipped} more are over it once rescaled by the measured/predicted ratio of "
                        f"measured neighbours")
         if unmeasured:
-            reason += f"; {unmeasured} more not measured (at most {max_measurements} board measurement(s))"
+            reason += f"; {len(unmeasured)} more not measured (at most {max_measurements} board measurement(s))"
     doc.reason = reason
     return doc
 
