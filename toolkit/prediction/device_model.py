@@ -49,28 +49,6 @@ STRUCTURAL_KEEP_FEW = 0.6  # below MIN_POINTS_FINETUNE points leave-one-out is n
 # --counts: kept at 10 points by the ordinary rule, it cost 2 points of within +-10 % on the table devices)
 
 
-# -- features ------------------------------------------------------------------------------------
-def count_matrix(space: Any) -> np.ndarray:
-    """``[onehot_dim, K]``: one-hot -> count of each choice over decisions that share a choice set."""
-    groups: dict[tuple[str, ...], int] = {}
-    cols: list[tuple[int, int]] = []
-    for d in space.decisions:
-        g = groups.setdefault(tuple(d.choices), len(groups))
-        cols.append((g, len(d.choices)))
-    base = {}
-    k = 0
-    for choices, g in groups.items():
-        base[g] = k
-        k += len(choices)
-    mat = np.zeros((space.onehot_dim, k), np.float64)
-    row = 0
-    for g, n in cols:
-        for j in range(n):
-            mat[row + j, base[g] + j] = 1.0
-        row += n
-    return mat
-
-
 # -- the fixed-cost term -------------------------------------------------------------------------
 def _ridge_fixed(counts: np.ndarray, measured: np.ndarray, base: np.ndarray, lam: float) -> np.ndarray:
     """Per-count ms cost ``c`` minimising sum(((m - base - counts c) / m)^2) + lam |c * scale|^2."""
@@ -203,7 +181,7 @@ def fit_device(predictor: Any, archs: list[str], measured: Sequence[float] | np.
         raise BadInput(f"the device fit needs one measurement per architecture ({len(m)} vs {len(archs)})")
     space = predictor.space()
     onehot = space.encode(list(archs))
-    cmat = count_matrix(space)
+    cmat = space.choice_count_matrix()
     counts = onehot.astype(np.float64) @ cmat
     lp = predictor.predict_log_onehot(onehot, emb)
     n = len(m)

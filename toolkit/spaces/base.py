@@ -272,24 +272,26 @@ class Space(ABC):
             names.setdefault(tuple(d.choices), d.name)
         return [f"{first}*={c}" for choices, first in names.items() for c in choices]
 
+    def choice_count_matrix(self) -> np.ndarray:
+        """``[onehot_dim, K]``: one-hot -> how many decisions take each choice, decisions that share a choice
+        set counted together (the columns of the default :meth:`kernel_names`)."""
+        groups: dict[tuple[str, ...], int] = {}
+        for d in self.decisions:
+            groups.setdefault(tuple(d.choices), len(groups))
+        base = np.cumsum([0] + [len(c) for c in groups])[:-1]
+        mat = np.zeros((self.onehot_dim, int(sum(len(c) for c in groups))), np.float64)
+        row = 0
+        for d in self.decisions:
+            col = base[groups[tuple(d.choices)]]
+            for j in range(len(d.choices)):
+                mat[row + j, col + j] = 1.0
+            row += len(d.choices)
+        return mat
+
     def kernel_counts(self, archs: Sequence[str]) -> np.ndarray:
         """``[len(archs), len(kernel_names())]``: how many of each kernel each network runs (the default
         counts the choices, which is right where every decision is one block that always runs)."""
-        groups: dict[tuple[str, ...], int] = {}
-        offsets = []
-        for d in self.decisions:
-            groups.setdefault(tuple(d.choices), len(groups))
-        base, k = {}, 0
-        for choices, g in groups.items():
-            base[g] = k
-            k += len(choices)
-        for d in self.decisions:
-            offsets.append(base[groups[tuple(d.choices)]])
-        out = np.zeros((len(archs), k), np.float64)
-        for row, arch in enumerate(archs):
-            for off, idx in zip(offsets, self.to_indices(arch)):
-                out[row, off + idx] += 1.0
-        return out
+        return self.encode(list(archs)).astype(np.float64) @ self.choice_count_matrix()
 
     def kernel_network(self, name: str) -> tuple[Any, tuple[int, ...]] | None:
         """A small network of the one kernel ``name`` and its input shape, for measuring kernels on a board
