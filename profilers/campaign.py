@@ -70,6 +70,7 @@ class MeasureJob:
     energy: dict = field(default_factory=lambda: {"sensor": "none"})
     timeout_s: float = 600.0
     meta: dict = field(default_factory=dict)
+    processes: int | None = None  # worker processes sharing the blocks; None: the agent's (agent.worker_plan)
 
     def __post_init__(self) -> None:
         self.artifact = Path(self.artifact)
@@ -100,6 +101,9 @@ class MeasureJob:
             self.measurement[key] = int(value)
         if not (isinstance(self.timeout_s, (int, float)) and math.isfinite(self.timeout_s) and self.timeout_s > 0):
             raise BadInput(f"timeout_s must be a positive number: {self.timeout_s!r}")
+        if self.processes is not None and (isinstance(self.processes, bool) or not isinstance(self.processes, int)
+                                           or not 1 <= self.processes <= self.measurement["repeats"]):
+            raise BadInput(f"processes must be a whole number from 1 to repeats: {self.processes!r}")
         if not _SUFFIX.match(self.suffix):
             raise BadInput(f"artifact file name has an unusable suffix: {self.artifact.name!r}")
 
@@ -126,6 +130,7 @@ class MeasureResult:
     prefill_blocks: list[list[float]] | None = None  # a language model's prefill samples (ms), per block
     prefill_summary: dict | None = None
     peak_rss_mb: float | None = None  # the measuring process's peak resident memory, when the board reports it
+    processes: int | None = None  # distinct worker processes that timed the blocks, when the board reports it
 
 
 class BadReply(Exception):
@@ -190,6 +195,10 @@ def parse_reply(stdout: bytes, job: MeasureJob) -> dict:
     peak = doc.get("peak_rss_mb")
     if peak is not None and (not _is_number(peak) or not math.isfinite(peak) or peak <= 0):
         raise BadReply("reply field peak_rss_mb must be a positive number")
+    processes = doc.get("processes")
+    if processes is not None and (not isinstance(processes, int) or isinstance(processes, bool)
+                                  or not 1 <= processes <= len(blocks)):
+        raise BadReply("reply field processes must be a whole number from 1 to the number of blocks")
     prefill = doc.get("prefill_blocks")
     if prefill is not None:
         if not isinstance(prefill, list) or len(prefill) != job.measurement["repeats"]:
@@ -379,6 +388,8 @@ class Board:
             "meta": job.meta,
             "workdir": self.workdir,
         }
+        if job.processes is not None:
+            payload["processes"] = job.processes
         for attempt in (1, 2):
             try:
                 done = self.connection.run(
@@ -406,12 +417,13 @@ class Board:
         if not reply["ok"]:
             return failed(reply["error_code"], reply["error"] or reply["error_code"], reply["agent_seconds"],
                           reply["runtime_version"])
+        processes = reply.get("processes")
         return MeasureResult(
             ok=True,
             error_code=None,
             error=None,
             blocks=reply["blocks"],
-            summary=stats.summarize(reply["blocks"]),
+            summary=_summary(reply["blocks"], processes),
             runtime=job.runtime,
             runtime_version=reply["runtime_version"],
             energy=reply["energy"],
@@ -419,6 +431,15 @@ class Board:
             wall_seconds=time.monotonic() - start,
             replayed=bool(reply["replayed"]),
             prefill_blocks=reply.get("prefill_blocks"),
-            prefill_summary=stats.summarize(reply["prefill_blocks"]) if reply.get("prefill_blocks") else None,
+            prefill_summary=_summary(reply["prefill_blocks"], processes) if reply.get("prefill_blocks") else None,
             peak_rss_mb=float(reply["peak_rss_mb"]) if reply.get("peak_rss_mb") is not None else None,
+            processes=processes,
         )
+
+
+def _summary(blocks: list[list[float]], processes: int | None) -> dict:
+    """The blocks' statistics; blocks from several worker processes are summarised across processes (median of
+    the block medians) and the summary records how many processes timed them."""
+    if not processes or processes < 2:
+        return stats.summarize(blocks)
+    return dict(stats.summarize(blocks, across_blocks=True), processes=processes)

@@ -335,9 +335,12 @@ class SSHConnection(_Base):
         if self._aborted:
             raise CommandAborted(f"{self.label}: stopped")
         self._check_alive()
+        open_timeout = min(timeout, 30.0)
         try:
-            chan = self._transport.open_session(timeout=min(timeout, 30.0))
+            chan = self._transport.open_session(timeout=open_timeout)
         except (paramiko.SSHException, OSError, EOFError) as exc:
+            if time.monotonic() - start >= open_timeout:  # the link is up but the board's sshd does not answer
+                raise self._lost(f"no answer within {open_timeout:g} s to opening a command channel") from None
             raise self._link_error(exc, "cannot open a command channel") from None
         self._channels.add(chan)
         try:

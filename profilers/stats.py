@@ -27,12 +27,15 @@ def bootstrap_median_ci(
 
 
 def summarize(
-    blocks: list[list[float]], disagree_tol: float = 0.1, n_boot: int = 1000, seed: int = 0
+    blocks: list[list[float]], disagree_tol: float = 0.1, n_boot: int = 1000, seed: int = 0,
+    across_blocks: bool = False,
 ) -> dict:
     """median, p90, iqr, mean, std, n, ci95 over all samples; per-block medians and whether they disagree.
 
     Blocks whose medians differ by more than `disagree_tol` (relative to the overall median) are
-    flagged in `blocks_disagree`, never dropped.
+    flagged in `blocks_disagree`, never dropped. With `across_blocks` (blocks timed in separate
+    processes, whose level differs from process to process) `median` is the median of the block
+    medians and `ci95` a bootstrap over blocks: the typical process, not the one with the most samples.
     """
     if not blocks or any(len(block) == 0 for block in blocks):
         raise BadInput("latency summary needs at least one sample in every block")
@@ -42,9 +45,13 @@ def summarize(
         raise BadInput("latency samples must be finite numbers")
     q25, median, q75, p90 = np.quantile(samples, [0.25, 0.5, 0.75, 0.9])
     block_medians = [float(np.median(a)) for a in arrays]
+    if across_blocks:
+        median = float(np.median(block_medians))
+        lo, hi = bootstrap_median_ci(np.asarray(block_medians), n_boot=n_boot, seed=seed)
+    else:
+        lo, hi = bootstrap_median_ci(samples, n_boot=n_boot, seed=seed)
     width = max(block_medians) - min(block_medians)
     spread = 0.0 if width == 0 else (width / median if median > 0 else math.inf)
-    lo, hi = bootstrap_median_ci(samples, n_boot=n_boot, seed=seed)
     return {
         "median": float(median),
         "p90": float(p90),

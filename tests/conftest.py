@@ -55,3 +55,14 @@ def one_torch_thread():
 
     with torch_threads(1):
         yield
+
+
+@pytest.fixture(scope="module")
+def agent_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The board agent as the zipapp a campaign uploads, written once per test module."""
+    from modnas.profilers.pack import build_agent
+
+    pack = build_agent()
+    path = tmp_path_factory.mktemp("agent") / pack.filename
+    path.write_bytes(pack.data)
+    return path

@@ -22,14 +22,6 @@ QUICK = {"warmup_s": 0.02, "min_runs": 4, "min_time_s": 0.02, "repeats": 3, "coo
 
 
 @pytest.fixture(scope="module")
-def agent_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pack = build_agent()
-    path = tmp_path_factory.mktemp("agent") / pack.filename
-    path.write_bytes(pack.data)
-    return path
-
-
-@pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int], str]:
     path, shape = tiny_onnx(tmp_path_factory.mktemp("models") / "tiny.onnx", channels=4)
     return path, shape, hashlib.sha256(path.read_bytes()).hexdigest()

@@ -188,6 +188,32 @@ def test_lost_connection_is_a_board_error(sshd_board, tmp_path: Path) -> None:
         conn.close()
 
 
+def test_a_board_that_stops_answering_between_commands_is_lost(sshd_board, tmp_path: Path) -> None:
+    """The TCP link stays up (a cut network, a frozen board) but no channel opens: lost, not a command's fault."""
+    def signal_all(pids: list[int], sig: int) -> list[int]:
+        done = []
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+                done.append(pid)
+            except ProcessLookupError:  # a short-lived process of another session ended meanwhile
+                pass
+        return done
+
+    conn = open_connection(sshd_board.config(tmp_path / "w", name="frozen"))
+    stopped: list[int] = []
+    try:
+        assert conn.run(["true"], timeout=30).rc == 0
+        stopped = signal_all(sshd_board.session_pids(), signal.SIGSTOP)
+        assert stopped
+        with pytest.raises(ConnectionLost, match=r"board frozen \(127\.0\.0\.1:\d+\): connection lost: no answer "
+                                                 r"within 2 s to opening a command channel"):
+            conn.run(["true"], timeout=2)
+    finally:
+        signal_all(stopped, signal.SIGCONT)
+        conn.close()
+
+
 def test_a_command_killed_by_a_signal_is_not_a_lost_link(ssh) -> None:
     done = ssh.run([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"], timeout=30)
     assert done.rc != 0  # -1 (exit-signal, no status) or the shell's 137

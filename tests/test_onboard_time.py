@@ -194,34 +194,35 @@ def test_fallback_measures_the_fastest_when_the_most_accurate_are_over(selection
     assert len(accurate) > 6
     slow = set(accurate[:len(accurate) // 2])  # the most accurate half is 3x over its prediction on the board
     board = FakeBoard(sel["lat"], slow)
-    doc = verified_select(sel["run"], sel["cost"], budget, board, {}, max_measurements=2, pool=sel["pool"])
+    doc = verified_select(sel["run"], sel["cost"], budget, board, {}, max_measurements=5, pool=sel["pool"])
     assert doc.arch is not None, doc.reason
-    main_pass = board.calls[:2]  # the most accurate first (those rescaled over the budget skipped): both over
-    assert main_pass[0] == accurate[0] and set(main_pass) <= slow
+    main_pass = [a for a in board.calls if a in slow]  # the most accurate first (those rescaled over skipped)
+    assert main_pass and main_pass[0] == accurate[0]
     assert [accurate.index(a) for a in main_pass] == sorted(accurate.index(a) for a in main_pass)
     assert doc.arch not in slow
-    assert 2 < len(board.calls) <= 2 + FALLBACK_MEASUREMENTS and len(set(board.calls)) == len(board.calls)
+    # the fallback measured the fastest with what was left: never past --verify-max in all
+    assert len(main_pass) < len(board.calls) <= 5 and len(set(board.calls)) == len(board.calls)
+    assert len(board.calls) - len(main_pass) <= FALLBACK_MEASUREMENTS
     assert doc.measurements == len(board.calls) and board.calls[-1] == doc.arch
     assert doc.measured.latency_ms == pytest.approx(board.value(doc.arch))
     assert doc.measured.latency_ms * (1 + doc.verify_margin) <= budget
     assert doc.candidates[-1].arch == doc.arch and doc.candidates[-1].meets
     assert not any(c.meets for c in doc.candidates[:-1])
-    assert sel["err"][doc.arch] >= max(sel["err"][a] for a in board.calls[:2])  # less accurate, but it fits
+    assert sel["err"][doc.arch] >= max(sel["err"][a] for a in main_pass)  # less accurate, but it fits
 
 
 def test_fallback_is_bounded_and_reports_what_it_measured(selection) -> None:
-    from modnas.toolkit.workflow.verify import FALLBACK_MEASUREMENTS, verified_select
+    from modnas.toolkit.workflow.verify import verified_select
 
     sel = selection
     budget = float(np.median(list(sel["lat"].values())))
     fastest = min(sel["lat"].values())
     slow = 1.5 * budget / fastest  # the board is far slower than predicted for everything: nothing meets
     board = FakeBoard(sel["lat"], set(sel["archs"]), slow=slow)
-    doc = verified_select(sel["run"], sel["cost"], budget, board, {}, max_measurements=2, pool=sel["pool"])
+    doc = verified_select(sel["run"], sel["cost"], budget, board, {}, max_measurements=4, pool=sel["pool"])
     assert doc.arch is None and doc.reason
-    assert len(board.calls) <= 2 + FALLBACK_MEASUREMENTS and doc.measurements == len(board.calls)
+    assert 1 <= len(board.calls) <= 4 and doc.measurements == len(board.calls)  # never past --verify-max
     assert all(not c.meets for c in doc.candidates)
-    assert len(board.calls) > 2  # the fastest were tried: their predictions are not near those measured
 
 
 def test_verify_max_zero_judges_stored_measurements_only(selection) -> None:
@@ -242,12 +243,13 @@ def test_a_failed_fallback_measurement_is_listed(selection) -> None:
     budget = float(np.median(list(sel["lat"].values())))
     accurate = _most_accurate_eligible(sel, budget)
     slow = set(accurate[:len(accurate) // 2])
-    fastest = min((a for a in sel["archs"] if a not in slow), key=lambda a: sel["lat"][a])
-    board = FakeBoard(sel["lat"], slow, broken={fastest})  # the fallback's first try fails on the board
-    doc = verified_select(sel["run"], sel["cost"], budget, board, {}, max_measurements=2, pool=sel["pool"])
-    assert fastest in board.calls
-    assert doc.measurements == sum(c.source == "board" for c in doc.candidates)
-    assert any(c.arch == fastest and c.failed for c in doc.candidates)
+    # the most accurate half is over on the board and every other network fails there: the fallback's tries fail
+    board = FakeBoard(sel["lat"], slow, broken=set(sel["archs"]) - slow)
+    doc = verified_select(sel["run"], sel["cost"], budget, board, {}, max_measurements=5, pool=sel["pool"])
+    assert doc.arch is None and any(a not in slow for a in board.calls)
+    assert doc.measurements == len(board.calls) == sum(c.source == "board" for c in doc.candidates) <= 5
+    assert [c.arch for c in doc.candidates] == board.calls
+    assert all(bool(c.failed) == (c.arch not in slow) for c in doc.candidates)
 
 
 def test_no_fallback_measurement_below_every_estimate(selection) -> None:

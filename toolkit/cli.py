@@ -221,8 +221,20 @@ def cmd_predict(args: argparse.Namespace) -> tuple[Any, str]:
 
     space = get_space(args.space)
     archs = resolve_archs(space, args.archs)
-    with open_store(args) as store:
-        res = predict_on_device(store, args.device, space, args.metric, archs, predictor_path=args.predictor)
+    if args.metric == "loss":
+        from modnas.toolkit.prediction.device_cost import Prediction, Predictions
+        from modnas.toolkit.search.api import open_run
+
+        if space.quality != "loss":
+            raise BadInput(f"--metric loss is a language model's (e.g. --space gpt); the {space.name} space's "
+                           "quality is its error")
+        values = open_run(args.run, space.name).predict_error(archs)
+        res = Predictions([Prediction(a, float(v)) for a, v in zip(archs, values)], unit="nats")
+    else:
+        if args.device is None:
+            raise BadInput(f"--device is needed for --metric {args.metric}")
+        with open_store(args) as store:
+            res = predict_on_device(store, args.device, space, args.metric, archs, predictor_path=args.predictor)
     text = "\n".join(f"{p.value:10.4f} {res.unit}  {p.arch}" for p in res.rows[:50])
     if len(res.rows) > 50:
         text += f"\n... {len(res.rows) - 50} more (use --json)"
@@ -272,11 +284,20 @@ def cmd_pareto(args: argparse.Namespace) -> tuple[Any, str]:
     run = open_run(args.run, args.space, args.task)
     with open_store(args) as store:
         front = device_front(run, args.device, store=store, data_dir=args.data, preferences=args.preferences,
-                             predictor_only=args.predictor_only, top_k=args.top_k)
+                             predictor_only=args.predictor_only, top_k=args.top_k, metric=args.metric)
     with_energy = any("energy_mj" in r.predicted for r in front.rows)
-    rows = [[_fmt(r.predicted.get("error"), 2), _fmt(r.predicted.get("latency_ms"))]
+    q, cost = run.space.quality, f"{args.metric}_ms"
+    rows = [[_fmt(r.predicted.get(q), 4 if q == "loss" else 2), _fmt(r.predicted.get(cost))]
             + ([_fmt(r.predicted.get("energy_mj"))] if with_energy else []) + [r.arch] for r in front.rows]
-    return front, table(rows, ["error %", "latency ms"] + (["energy mJ"] if with_energy else []) + ["arch"])
+    return front, table(rows, [f"{q} {run.space.quality_unit}", f"{args.metric} ms"]
+                        + (["energy mJ"] if with_energy else []) + ["arch"])
+
+
+def _quality(space: Any, predicted: dict[str, float] | None) -> str:
+    """``4.56 % error`` or, for a language model, ``1.2345 nats loss``."""
+    q = space.quality
+    value = _nan((predicted or {}).get(q))
+    return f"{value:.4f} nats loss" if q == "loss" else f"{value:.2f} % error"
 
 
 def cmd_select(args: argparse.Namespace) -> tuple[Any, str]:
@@ -286,10 +307,10 @@ def cmd_select(args: argparse.Namespace) -> tuple[Any, str]:
     if args.verify:
         return _select_verified(args, run)
     with open_store(args) as store:
-        res = device_select(run, args.device, args.budget_ms, store=store, data_dir=args.data)
+        res = device_select(run, args.device, args.budget_ms, store=store, data_dir=args.data, metric=args.metric)
     p = res.predicted
-    return res, (f"{res.arch}\n  predicted error {_nan(p.get('error')):.2f} %, latency "
-                 f"{_nan(p.get('latency_ms')):.3f} ms (margin {100 * res.margin:.1f} %, budget "
+    return res, (f"{res.arch}\n  predicted {_quality(run.space, p)}, {args.metric} "
+                 f"{_nan(p.get(args.metric + '_ms')):.3f} ms (margin {100 * res.margin:.1f} %, budget "
                  f"{args.budget_ms:g} ms)")
 
 
@@ -297,6 +318,9 @@ def _select_verified(args: argparse.Namespace, run: Any) -> tuple[Any, str]:
     """``select --verify``: the pick measured on the board (DEVICE: a device file or a stored device)."""
     from modnas.toolkit.workflow.verify import verify_select
 
+    if args.metric != "latency":
+        raise BadInput(f"`select --verify` measures latency on the board; --metric {args.metric} is predicted only",
+                       param=("verify", "metric"))
     with open_store(args) as store:
         res = verify_select(args.device, store, run, args.budget_ms, run=args.run, max_measurements=args.verify_max,
                             repeatability=args.verify_margin, quiet=args.quiet)
@@ -306,7 +330,7 @@ def _select_verified(args: argparse.Namespace, run: Any) -> tuple[Any, str]:
     if res.arch is None or res.predicted is None or res.measured is None:
         head = f"no verified pick for {args.budget_ms:g} ms: {res.reason}"
     else:
-        head = (f"{res.arch}\n  predicted error {res.predicted['error']:.2f} %, latency "
+        head = (f"{res.arch}\n  predicted {_quality(run.space, res.predicted)}, latency "
                 f"{res.predicted['latency_ms']:.3f} ms; measured {res.measured.latency_ms:.3f} ms "
                 f"(budget {args.budget_ms:g} ms, margin {100 * res.verify_margin:.1f} %, "
                 f"{res.measurements} board measurement(s))")
@@ -372,8 +396,10 @@ def cmd_validate(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> tuple[Any, str]:
+    from modnas.toolkit.spaces import get_space
     from modnas.toolkit.workflow.new_board import quickstart
 
+    space = get_space(args.space)
     with open_store(args) as store:
         res = quickstart(store, Path(args.out), quiet=args.quiet, space_name=args.space)
     v = res.validation
@@ -384,11 +410,16 @@ def cmd_quickstart(args: argparse.Namespace) -> tuple[Any, str]:
             lines.append(f"  budget {p.budget_ms:.3f} ms: none ({p.reason})")
         else:
             lines.append(f"  budget {p.budget_ms:.3f} ms: measured {p.measured.latency_ms:.3f} ms, predicted "
-                         f"{p.predicted['latency_ms']:.3f} ms, {p.predicted['error']:.2f} % error")
+                         f"{p.predicted['latency_ms']:.3f} ms, {_quality(space, p.predicted)}")
     lines.append("exported:")
     for e in res.exported:
-        lines.append(f"  {e.predicted.get('latency_ms', 0):.3f} ms, {e.predicted.get('error', 0):.2f} % error:"
-                     f" {e.export.files.get('onnx')}  {e.export.files.get('tvm')}")
+        files = "  ".join(str(f) for k, f in e.export.files.items() if k in ("onnx", "onnx_int8", "tvm"))
+        losses = (" (loss " + ", ".join(f"{k} {v:.4f}" for k, v in e.export.loss.items()) + ")") if e.export.loss else ""
+        lines.append(f"  {e.predicted.get('latency_ms', 0):.3f} ms, {_quality(space, e.predicted)}: {files}{losses}")
+    for p in {p.arch: p for p in reversed(res.picks) if p.sample}.values():  # one sample per architecture
+        if p.sample:
+            lines.append(f"sample of {p.arch} ({p.sample['tokens_per_s']:.0f} tokens/s):")
+            lines += ["  | " + line for line in p.sample["text"].splitlines()]
     rep = v.repeatability_mape
     lines.append(f"validation: Spearman {v.spearman:.3f}, MAPE {v.mape:.1f} %, within +-10 % "
                  f"{100 * v.within_10pct:.0f} %"
@@ -461,9 +492,11 @@ def build_parser(handlers: dict[str, Handler]) -> argparse.ArgumentParser:
     space_arg(refs)
     refs.set_defaults(handler=handlers["space refs"])
     p = add("predict", "predicted latency or energy on a device, calibrated on its measurements")
-    p.add_argument("--device", required=True)
+    p.add_argument("--device", default=None, help="a stored device (not needed for --metric loss)")
     space_arg(p)
-    p.add_argument("--metric", choices=["latency", "energy", "prefill"], default="latency")
+    p.add_argument("--metric", choices=["latency", "energy", "prefill", "loss"], default="latency",
+                   help="loss: a language model's held-out loss as the search run estimates it (gpt; no device)")
+    p.add_argument("--run", default=None, help="--metric loss: the search run (default: the shipped one)")
     p.add_argument("--archs", required=True, help="all | refs | random:N | FILE")
     p.add_argument("--predictor", default=None, help="predictor file (default: the one shipped)")
     p = add("predictor", "train or evaluate the hardware-conditioned predictor")
@@ -487,8 +520,8 @@ def build_parser(handlers: dict[str, Handler]) -> argparse.ArgumentParser:
     space_arg(p)
     p.add_argument("--devices", default=None, help="D1,D2,... (store devices or table devices); default: the tables")
     p.add_argument("--objectives", default="error,latency")
-    p.add_argument("--accuracy", choices=["supernet", "benchmark"], default=None,
-                   help="default: benchmark for nb201 (its accuracy table), supernet for ofa_mbv3")
+    p.add_argument("--accuracy", choices=["supernet", "benchmark", "surrogate"], default=None,
+                   help="default: benchmark for nb201 (its accuracy table), supernet for ofa_mbv3, surrogate for gpt (the loss surrogate of its shipped run)")
     p.add_argument("--data", default=os.environ.get("MODNAS_DATA"), help="the measured tables")
     p.add_argument("--images", default=None,
                    help="supernet mode: images (CIFAR-10 python layout, ImageFolder, .npz, or 'digits')")
@@ -507,6 +540,8 @@ def build_parser(handlers: dict[str, Handler]) -> argparse.ArgumentParser:
     p.add_argument("--predictor-only", action="store_true",
                    help="minimise the run's scalarisation over candidates with the predictors instead of "
                         "taking the hypernetwork's arg-maxes (shows the trade-off where the run collapsed)")
+    p.add_argument("--metric", choices=["latency", "prefill"], default="latency",
+                   help="the cost on the front's axis: latency, or prefill (a language model's prompt time, gpt)")
     p.add_argument("--top-k", type=int, default=None, metavar="K",
                    help="pool the K most probable cells of the hypernetwork at each preference (default: 1024 "
                         "for two objectives, 2048 for three, on NB201 runs with an accuracy surrogate; 1: arg-maxes)")
@@ -514,13 +549,17 @@ def build_parser(handlers: dict[str, Handler]) -> argparse.ArgumentParser:
     p.add_argument("--device", required=True, help="store device, or table device source:device[:setting] with --data")
     space_arg(p, from_run=True)
     p.add_argument("--budget-ms", type=float, required=True)
+    p.add_argument("--metric", choices=["latency", "prefill"], default="latency",
+                   help="what the budget bounds: latency (ms per token for gpt), or prefill (gpt's prompt time)")
     p.add_argument("--run", default=None)
     task_arg(p, "without --run: the run shipped for this benchmark task")
     p.add_argument("--data", default=os.environ.get("MODNAS_DATA"), help="the measured tables (table devices)")
     p.add_argument("--verify", action="store_true",
                    help="measure the best candidates on the board and return one measured to meet the budget "
                         "(DEVICE: a device file or a stored device)")
-    p.add_argument("--verify-max", type=int, default=8, help="at most N board measurements (default 8)")
+    p.add_argument("--verify-max", type=int, default=8,
+                   help="at most N board measurements in all (default 8): the most accurate candidates first, then, "
+                        "when none of those met, up to 3 of the fastest with what is left; 0: stored measurements only")
     p.add_argument("--verify-margin", type=float, default=None,
                    help="the board's repeatability as a fraction, e.g. validate's repeatability_mape / 100 "
                         "(a pick needs measured * (1 + m) <= budget; default: the measurement's CI; at least 0.02)")

@@ -108,7 +108,28 @@ def check_job(job: Any) -> dict:
     workdir = job.get("workdir")
     if workdir is not None and (not isinstance(workdir, str) or not os.path.isdir(workdir)):
         raise JobError("bad_job", "job field workdir must be an existing directory")
+    if job.get("processes") is not None:  # how many fresh worker processes share the blocks
+        out["processes"] = _number(job["processes"], "processes", 1, integer=True)
+        if out["processes"] > int(job["measurement"]["repeats"]):
+            raise JobError("bad_job", "job field processes (%d) exceeds measurement.repeats (%d)"
+                           % (out["processes"], job["measurement"]["repeats"]))
     return out
+
+
+def is_language_model(job: dict) -> bool:
+    """Whether the job times a language model: its artifact names decode/prefill graphs, or its measurement
+    sets a context or prompt length."""
+    return bool(job["meta"].get("graphs")) or any(key in job["measurement"] for key in LM_SETTINGS)
+
+
+def worker_plan(job: dict) -> List[int]:
+    """How many blocks each fresh worker process times, in order. A language model's timing depends on the
+    process it runs in (memory layout), so by default each of its blocks gets its own process; other models
+    time every block in one. ``job["processes"]`` overrides (1: the single-process protocol)."""
+    repeats = int(job["measurement"]["repeats"])
+    count = job.get("processes") or (repeats if is_language_model(job) else 1)
+    base, extra = divmod(repeats, count)
+    return [base + (1 if index < extra else 0) for index in range(count)]
 
 
 def _read_job(path: str) -> Any:
@@ -188,9 +209,7 @@ def run_job(job_path: str, board: Any = None, job_text: Optional[str] = None,
             reply["replayed"] = True
             return _finish(reply, start)
         tmp = tempfile.mkdtemp(prefix="job-", dir=job.get("workdir"))
-        worker_job = os.path.join(tmp, "job.json")
-        _write_json_atomic(worker_job, job)
-        reply.update(_run_worker(worker_job, job["timeout_s"], tmp, reply_fd))
+        reply.update(_run_workers(job, tmp, reply_fd))
     except HostGone:
         raise
     except JobError as exc:
@@ -246,9 +265,72 @@ def _wait_watching(proc: "subprocess.Popen[bytes]", timeout_s: float, reply_fd: 
             raise HostGone("the host closed the connection")
 
 
-def _run_worker(worker_job: str, timeout_s: float, tmp: str, reply_fd: Optional[int] = None) -> dict:
-    result_path = os.path.join(tmp, "result.json")
-    log_path = os.path.join(tmp, "worker.log")
+def _part_job(job: dict, blocks: int, index: int) -> dict:
+    """The job one worker of several runs: ``blocks`` of the blocks; only the first meters energy."""
+    part = dict(job, measurement=dict(job["measurement"], repeats=blocks), processes=None)
+    if index:
+        part["energy"] = {"sensor": "none"}
+    return part
+
+
+def _run_workers(job: dict, tmp: str, reply_fd: Optional[int] = None) -> dict:
+    """Run the job's blocks in the worker processes :func:`worker_plan` asks for, one after another, all
+    under the job's one timeout; their results joined. The first failed worker is the reply (typed)."""
+    plan = worker_plan(job)
+    deadline = time.monotonic() + job["timeout_s"]
+    cooldown = float(job["measurement"]["cooldown_s"])
+    parts = []
+    for index, blocks in enumerate(plan):
+        if index and cooldown > 0:
+            time.sleep(min(cooldown, max(deadline - time.monotonic(), 0.0)))
+        worker_job = os.path.join(tmp, "job%s.json" % _suffix(index))
+        _write_json_atomic(worker_job, _part_job(job, blocks, index) if len(plan) > 1 else job)
+        try:
+            part = _run_worker(worker_job, deadline - time.monotonic(), tmp, reply_fd, index, job["timeout_s"])
+        except JobError as exc:
+            raise JobError(exc.code, _which(index, plan) + str(exc))
+        if not part["ok"]:
+            part.pop("pid")
+            return dict(part, error=_which(index, plan) + str(part.get("error") or part.get("error_code")))
+        parts.append(part)
+    return _joined(parts)
+
+
+def _suffix(index: int) -> str:
+    """The file-name suffix of worker ``index`` (none for the first, the only one of a one-process job)."""
+    return "-%d" % index if index else ""
+
+
+def _which(index: int, plan: List[int]) -> str:
+    return "worker %d of %d: " % (index + 1, len(plan)) if len(plan) > 1 else ""
+
+
+def _joined(parts: List[dict]) -> dict:
+    """One reply from the workers' results, in order: blocks and prefill blocks joined, the first worker's
+    runtime version and energy, the largest peak memory; ``processes`` and each block's worker id."""
+    first = parts[0]
+    reply = {"ok": True, "error_code": None, "error": None, "runtime_version": first.get("runtime_version"),
+             "energy": first.get("energy")}
+    reply["blocks"] = [block for part in parts for block in part["blocks"]]
+    if all(part.get("prefill_blocks") is not None for part in parts):
+        reply["prefill_blocks"] = [block for part in parts for block in part["prefill_blocks"]]
+    peaks = [part["peak_rss_mb"] for part in parts if part.get("peak_rss_mb") is not None]
+    if peaks:
+        reply["peak_rss_mb"] = max(peaks)
+    reply["block_pids"] = [part["pid"] for part in parts for _ in part["blocks"]]
+    reply["processes"] = len(parts)  # not the distinct ids: one finished worker's id may be reused by the next
+    return reply
+
+
+def _run_worker(worker_job: str, timeout_s: float, tmp: str, reply_fd: Optional[int] = None, index: int = 0,
+                limit_s: Optional[float] = None) -> dict:
+    """Run one worker process on ``worker_job`` for at most ``timeout_s``; its result and process id.
+    ``limit_s`` is the job's timeout a timeout is reported against (default ``timeout_s``)."""
+    limit_s = timeout_s if limit_s is None else limit_s
+    if timeout_s <= 0:
+        raise JobError("timeout", "the measurement ran past timeout_s=%g s" % limit_s)
+    result_path = os.path.join(tmp, "result%s.json" % _suffix(index))
+    log_path = os.path.join(tmp, "worker%s.log" % _suffix(index))
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             _self_argv() + ["worker", worker_job, "--out", result_path],
@@ -263,7 +345,7 @@ def _run_worker(worker_job: str, timeout_s: float, tmp: str, reply_fd: Optional[
     except subprocess.TimeoutExpired:
         _kill_group(proc.pid)
         proc.wait()
-        raise JobError("timeout", "the measurement ran past timeout_s=%g s; its process group was killed" % timeout_s)
+        raise JobError("timeout", "the measurement ran past timeout_s=%g s; its process group was killed" % limit_s)
     finally:
         if proc.poll() is None:
             _kill_group(proc.pid)
@@ -291,6 +373,7 @@ def _run_worker(worker_job: str, timeout_s: float, tmp: str, reply_fd: Optional[
     for key in ("prefill_blocks", "peak_rss_mb"):  # a language model's prefill; the worker's peak memory
         if result.get(key) is not None:
             reply[key] = result[key]
+    reply["pid"] = proc.pid
     return reply
 
 

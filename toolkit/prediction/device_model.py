@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from modnas.toolkit.threads import torch_threads
 from modnas.toolkit.prediction import calibration
 from modnas.toolkit.prediction import structural as structural_model
 from modnas.toolkit.prediction.calibration import Calibration
@@ -164,6 +165,7 @@ def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
     return [np.sort(perm[i::k]) for i in range(k)]
 
 
+@torch_threads(1)  # a small network: more threads only slow it, and badly while a board's timing shares the CPU
 def fit_device(predictor: Any, archs: list[str], measured: Sequence[float] | np.ndarray, emb: np.ndarray,
                seed: int = 0, fixed_cost: bool = True, finetune: bool = True,
                finetune_steps: int | None = None, structural: bool = True,

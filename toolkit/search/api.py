@@ -40,7 +40,7 @@ def resolve_devices(names: list[str], data_dir: str | Path | None = None, store:
     if predictors.has_default(space, metric):
         out: list[Any] = []
         for name in names:
-            if ":" in name and data_dir is not None:
+            if ":" in name and (data_dir is not None or sp.ships_tables):  # gpt ships its own tables
                 if table is None and metric in sp.table_metrics:
                     table = sp.load_table(data_dir, metric)
                 out.append(prediction.device_from_table(data_dir, name, space, metric, table=table))
@@ -74,7 +74,9 @@ def resolve_device(name: str, space: str = "nb201", metric: str = "latency", sto
     if ":" in name:
         if not TABLE_KEY_RE.match(name):
             raise BadInput(f"invalid device name {name!r}: a table device is source:device[:setting]")
-        if data_dir is None:
+        from modnas.toolkit.spaces import get_space
+
+        if data_dir is None and not get_space(space).ships_tables:
             raise BadInput(f"device {name!r} is a benchmark-table device: give the tables with `data_dir` DIR "
                            "(or set MODNAS_DATA)", param="data_dir")
         models, _ = resolve_devices([name], data_dir, metric=metric, allow_standin=False, table=table, space=space)
@@ -88,12 +90,14 @@ def resolve_device(name: str, space: str = "nb201", metric: str = "latency", sto
 
 
 def _surrogate(cfg: SearchConfig, run_dir: Path) -> Any:
+    """The run's accuracy surrogate, copied into it (surrogate mode: its ``surrogate_dir``, checked by
+    :func:`check_surrogate_dir` before the run began, so the first source matches)."""
     from modnas.toolkit.search.surrogate import SURROGATE_FILES, build_surrogate, load_surrogate
     from modnas.toolkit.spaces import get_space
 
     bench = cfg.benchmark
-    sources = [Path(bench.surrogate_dir)] if bench.surrogate_dir else [shipped_surrogate_dir()]
     space = get_space(cfg.space)
+    sources = [Path(bench.surrogate_dir)] if bench.surrogate_dir else [shipped_surrogate_dir()]
     if not bench.surrogate_dir and bench.task in space.shipped_runs:  # the surrogate of the run shipped for the task
         sources.append(space.shipped_run(bench.task) / "surrogate")
     target = run_dir / "surrogate"
@@ -112,6 +116,25 @@ def _surrogate(cfg: SearchConfig, run_dir: Path) -> Any:
         raise BadInput("benchmark accuracy needs the accuracy table: give `data_dir` DIR", param="data_dir")
     build_surrogate(cfg.data_dir, target, bench.accuracy_column, seed=cfg.seed, space=cfg.space)
     return load_surrogate(target)
+
+
+def check_surrogate_dir(cfg: SearchConfig) -> None:
+    """Surrogate mode's ``surrogate_dir`` holds a surrogate of the config's space and quality, or one line of bad input."""
+    from modnas.toolkit.search.surrogate import SURROGATE_FILES
+    from modnas.toolkit.spaces import get_space
+
+    space = get_space(cfg.space)
+    where = cfg.benchmark.surrogate_dir
+    if not where:
+        raise BadInput(f"`accuracy` surrogate needs `surrogate_dir`: a surrogate fitted to the {space.name} space's "
+                       "own measurements", param="surrogate_dir")
+    path = Path(where)
+    if not all((path / f).is_file() for f in SURROGATE_FILES):
+        raise BadInput(f"`surrogate_dir` {where}: no surrogate there ({', '.join(SURROGATE_FILES)})", param="surrogate_dir")
+    info = json.loads((path / SURROGATE_FILES[1]).read_text())
+    if info.get("in_dim") != space.onehot_dim or info.get("column") != cfg.benchmark.accuracy_column:
+        raise BadInput(f"`surrogate_dir` {where}: a surrogate of another space or quality ({info.get('column')}), not "
+                       f"the {space.name} space's {cfg.benchmark.accuracy_column}", param="surrogate_dir")
 
 
 @torch_threads(1)
@@ -143,6 +166,8 @@ def run_search(devices: list[Any], objectives: list[str] | tuple[str, ...] = ("e
             raise BadInput("energy is an objective: give one energy cost model per device")
         for c, e in zip(costs, energy_devices):
             c["energy"] = e
+    if cfg.accuracy == "surrogate":  # checked before anything is written
+        check_surrogate_dir(cfg)
     sdevs = [SearchDevice(m.name, np.asarray(m.embedding, dtype=np.float32),
                           {o: c[o] for o in cfg.objectives[1:]}) for m, c in zip(lat, costs)]
     ctx = init_from_env()
@@ -152,7 +177,7 @@ def run_search(devices: list[Any], objectives: list[str] | tuple[str, ...] = ("e
         (run_dir / "metrics.jsonl").write_text("")
     ctx.barrier()
     surrogate, images = None, None
-    if cfg.accuracy == "benchmark":
+    if cfg.accuracy in ("benchmark", "surrogate"):
         surrogate = _surrogate(cfg, run_dir) if ctx.is_main else None
         ctx.barrier()
         if surrogate is None:
@@ -220,7 +245,7 @@ def _plots(run_dir: Path, history: list[dict[str, Any]], lat: list[Any], costs: 
 
     plot_losses(history, run_dir / "loss.png")
     run = load_run(run_dir)
-    limit = 12 if cfg.accuracy == "benchmark" else 2
+    limit = 2 if cfg.accuracy == "supernet" else 12
     fronts = {}
     for m, c in list(zip(lat, costs))[:limit]:
         fronts[m.name] = pareto(run, m, energy_cost=c.get("energy"))
@@ -244,6 +269,8 @@ class SearchResult(JsonDoc):
 
 def search(config: SearchConfig | dict[str, Any], out: str | Path = "modnas-run", store: Any = None) -> SearchResult:
     """``modnas search``: resolve the config's devices by name, then :func:`run_search`."""
+    from modnas.toolkit.spaces import get_space
+
     cfg = config if isinstance(config, SearchConfig) else make_config(dict(config))
     if not cfg.devices:
         raise BadInput("the search config names no devices")
@@ -254,7 +281,20 @@ def search(config: SearchConfig | dict[str, Any], out: str | Path = "modnas-run"
     fields = cfg.model_dump(exclude={"objectives", "accuracy", "data_dir", "epochs", "seed", "devices", "cost_source"})
     result = run_search(lat, cfg.objectives, cfg.accuracy, cfg.data_dir, cfg.epochs, out, cfg.seed,
                         energy_devices=energy, cost_source=source, **fields)
+    if cfg.accuracy == "surrogate" and cfg.benchmark.surrogate_dir and not result.get("rank"):  # once, main rank
+        carry_run_files(Path(cfg.benchmark.surrogate_dir).parent, Path(out), get_space(cfg.space).run_carries)
     return SearchResult(**result)
+
+
+def carry_run_files(source_run: Path, run: Path, names: tuple[str, ...]) -> list[str]:
+    """Copy the files ``names`` that ``source_run`` holds into ``run`` (gpt: the supernet a loss surrogate was
+    fitted to and its held-out text, so the new run exports and samples); the names copied."""
+    if not names or source_run.resolve() == run.resolve():
+        return []
+    copied = [n for n in names if (source_run / n).is_file()]
+    for name in copied:
+        shutil.copyfile(source_run / name, run / name)
+    return copied
 
 
 def open_run(run: str | Path | None, space: str | None = None, task: str | None = None) -> Run:
@@ -276,42 +316,80 @@ def space_of(space: str | None, run: str | Path | None) -> str:
     return load_run(run).config.space if run else "nb201"
 
 
+def check_cost_metric(space: str, metric: str) -> None:
+    """``latency`` anywhere; ``prefill`` (a language model's prompt time) only where the space's boards
+    time one."""
+    from modnas.toolkit.spaces import get_space
+
+    if metric == "latency":
+        return
+    if metric != "prefill" or get_space(space).board_export() is None:
+        raise BadInput(f"`metric` {metric}: the {space} space's read-outs take latency"
+                       + (" (prefill is a language model's prompt time, e.g. --space gpt)" if metric == "prefill" else ""),
+                       param="metric")
+
+
 def device_costs(name: str, space: str, objectives: list[str] | tuple[str, ...] = ("error", "latency"), *,
-                 store: Any = None, data_dir: str | Path | None = None) -> tuple[Any, Any]:
-    """The latency cost model of a device named as :func:`resolve_device` takes it, and its energy model
-    when ``energy`` is among the ``objectives`` (else None)."""
+                 store: Any = None, data_dir: str | Path | None = None, metric: str = "latency") -> tuple[Any, Any]:
+    """The latency cost model of a device named as :func:`resolve_device` takes it (``metric`` prefill: its
+    prefill model in latency's place), and its energy model when ``energy`` is among the ``objectives``
+    (else None)."""
     from modnas.toolkit.config import data_dir as tables_dir
 
+    check_cost_metric(space, metric)
     tables = str(tables_dir(data_dir)) if ":" in name and data_dir else None
-    latency = resolve_device(name, space, "latency", store=store, data_dir=tables)
+    latency = resolve_device(name, space, metric, store=store, data_dir=tables)
     energy = resolve_device(name, space, "energy", store=store, data_dir=tables) if "energy" in objectives else None
     return latency, energy
 
 
+def _search_embedding(run: Run, device: str, store: Any, data_dir: str | Path | None, metric: str) -> Any:
+    """The embedding the run's hypernetwork is conditioned on: the device's latency one (None for latency,
+    whose cost model carries it), also when the read-out's costs are another metric's (prefill)."""
+    if metric == "latency":
+        return None
+    latency, _ = device_costs(device, run.config.space, store=store, data_dir=data_dir)
+    return latency.embedding
+
+
+def _renamed(predicted: dict[str, float], metric: str) -> dict[str, float]:
+    """``latency_ms`` called ``<metric>_ms`` (a read-out on the prefill model)."""
+    if metric == "latency":
+        return predicted
+    return {(f"{metric}_ms" if k == "latency_ms" else k): v for k, v in predicted.items()}
+
+
 def device_front(run: Run, device: str, *, store: Any = None, data_dir: str | Path | None = None,
-                 preferences: int = 24, predictor_only: bool = False, top_k: int | None = None) -> Front:
+                 preferences: int = 24, predictor_only: bool = False, top_k: int | None = None,
+                 metric: str = "latency") -> Front:
     """``modnas pareto``: the run's front read out for a device, seen in training or not (a store device,
-    or a table device ``source:device[:setting]`` of ``data_dir``), as a :class:`readout.Front`."""
+    or a table device ``source:device[:setting]`` of ``data_dir``), as a :class:`readout.Front`.
+    ``metric`` prefill (gpt): the front of loss against predicted prefill (``prefill_ms``), the run's
+    hypernetwork read out with the device's prefill model in place of its decode latency."""
     from modnas.toolkit.search.readout import Front, pareto
 
     if preferences < 1:
         raise BadInput("`preferences` must be at least 1", param="preferences")
     if top_k is not None and top_k < 1:
         raise BadInput("`top_k` must be at least 1", param="top_k")
-    latency, energy = device_costs(device, run.config.space, run.objectives, store=store, data_dir=data_dir)
-    return Front.of(pareto(run, latency, preferences, energy_cost=energy, predictor_only=predictor_only,
-                           top_k=top_k))
+    latency, energy = device_costs(device, run.config.space, run.objectives, store=store, data_dir=data_dir,
+                                   metric=metric)
+    rows = pareto(run, latency, preferences, energy_cost=energy, predictor_only=predictor_only, top_k=top_k,
+                  embedding=_search_embedding(run, device, store, data_dir, metric))
+    return Front.of([{**r, "predicted": _renamed(r["predicted"], metric)} for r in rows])
 
 
 def device_select(run: Run, device: str, budget_ms: float, *, store: Any = None,
-                  data_dir: str | Path | None = None) -> Selection:
+                  data_dir: str | Path | None = None, metric: str = "latency") -> Selection:
     """``modnas select``: the most accurate architecture of the run predicted to meet ``budget_ms`` on the
-    device with its calibrated margin, as a :class:`readout.Selection`."""
+    device with its calibrated margin, as a :class:`readout.Selection`; ``metric`` prefill (gpt): the
+    budget bounds the predicted prefill (``prefill_ms``) instead of the decode latency."""
     from modnas.toolkit.search.readout import Selection, select
 
-    latency, _ = device_costs(device, run.config.space, store=store, data_dir=data_dir)
-    return Selection.of(select(run, latency, budget_ms))
+    latency, _ = device_costs(device, run.config.space, store=store, data_dir=data_dir, metric=metric)
+    doc = select(run, latency, budget_ms, embedding=_search_embedding(run, device, store, data_dir, metric))
+    return Selection.of({**doc, "predicted": _renamed(doc["predicted"], metric)})
 
 
-__all__ = ["TABLE_KEY_RE", "SearchResult", "device_costs", "device_front", "device_select", "open_run", "params_digest",
+__all__ = ["TABLE_KEY_RE", "SearchResult", "carry_run_files", "device_costs", "device_front", "device_select", "open_run", "params_digest",
            "resolve_device", "resolve_devices", "run_search", "search", "space_of"]

@@ -8,6 +8,10 @@ one held-out GPU; its supernet (37 MB) is not shipped: an accuracy surrogate dis
     python -m modnas.toolkit.search.default_run --data ../shared/data --out toolkit/assets/runs/default
     python -m modnas.toolkit.search.default_run --task cifar100 --data ../shared/data --out toolkit/assets/runs/nb201_cifar100
     python -m modnas.toolkit.search.default_run --space ofa_mbv3 --data ../shared/data --out toolkit/assets/runs/ofa_mbv3
+    python -m modnas.toolkit.search.default_run --space gpt --supernet CKPT --out toolkit/assets/runs/gpt
+
+``gpt``: a surrogate-mode search on the settings of the gpt tables (two held out) with a loss surrogate
+fitted to a sandwich-trained supernet's held-out losses (:mod:`modnas.toolkit.search.lm_run`).
 """
 from __future__ import annotations
 
@@ -144,7 +148,9 @@ def main() -> None:
 
     p.add_argument("--space", choices=space_names(), default="nb201")
     p.add_argument("--keep-supernet", action="store_true", help="ofa_mbv3: keep supernet.safetensors in OUT")
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", default=None, help="the shared data (nb201, ofa_mbv3; gpt: the text, else $MODNAS_DATA)")
+    p.add_argument("--supernet", default=None, help="gpt: the trained supernet checkpoint")
+    p.add_argument("--evaluations", type=int, default=400, help="gpt: inherited losses the surrogate is fitted to")
     p.add_argument("--out", required=True)
     p.add_argument("--epochs", type=int, default=None, help="default: 20 (nb201), 10 (ofa_mbv3)")
     p.add_argument("--seed", type=int, default=0)
@@ -153,6 +159,15 @@ def main() -> None:
     p.add_argument("--task", choices=["cifar10", "cifar100", "imagenet16-120"], default="cifar10",
                    help="nb201: the benchmark task whose accuracy is searched")
     a = p.parse_args()
+    if get_space(a.space).default_accuracy == "surrogate":  # a language model: a supernet's losses, then the search
+        from modnas.toolkit.search.lm_run import build_gpt_run
+
+        if not a.supernet:
+            p.error(f"--space {a.space} needs --supernet CKPT")
+        print(json.dumps(build_gpt_run(a.supernet, a.out, a.evaluations, a.epochs or 20, a.seed, data_dir=a.data)))
+        return
+    if not a.data:
+        p.error("--data is needed for nb201 and ofa_mbv3")
     if not get_space(a.space).benchmark_accuracy:  # searched on images: the supernet-mode recipe
         print(json.dumps(build_ofa_run(a.data, a.out, a.epochs or 10, a.seed, keep_supernet=a.keep_supernet)))
     else:

@@ -102,9 +102,10 @@ def mean_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 def error_range(surrogate: Any, quantile: float, space: Space) -> tuple[float, float]:
-    """(smallest predicted error, ``quantile`` of predicted errors) over the (enumerable) space."""
+    """(smallest predicted error, ``quantile`` of predicted errors) over the space (every architecture
+    where it is enumerable, else its seeded ``span`` sample)."""
     with torch.no_grad():
-        err = surrogate.error(torch.as_tensor(space.encode(space.all_archs()))).numpy()
+        err = surrogate.error(torch.as_tensor(space.encode(space.span()))).numpy()
     lo, hi = float(err.min()), float(np.quantile(err, quantile))
     return lo, hi if hi > lo else lo + 1.0
 

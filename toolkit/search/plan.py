@@ -38,30 +38,36 @@ def plan_search(*, space: str = "nb201", objectives: list[str] | tuple[str, ...]
                 epochs: int | None = None) -> SearchPlan:
     """The configuration of one search over ``devices`` (store or table devices; None or empty: every
     table device of ``data_dir`` that has every cost objective). ``accuracy`` defaults to the space's
-    benchmark table where it has one, else its supernet; ``data_dir`` is needed for benchmark accuracy
-    and for table devices."""
+    ``default_accuracy`` (its benchmark table, its supernet, or gpt's loss surrogate shipped with its run);
+    ``data_dir`` is needed for benchmark accuracy and for table devices (not where the space ships its tables)."""
     from modnas.toolkit.config import data_dir as tables_dir
     from modnas.toolkit.spaces import get_space
 
     objectives = list(objectives)
-    benchmark = get_space(space).benchmark_accuracy
-    accuracy = accuracy or ("benchmark" if benchmark else "supernet")
-    make_config({"space": space, "objectives": objectives, "accuracy": accuracy})  # bad pairs before the tables
+    sp = get_space(space)
+    benchmark = sp.benchmark_accuracy
+    accuracy = accuracy or sp.default_accuracy
+    surrogate: dict[str, Any] = {}
+    if accuracy == "surrogate":  # the loss surrogate of the run shipped for the space (fitted to its supernet)
+        surrogate = {"surrogate_dir": str(sp.shipped_run() / "surrogate")}
+    make_config({"space": space, "objectives": objectives, "accuracy": accuracy, **surrogate})  # bad pairs first
     if task and (not benchmark or accuracy != "benchmark"):
         raise BadInput("`task` names a benchmark task: it needs a space with benchmark tasks (`space` nb201) "
                        "and `accuracy` benchmark", param=("task", "space", "accuracy"))
     named = list(devices or [])
-    if accuracy == "benchmark" or not named or any(":" in d for d in named):
-        data: str | None = str(tables_dir(data_dir))
+    if sp.ships_tables and data_dir is None:  # its tables come with the package (gpt)
+        data: str | None = None
+    elif accuracy == "benchmark" or not named or any(":" in d for d in named):
+        data = str(tables_dir(data_dir))
     else:
         data = None if data_dir is None else str(data_dir)
     left_out: list[str] = []
     if not named:
         from modnas.toolkit.search.default_run import objective_keys
 
-        named, left_out = objective_keys(str(data), objectives, space=space)
+        named, left_out = objective_keys(data, objectives, space=space)  # type: ignore[arg-type]
     config: dict[str, Any] = {"space": space, "objectives": objectives, "accuracy": accuracy, "data_dir": data,
-                              "seed": seed, "devices": named}
+                              "seed": seed, "devices": named, **surrogate}
     if task:
         config["task"] = task
     if image_dir:

@@ -51,12 +51,13 @@ def plot_fronts(fronts: dict[str, list[dict[str, Any]]], path: Path,
         if background and name in background:
             bg = background[name]
             ax.scatter(bg[:, 1], bg[:, 0], s=1, c="0.8", label="space (predicted)")
-        pts = np.array([[r["predicted"]["error"], r["predicted"].get("latency_ms", np.nan)] for r in fronts[name]])
+        quality = "loss" if any("loss" in r["predicted"] for r in fronts[name]) else "error"
+        pts = np.array([[r["predicted"][quality], r["predicted"].get("latency_ms", np.nan)] for r in fronts[name]])
         if len(pts):
             ax.plot(pts[:, 1], pts[:, 0], "o-", ms=3, c="C3", label="read-out front")
         ax.set_title(name, fontsize=7)
         ax.set_xlabel("latency ms", fontsize=7)
-        ax.set_ylabel("error %", fontsize=7)
+        ax.set_ylabel("loss (nats/token)" if quality == "loss" else "error %", fontsize=7)
         ax.tick_params(labelsize=6)
     for ax in axes.ravel()[len(names):]:
         ax.axis("off")

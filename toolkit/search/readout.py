@@ -26,7 +26,8 @@ PREDICTOR_SCALARISATION = "tchebycheff"
 @dataclass
 class FrontRow(JsonDoc):
     """One architecture of a read-out front: the preference that produced it (None when a refinement
-    added it) and its predicted terms by objective (``error`` %, ``latency_ms``, ``energy_mj``, ...)."""
+    added it) and its predicted terms by objective (``error`` % or, for language models, ``loss``;
+    ``latency_ms``, ``energy_mj``, ...)."""
 
     preference: list[float] | None
     arch: str
@@ -63,7 +64,9 @@ class Selection(JsonDoc):
 
 
 def _devices_terms(run: Run, costs: dict[str, Any], archs: list[str]) -> dict[str, np.ndarray]:
-    out = {"error": run.predict_error(archs)}
+    """Predicted terms by key: the space's quality (``error`` %, or ``loss`` for language models), then
+    each cost the run optimises (``latency_ms``, ``energy_mj``)."""
+    out = {run.space.quality: run.predict_error(archs)}
     for obj in run.objectives[1:]:
         if obj not in costs:
             continue
@@ -82,9 +85,9 @@ def _costs_for(run: Run, device_cost: Any, energy_cost: Any = None, require_all:
 
 
 def _top_k(run: Run) -> int:
-    """The top-k read-out's default k: by the number of objectives on an enumerable space (NB201,
-    where it was measured) with an accuracy surrogate; else 1, the arg-maxes (without a surrogate each
-    candidate costs a supernet evaluation; on ofa_mbv3 the pool's size and gain are unmeasured)."""
+    """The top-k read-out's default k: by the number of objectives wherever the run has an accuracy (or
+    loss) surrogate (measured on NB201; ofa_mbv3's distilled surrogate and gpt's loss surrogate take it
+    too); else 1, the arg-maxes (without a surrogate each candidate costs a supernet evaluation)."""
     enumerable = hasattr(run.space, "all_archs")
     return default_top_k(len(run.objectives)) if enumerable and run.surrogate is not None else 1
 
@@ -169,7 +172,7 @@ def predictor_candidates(run: Run, costs: dict[str, Any], embedding: np.ndarray,
                        "supernet run with a distilled one); this run would evaluate every candidate on its supernet")
     space = run.space
     prefs = preference_grid(len(run.objectives), max(preferences, preferences * max(1, oversample)))
-    if hasattr(space, "all_archs"):
+    if space.enumerable:  # (every space has an all_archs; only enumerable ones can list theirs)
         archs = list(space.all_archs())
     else:
         archs = list(dict.fromkeys(run.archs(prefs, embedding) + [space.canonical(a) for a in space.sample(pool, seed)]))
@@ -222,7 +225,8 @@ def refine(run: Run, costs: dict[str, Any], archs: list[str], rounds: int) -> li
 
 def pareto(run: Run, device_cost: Any, preferences: int = 24, energy_cost: Any = None,
            refine_rounds: int = 0, oversample: int = OVERSAMPLE, predictor_only: bool = False,
-           top_k: int | None = None, topk_preferences: int = TOPK_PREFERENCES) -> list[dict[str, Any]]:
+           top_k: int | None = None, topk_preferences: int = TOPK_PREFERENCES,
+           embedding: np.ndarray | None = None) -> list[dict[str, Any]]:
     """The non-dominated read-out for a device (seen in training or not), sorted by latency: at most
     ``preferences`` distinct predicted non-dominated architectures chosen by predicted hypervolume
     from a pool; each row's ``preference`` is the first that produced its architecture. The pool:
@@ -231,6 +235,8 @@ def pareto(run: Run, device_cost: Any, preferences: int = 24, energy_cost: Any =
     distribution at each of ``max(preferences, topk_preferences)`` preferences
     (:func:`modnas.toolkit.search.topk.topk_candidates`); with ``top_k`` 1, its arg-maxes at
     ``preferences * oversample`` preferences (``oversample`` 1: the plain grid).
+    ``embedding`` conditions the hypernetwork instead of the cost model's own (a prefill model read out
+    with the device's latency embedding, the one the run was trained on).
     ``predictor_only`` takes Tchebycheff's minimisers over the predictors instead
     (:func:`predictor_candidates`). ``refine_rounds`` > 0 adds a local refinement with the
     predictors (rows it adds carry ``preference: null``)."""
@@ -238,16 +244,16 @@ def pareto(run: Run, device_cost: Any, preferences: int = 24, energy_cost: Any =
     if top_k < 1 or topk_preferences < 1:
         raise BadInput("top_k and topk_preferences must be at least 1")
     costs = _costs_for(run, device_cost, energy_cost)
-    first = next(iter(costs.values()))
+    emb = next(iter(costs.values())).embedding if embedding is None else embedding
     if predictor_only:
-        archs, prefs = predictor_candidates(run, costs, first.embedding, preferences, oversample)
+        archs, prefs = predictor_candidates(run, costs, emb, preferences, oversample)
     elif top_k > 1:
         grid = preference_grid(len(run.objectives), max(preferences, topk_preferences))
-        archs, prefs = spread(run, costs, *topk_candidates(run, first.embedding, grid, top_k), preferences)
+        archs, prefs = spread(run, costs, *topk_candidates(run, emb, grid, top_k), preferences)
     elif oversample > 1:
-        archs, prefs = spread_candidates(run, costs, first.embedding, preferences, oversample)
+        archs, prefs = spread_candidates(run, costs, emb, preferences, oversample)
     else:
-        archs, prefs = candidates(run, first.embedding, preferences)
+        archs, prefs = candidates(run, emb, preferences)
     if refine_rounds > 0:
         pref_of = dict(zip(archs, prefs))
         archs = refine(run, costs, archs, refine_rounds)
@@ -272,7 +278,8 @@ def resolve_margin(device_cost: Any, margin: float | None) -> float:
 
 def select(run: Run, device_cost: Any, budget_ms: float, margin: float | None = None,
            preferences: int = 24, dense: int = 201, margin_ms: float = 0.0,
-           energy_cost: Any = None, refine_rounds: int | None = None, top_k: int | None = None) -> dict[str, Any]:
+           energy_cost: Any = None, refine_rounds: int | None = None, top_k: int | None = None,
+           embedding: np.ndarray | None = None) -> dict[str, Any]:
     """The architecture with the highest predicted accuracy whose predicted latency meets the budget
     with a safety margin: ``latency * (1 + margin) + margin_ms <= budget_ms``. Candidates: the run's
     read-out at ``preferences`` plus a denser grid of ``max(dense, preferences * OVERSAMPLE)``
@@ -288,13 +295,14 @@ def select(run: Run, device_cost: Any, budget_ms: float, margin: float | None = 
     model = device_cost
     m = resolve_margin(model, margin)
     costs = _costs_for(run, model, energy_cost, require_all=False)
-    archs_a, prefs_a = candidates(run, model.embedding, preferences)
-    archs_b, prefs_b = candidates(run, model.embedding, max(dense, preferences * OVERSAMPLE))
+    emb = model.embedding if embedding is None else embedding  # as pareto's
+    archs_a, prefs_a = candidates(run, emb, preferences)
+    archs_b, prefs_b = candidates(run, emb, max(dense, preferences * OVERSAMPLE))
     pool = dict(zip(archs_a, prefs_a))
     top_k = _top_k(run) if top_k is None else top_k
     if top_k > 1:
         grid = preference_grid(len(run.objectives), max(preferences, TOPK_PREFERENCES))
-        archs_c, prefs_c = topk_candidates(run, model.embedding, grid, top_k)
+        archs_c, prefs_c = topk_candidates(run, emb, grid, top_k)
         archs_b, prefs_b = archs_b + archs_c, np.concatenate([prefs_b, prefs_c])
     for a, p in zip(archs_b, prefs_b):
         pool.setdefault(a, p)
@@ -309,7 +317,7 @@ def select(run: Run, device_cost: Any, budget_ms: float, margin: float | None = 
         raise BadInput(f"no architecture is predicted to meet {budget_ms:g} ms on {model.name} with a "
                        f"{m:.1%} margin; the fastest predicted is {float(lat.min()):.4g} ms")
     idx = np.flatnonzero(ok)
-    best = idx[np.lexsort((lat[idx], terms["error"][idx]))[0]]
+    best = idx[np.lexsort((lat[idx], terms[run.space.quality][idx]))[0]]
     return {"arch": archs[best], "predicted": {k: float(v[best]) for k, v in terms.items()}, "margin": m,
             "margin_ms": float(margin_ms), "budget_ms": float(budget_ms),
             "preference": ([float(v) for v in pool[archs[best]]] if archs[best] in pool else None)}

@@ -164,7 +164,10 @@ class SearchConfig(BaseModel):
 
     space: str = "nb201"  # a registered space (modnas.toolkit.spaces)
     objectives: list[str] = Field(default_factory=lambda: ["error", "latency"])
-    accuracy: Literal["benchmark", "supernet"] = "benchmark"
+    # benchmark: a surrogate fitted to the space's accuracy table; supernet: a supernet trained with the
+    # hypernetwork on images; surrogate: a frozen surrogate fitted to the space's own quality measurements
+    # (``benchmark.surrogate_dir``; gpt: a sandwich-trained supernet's held-out losses), no table needed
+    accuracy: Literal["benchmark", "supernet", "surrogate"] = "benchmark"
     data_dir: str | None = None          # tables (benchmark) or images / "digits" (supernet)
     epochs: int = Field(20, ge=1)
     seed: int = 0
@@ -200,14 +203,21 @@ class SearchConfig(BaseModel):
 
         support = get_space(self.space)
         if self.accuracy == "benchmark" and not support.benchmark_accuracy:
-            raise BadInput(f"no accuracy table for the {self.space} space: search it with `accuracy` supernet "
-                           "on your images (`image_dir` DIR, or 'digits')", param=("accuracy", "image_dir"))
+            hint = ("`accuracy` surrogate (its loss surrogate)" if support.default_accuracy == "surrogate" else
+                    "`accuracy` supernet on your images (`image_dir` DIR, or 'digits')")
+            raise BadInput(f"no accuracy table for the {self.space} space: search it with {hint}",
+                           param=("accuracy", "image_dir"))
+        if self.accuracy == "surrogate" and support.default_accuracy != "surrogate":
+            raise BadInput(f"`accuracy` surrogate is for spaces searched on a loss surrogate (gpt); the {self.space} "
+                           f"space's is {support.default_accuracy}", param="accuracy")
         if self.benchmark.task is not None:
             support.task_column(self.benchmark.task)  # a task the space does not have is bad input naming its tasks
             if self.accuracy != "benchmark":
                 raise BadInput(f"task {self.benchmark.task!r} is a benchmark task: it needs the benchmark accuracy")
         if self.accuracy == "benchmark":
             self._reconcile_task(support)
+        if self.accuracy == "surrogate" and self.benchmark.accuracy_column is None:
+            self.benchmark.accuracy_column = support.quality
         if self.supernet.warmup_epochs is None:
             self.supernet.warmup_epochs = int(support.warmup_share * self.epochs)
         if self.supernet.random_subnets is None:
@@ -316,12 +326,12 @@ class Run:
     # -- accuracy --------------------------------------------------------------------------
     @property
     def surrogate(self) -> Any:
-        """The accuracy surrogate the read-out uses: always in benchmark mode; in supernet mode only
-        when the supernet weights are absent and a surrogate was distilled from them."""
+        """The accuracy surrogate the read-out uses: always in benchmark and surrogate mode; in supernet
+        mode only when the supernet weights are absent and a surrogate was distilled from them."""
         if self._surrogate is None:
             distilled = self.config.accuracy == "supernet" and not (self.path / "supernet.safetensors").exists() \
                 and (self.path / "surrogate").is_dir()
-            if self.config.accuracy == "benchmark" or distilled:
+            if self.config.accuracy in ("benchmark", "surrogate") or distilled:
                 from modnas.toolkit.search.surrogate import load_surrogate
 
                 self._surrogate = load_surrogate(self.path / "surrogate")

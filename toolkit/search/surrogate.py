@@ -14,11 +14,14 @@ SURROGATE_FILES = ("accuracy_surrogate.safetensors", "accuracy_surrogate.json")
 
 
 class AccuracySurrogate(nn.Module):
-    """one-hot ``[B, D]`` -> accuracy in percent ``[B]``. Output = ``scale * net(x) + shift``."""
+    """one-hot ``[B, D]`` -> accuracy in percent ``[B]``. Output = ``scale * net(x) + shift``.
+    ``predicts="error"``: the output is the error itself (a language model's loss, lower is better)."""
 
-    def __init__(self, in_dim: int = 30, hidden: int = 256, depth: int = 3) -> None:
+    def __init__(self, in_dim: int = 30, hidden: int = 256, depth: int = 3, predicts: str = "accuracy") -> None:
         super().__init__()
-        self.in_dim, self.hidden, self.depth = in_dim, hidden, depth
+        if predicts not in ("accuracy", "error"):
+            raise ValueError(f"a surrogate predicts accuracy or error, not {predicts!r}")
+        self.in_dim, self.hidden, self.depth, self.predicts = in_dim, hidden, depth, predicts
         layers: list[nn.Module] = []
         width = in_dim
         for _ in range(depth):
@@ -35,20 +38,23 @@ class AccuracySurrogate(nn.Module):
         return self.net(onehot.reshape(onehot.shape[0], -1)).squeeze(-1) * self.scale + self.shift
 
     def error(self, onehot: torch.Tensor) -> torch.Tensor:
-        """Predicted error (100 - accuracy), percent."""
-        return 100.0 - self.forward(onehot)
+        """Predicted error (100 - accuracy, percent), or the output itself for an error surrogate."""
+        out = self.forward(onehot)
+        return out if self.predicts == "error" else 100.0 - out
 
 
 def fit_surrogate(onehot: np.ndarray, accuracy: np.ndarray, seed: int = 0, epochs: int = 300,
-                  hidden: int = 256, depth: int = 3, batch: int = 512, lr: float = 2e-3) -> tuple[AccuracySurrogate, dict[str, Any]]:
-    """Fit on all rows (the table is the ground truth of the benchmark). Reproducible from ``seed``."""
+                  hidden: int = 256, depth: int = 3, batch: int = 512, lr: float = 2e-3,
+                  predicts: str = "accuracy") -> tuple[AccuracySurrogate, dict[str, Any]]:
+    """Fit on all rows (the table is the ground truth of the benchmark). Reproducible from ``seed``.
+    ``predicts="error"``: ``accuracy`` holds the errors (losses) to predict."""
     from scipy.stats import kendalltau, spearmanr
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     x = torch.tensor(onehot, dtype=torch.float32)
     y = torch.tensor(accuracy, dtype=torch.float32)
-    model = AccuracySurrogate(x.shape[1], hidden, depth)
+    model = AccuracySurrogate(x.shape[1], hidden, depth, predicts)
     model.shift.fill_(float(y.mean()))
     model.scale.fill_(float(y.std()))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -81,7 +87,7 @@ def save_surrogate(model: AccuracySurrogate, directory: str | Path, meta: dict[s
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / SURROGATE_FILES[0]))
-    info = {"in_dim": model.in_dim, "hidden": model.hidden, "depth": model.depth, **meta}
+    info = {"in_dim": model.in_dim, "hidden": model.hidden, "depth": model.depth, "predicts": model.predicts, **meta}
     (directory / SURROGATE_FILES[1]).write_text(json.dumps(info, indent=2))
 
 
@@ -90,7 +96,7 @@ def load_surrogate(directory: str | Path) -> AccuracySurrogate:
 
     directory = Path(directory)
     info = json.loads((directory / SURROGATE_FILES[1]).read_text())
-    model = AccuracySurrogate(info["in_dim"], info["hidden"], info["depth"])
+    model = AccuracySurrogate(info["in_dim"], info["hidden"], info["depth"], info.get("predicts", "accuracy"))
     model.load_state_dict(load_file(str(directory / SURROGATE_FILES[0])), strict=True)
     model.eval()
     for p in model.parameters():

@@ -13,7 +13,8 @@ A space is one package under ``toolkit/spaces/`` and one entry in the registry
 - **tables**: the measured device tables it reads from a data directory (``table_metrics``,
   ``load_table``, ``predictor_table``) and how well a table column must cover the space;
 - **objective**: benchmark tasks with an accuracy table (``tasks``), else the supernet's error on
-  the user's images;
+  the user's images, or a surrogate fitted to a trained supernet's held-out losses (``quality``
+  names the objective in read-outs: ``error`` or ``loss``);
 - **search**: its supernet (``build_supernet``, ``load_supernet``, ``supernet_logits``,
   ``prepare_eval``, ``subnet``), its training recipe (``warmup_share``, ``random_subnets``) and the
   build arguments a run's supernet fixes for its subnets (``run_build_kwargs``);
@@ -240,11 +241,21 @@ class Space(ABC):
 
     # -- the accuracy objective --------------------------------------------------------------------
     tasks: tuple[str, ...] = ()  # benchmark tasks with an accuracy table (benchmark-mode search)
+    # the name of the first objective in read-outs (``predicted``): "error" (percent, image spaces) or
+    # "loss" (held-out nats per token, language models); searches call the objective "error" either way
+    quality: str = "error"
+    quality_unit: str = "%"
 
     @property
     def benchmark_accuracy(self) -> bool:
         """Whether an accuracy table exists for a benchmark-mode search."""
         return bool(self.tasks)
+
+    @property
+    def default_accuracy(self) -> str:
+        """Where a search's error term comes from by default: ``benchmark`` (an accuracy table) or
+        ``supernet`` (trained on the user's images); gpt's is ``surrogate`` (its shipped loss surrogate)."""
+        return "benchmark" if self.benchmark_accuracy else "supernet"
 
     def task_column(self, task: str) -> str:
         """The accuracy-table column of a benchmark ``task``."""
@@ -328,6 +339,8 @@ class Space(ABC):
     # -- shipped runs ------------------------------------------------------------------------------
     # the search runs shipped in toolkit/assets/runs: task (None: the space's default) -> directory
     shipped_runs: dict[str | None, str] = {}
+    # files a run passes on to a search that reuses its surrogate (gpt: the supernet and its held-out text)
+    run_carries: tuple[str, ...] = ()
 
     def shipped_run(self, task: str | None = None) -> Path:
         """The run shipped with the package for this space (or one of its benchmark ``task``s)."""

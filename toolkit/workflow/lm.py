@@ -6,10 +6,11 @@ space's command to :func:`train_lm_arch` and :func:`export_lm_arch`; ``modnas sa
 :func:`sample_lm`. Everything a command needs is read and checked before a file is written, so bad
 input (one ``BadInput`` line naming its parameter) leaves nothing behind.
 
-``run`` for a language model: search runs of a token space do not carry supernet weights yet, so
-``run`` names a supernet checkpoint of :func:`modnas.toolkit.spaces.gpt.supernet.train_supernet`
-(its ``checkpoint.safetensors`` or the directory holding it); the architecture's slice of it starts
-training, or is what ``export`` and ``sample`` use. A search-run directory is refused in one line.
+``run`` for a language model: a supernet checkpoint of
+:func:`modnas.toolkit.spaces.gpt.supernet.train_supernet` (its ``checkpoint.safetensors`` or the
+directory holding it), or a gpt search run carrying one (:mod:`modnas.toolkit.search.lm_run`, with a
+copy of its text's held-out split for the losses of exports); the architecture's slice of it starts
+training, or is what ``export`` and ``sample`` use. A search-run directory without one is refused in one line.
 """
 from __future__ import annotations
 
@@ -79,8 +80,9 @@ def supernet_checkpoint(run: str | Path) -> Path:
     path = Path(run).expanduser()
     if path.is_dir():
         if (path / "config.json").is_file() and not (path / CHECKPOINT_NAME).is_file():
-            raise BadInput(f"`run` {run}: a search run; language-model runs carry no supernet weights yet, so "
-                           "give a gpt supernet checkpoint (train_supernet's checkpoint.safetensors)", param="run")
+            raise BadInput(f"`run` {run}: a search run without a supernet checkpoint (gpt runs of "
+                           "`default_run --space gpt` carry one); give a gpt supernet checkpoint "
+                           "(train_supernet's checkpoint.safetensors)", param="run")
         path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise BadInput(f"`run` {run}: no gpt supernet checkpoint there", param="run")
@@ -116,8 +118,10 @@ def _weights(arch: str, weights: str | None, run: str | None
             raise BadInput(f"`weights` {err}", param="weights") from None
         return model, vocab, meta, "checkpoint-" + sha256_file(weights)[:16]
     if run is not None:
-        model, vocab, _, tag = subnet_of_run(run, arch)
-        return model, vocab, None, tag
+        model, vocab, meta, tag = subnet_of_run(run, arch)
+        from modnas.toolkit.spaces.gpt.text import HELDOUT_TEXT
+
+        return model, vocab, {**meta, "carried": str(supernet_checkpoint(run).parent / HELDOUT_TEXT)}, tag
     from modnas.toolkit.spaces.gpt.space import DEFAULT_VOCAB
     from modnas.toolkit.spaces.gpt.train import build_model
 
@@ -170,10 +174,32 @@ def train_lm_arch(space: Any, arch: str, *, text: str | None, out: Path, context
 
 
 # -- export ------------------------------------------------------------------------------------------
-def heldout_windows(meta: dict[str, Any], vocab: Any, data_dir: str | Path | None = None) -> tuple[Any, Any]:
-    """The checkpoint's held-out windows (every position once, ``context`` tokens each) and targets."""
+def carried_heldout(path: str | Path, vocab: Any) -> Any:
+    """The held-out split a search run carries (``heldout.txt.gz``) in the vocabulary's tokens; None without one."""
+    import gzip
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return vocab.encode(gzip.decompress(path.read_bytes()).decode("utf-8"))
+
+
+def heldout_windows(meta: dict[str, Any], vocab: Any, data_dir: str | Path | None = None) -> tuple[Any, Any] | None:
+    """The checkpoint's held-out windows (every position once, ``context`` tokens each) and targets. A
+    supernet of a search run (``meta["carried"]``) reads its text's held-out split from the data directory
+    or, where that text is not there or has changed since, the copy the run carries; None when neither is
+    there (no loss then)."""
     from modnas.toolkit.spaces.gpt.text import eval_windows, read_text, split_heldout
 
+    if "carried" in meta:
+        try:
+            corpus = read_text(meta["text"], data_dir)
+        except BadInput:
+            corpus = None
+        if corpus is None or corpus.digest != meta.get("text_digest"):  # not there, or since changed: the copy
+            held = carried_heldout(meta["carried"], vocab)
+            return None if held is None else eval_windows(held, int(meta["context"]))
+        return eval_windows(split_heldout(vocab.encode(corpus.text))[1], int(meta["context"]))
     try:
         corpus = read_text(meta["text"], data_dir)
     except BadInput as err:

@@ -18,6 +18,7 @@ from modnas.toolkit.prediction.device_state import refresh_embedding
 from modnas.toolkit.results import JsonDoc, omitted
 from modnas.toolkit.spaces import Space, get_space
 from modnas.toolkit.store import Store
+from modnas.toolkit.threads import torch_threads
 from modnas.toolkit.workflow.profiling import (Failure, MeasuredRow, fingerprint_device, latency_row, profile_device,
                                                resolve_archs)
 
@@ -80,9 +81,10 @@ class ValidationRow(JsonDoc):
     arch: str
     predicted: float
     measured: float
-    error: float  # the run's predicted error (%)
+    error: float  # the run's predicted error (%; a language model's: its predicted loss, nats per token)
     rounds: list[float]  # the median of each round (ms)
     replayed: bool | None = omitted()
+    in_fit: bool | None = omitted()  # a reference architecture: the device model keeps it (not in the figures)
 
 
 @dataclass
@@ -284,9 +286,11 @@ def onboard(cfg: DeviceConfig, store: Store, space: Space, extra: int = 0, seed:
 
 def _cost_without(store: Store, name: str, space: Space, exclude: set[str]) -> Any:
     """The device's cost model calibrated without the architectures being validated (the stored device
-    model itself when none of them is among its measurements: nothing to refit)."""
+    model itself when none of them is among its measurements: nothing to refit). The reference
+    architectures stay: they are the device's embedding."""
     from modnas.toolkit.prediction.device_cost import device_cost, device_from_store
 
+    exclude = exclude - set(_references(space))
     measured = store.values(name, space.name, "latency")
     values = {a: v for a, v in measured.items() if a not in exclude}
     if not values:
@@ -294,6 +298,10 @@ def _cost_without(store: Store, name: str, space: Space, exclude: set[str]) -> A
     if len(values) == len(measured):
         return device_from_store(store, name, space, "latency")
     return device_cost(name, values, space, "latency")
+
+
+def _references(space: Space) -> list[str]:
+    return [space.canonical(a) for a in space.reference_archs()]
 
 
 def _budget_checks(archs: list[str], error: np.ndarray, predicted: np.ndarray, measured: np.ndarray,
@@ -312,6 +320,8 @@ def _budget_checks(archs: list[str], error: np.ndarray, predicted: np.ndarray, m
 
 
 MIN_VALIDATED = 3  # a read-out with fewer distinct architectures is widened by one refinement round
+MIN_GRID = 8  # a preference grid with fewer distinct arg-maxes is widened by the spreading read-out (`pareto`'s)
+SPREAD_VALIDATED = 12  # ... at most this many of its architectures
 VALIDATE_ROUNDS = 3  # interleaved rounds: every architecture measured once per round, order rotated
 MAX_ROUNDS = 20
 
@@ -373,7 +383,7 @@ def validate(cfg: DeviceConfig, store: Store, space: Space, run: str | None = No
     rounds with the predictions, beside the board's own repeatability between rounds."""
     from modnas.toolkit.workflow.report import (agreement, markdown_report, plot_fronts,
                                                 plot_predicted_vs_measured, repeatability)
-    from modnas.toolkit.search.readout import candidates
+    from modnas.toolkit.search.readout import candidates, pareto as readout_pareto
     from modnas.toolkit.search.run import load_run
 
     if not 1 <= rounds <= MAX_ROUNDS:
@@ -382,6 +392,12 @@ def validate(cfg: DeviceConfig, store: Store, space: Space, run: str | None = No
     if archs == "pareto":  # every distinct architecture of the 24-preference read-out
         cost = _cost_without(store, cfg.name, space, set())
         chosen = candidates(run_obj, cost.embedding, READOUT_PREFERENCES)[0]
+        if len(chosen) < MIN_GRID:  # the grid collapsed to a few networks (gpt): validate the front `pareto` shows
+            try:
+                chosen = list(dict.fromkeys(chosen + [r["arch"] for r in readout_pareto(run_obj, cost,
+                                                                                        SPREAD_VALIDATED)]))
+            except BadInput:  # the run optimises an objective this board has no model of (energy): keep the grid's
+                pass
         if len(chosen) < MIN_VALIDATED and run_obj.surrogate is not None:
             # a front of one or two: add the one-edit refinement's front (cheap with a surrogate)
             from modnas.toolkit.search.readout import refine
@@ -401,7 +417,9 @@ def validate(cfg: DeviceConfig, store: Store, space: Space, run: str | None = No
     measured = np.array([np.median(per_round[a]) for a in ok])
     predicted = np.array([predicted_all[a] for a in ok])
     error = run_obj.predict_error(ok)
-    stats = agreement(predicted, measured)
+    in_fit = set(ok) & set(_references(space))  # predicted in sample: left out of the figures where others remain
+    scored = np.array([a not in in_fit for a in ok]) if len(ok) - len(in_fit) >= 2 else np.ones(len(ok), bool)
+    stats = agreement(predicted[scored], measured[scored])
     rep = repeatability({a: per_round[a] for a in ok})
     out = Path(out) if out else modnas_home() / "validation" / cfg.name
     out.mkdir(parents=True, exist_ok=True)
@@ -409,7 +427,8 @@ def validate(cfg: DeviceConfig, store: Store, space: Space, run: str | None = No
         cfg.name, stats["spearman"], stats["kendall"], stats["mape"], stats["within_10pct"], stats["n"],
         measured_as="median of rounds", rounds=rounds, repeatability=rep, repeatability_mape=rep["mape"],
         mape_to_repeatability=(stats["mape"] / rep["mape"] if rep["mape"] else None),
-        rows=[ValidationRow(a, float(p), float(m), float(e), per_round[a], True if cfg.is_replay else None)
+        rows=[ValidationRow(a, float(p), float(m), float(e), per_round[a], True if cfg.is_replay else None,
+                            True if a in in_fit else None)
               for a, p, m, e in zip(ok, predicted, measured, error)],
         failed=failed, margin=cost.margin(), budgets=_budget_checks(ok, error, predicted, measured, cost.margin()))
     doc.plot = str(plot_predicted_vs_measured(predicted, measured, out / "predicted_vs_measured.png",
@@ -418,17 +437,28 @@ def validate(cfg: DeviceConfig, store: Store, space: Space, run: str | None = No
                                                  + (f" (repeatability {rep['mape']:.1f} %)"
                                                     if rep["mape"] is not None else "")))
     doc.front_plot = str(plot_fronts(error, predicted, measured, out / "fronts.png",
-                                     f"{cfg.name}: predicted and measured front"))
+                                     f"{cfg.name}: predicted and measured front",
+                                     "predicted loss (nats/token)" if space.quality == "loss" else "predicted error (%)"))
     (out / "report.md").write_text(markdown_report(doc.to_json()))
     doc.report = str(out / "report.md")
     (out / "validation.json").write_text(json.dumps(doc.to_json(), indent=2) + "\n")
     return doc
 
 
-def local_device(out: Path) -> DeviceConfig:
-    """This machine as the board, with its work directory kept under ``out``."""
+# a language model's quickstart times two graphs per architecture (decode and prefill): shorter blocks keep
+# it within minutes (each block still at least 20 runs; the blocks' spread is the reported repeatability)
+LM_QUICK_TIMING = {"warmup_s": 0.2, "min_runs": 20, "min_time_s": 0.2, "repeats": 3, "cooldown_s": 0.05}
+QUICKSTART_EXTRA_LM = 8
+
+
+def local_device(out: Path, space: Space | None = None) -> DeviceConfig:
+    """This machine as the board, with its work directory kept under ``out`` (a language model's with
+    ``LM_QUICK_TIMING``)."""
     cfg = load_device("local")
-    return cfg.model_copy(update={"workdir": str((out / "board").resolve())})
+    update: dict[str, Any] = {"workdir": str((out / "board").resolve())}
+    if space is not None and space.inputs == "tokens":
+        update["measurement"] = cfg.measurement.model_copy(update=LM_QUICK_TIMING)
+    return cfg.model_copy(update=update)
 
 
 def quickstart_budgets(validation: ValidationResult) -> list[float]:
@@ -484,6 +514,7 @@ class QuickstartResult(JsonDoc):
     out: str
 
 
+@torch_threads(1)  # the controller's own torch work (fits, exports) stays off the cores the board times on
 def quickstart(store: Store, out: Path, quiet: bool = False, space_name: str = "nb201") -> QuickstartResult:
     """Onboard this machine, validate its read-out front in rounds, pick for three budgets with the
     board verifying each pick, export the picks; everything is written under ``out``."""
@@ -498,11 +529,13 @@ def quickstart(store: Store, out: Path, quiet: bool = False, space_name: str = "
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     space = get_space(space_name)
-    cfg = local_device(out)
+    cfg = local_device(out, space)
     say = (lambda msg: None) if quiet else (lambda msg: print(f"[{time.monotonic() - start:5.1f}s] {msg}",
                                                               file=sys.stderr))
-    say(f"onboarding this machine as board {cfg.name!r} (10 reference and {QUICKSTART_EXTRA} more architectures)")
-    onboarded = onboard(cfg, store, space, extra=QUICKSTART_EXTRA, quiet=quiet)
+    extra = QUICKSTART_EXTRA_LM if space.inputs == "tokens" else QUICKSTART_EXTRA
+    say(f"onboarding this machine as board {cfg.name!r} ({len(space.reference_archs())} reference and {extra} more "
+        "architectures)")
+    onboarded = onboard(cfg, store, space, extra=extra, quiet=quiet)
     say(f"validating the read-out front on this machine ({VALIDATE_ROUNDS} interleaved rounds)")
     validation = validate(cfg, store, space, None, "pareto", out / "validation", quiet=quiet)
     run_obj = load_run(None, space.name)
@@ -516,11 +549,22 @@ def quickstart(store: Store, out: Path, quiet: bool = False, space_name: str = "
                                      repeatability=rep / 100 if rep is not None else None))
     exported: list[QuickstartExport] = []
     for pick in picks:
-        if pick.arch is None or pick.predicted is None or any(e.arch == pick.arch for e in exported):
+        if pick.arch is None or pick.predicted is None:
             continue
-        say(f"exporting {pick.arch} (ONNX, TVM)")
-        files = export_arch(pick.arch, space_name=space.name, formats=["onnx", "tvm"], out=out / "exports",
-                            device=cfg)
+        first = next(p for p in picks if p.arch == pick.arch)
+        if first is not pick:  # exported (and sampled) already for another budget
+            pick.loss, pick.sample = first.loss, first.sample
+            continue
+        if space.inputs == "tokens":  # a language model: ONNX and INT8 with each file's loss, and a sample
+            say(f"exporting {pick.arch} (ONNX, INT8) with each file's held-out loss, and a sample of its text")
+            files = export_arch(pick.arch, space_name=space.name, formats=["onnx"], quantize="int8",
+                                out=out / "exports", run=str(run_obj.path))
+            pick.loss = files.loss
+            pick.sample = lm_sample(space, pick.arch, str(run_obj.path))
+        else:
+            say(f"exporting {pick.arch} (ONNX, TVM)")
+            files = export_arch(pick.arch, space_name=space.name, formats=["onnx", "tvm"], out=out / "exports",
+                                device=cfg)
         exported.append(QuickstartExport(pick.arch, pick.predicted, pick.measured, pick.budget_ms, files))
     report = Path(validation.report)
     report.write_text(markdown_report(validation.to_json(), [p.to_json() for p in picks]))
@@ -531,6 +575,18 @@ def quickstart(store: Store, out: Path, quiet: bool = False, space_name: str = "
                                 validation.front_plot, validation.report)
     return QuickstartResult(cfg.name, onboarded.fingerprint, front, exported, picks, summary,
                             time.monotonic() - start, str(out))
+
+
+QUICKSTART_SAMPLE_CHARS = 200  # characters of each language-model pick's sample
+
+
+def lm_sample(space: Space, arch: str, run: str) -> dict[str, Any]:
+    """A ``QUICKSTART_SAMPLE_CHARS``-character sample of ``arch`` (greedy, the run's supernet weights), decoded
+    by onnxruntime with its key/value cache, and its tokens per second."""
+    from modnas.toolkit.workflow.lm import sample_lm
+
+    res = sample_lm(space, arch, run=run, tokens=QUICKSTART_SAMPLE_CHARS, fmt="onnx")
+    return {"text": res.text, "tokens_per_s": round(float(res.tokens_per_s), 1)}
 
 
 def shipped_error(space_name: str) -> Callable[[list[str]], np.ndarray] | None:

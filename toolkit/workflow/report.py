@@ -82,15 +82,17 @@ def plot_predicted_vs_measured(predicted: np.ndarray, measured: np.ndarray, path
     return path
 
 
-def plot_fronts(error: np.ndarray, predicted: np.ndarray, measured: np.ndarray, path: Path, title: str) -> Path:
-    """The front as predicted and the same architectures at their measured latency."""
+def plot_fronts(error: np.ndarray, predicted: np.ndarray, measured: np.ndarray, path: Path, title: str,
+                quality: str = "predicted error (%)") -> Path:
+    """The front as predicted and the same architectures at their measured latency (``quality`` labels the
+    other axis: a language model's is its predicted loss)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     for lat, label, style in ((predicted, "predicted latency", "o--"), (measured, "measured latency", "s-")):
         order = np.argsort(lat)
         ax.plot(np.asarray(lat)[order], np.asarray(error)[order], style, ms=4, label=label)
     ax.set_xlabel("latency (ms)")
-    ax.set_ylabel("predicted error (%)")
+    ax.set_ylabel(quality)
     if max(np.max(predicted), np.max(measured)) / max(min(np.min(predicted), np.min(measured)), 1e-9) > 20:
         ax.set_xscale("log")
     ax.set_title(title, fontsize=10)
@@ -115,7 +117,23 @@ def _verified_lines(picks: list[dict[str, Any]]) -> list[str]:
                      f"{p['measured']['latency_ms']:.3f} | {100 * p['verify_margin']:.1f} | "
                      f"{p.get('measurements', 0)} | "
                      f"{'yes' if p['measured']['latency_ms'] <= p['budget_ms'] else 'NO'} |")
-    return lines + [""]
+    lines.append("")
+    lm = [p for p in picks if p.get("arch") is not None and (p.get("loss") or p.get("sample"))]
+    if lm:  # a language model's picks: each exported file's held-out loss and a sample of its text
+        lines += ["## The picks' files and text", "",
+                  "| budget ms | pick | predicted loss | loss by file (nats/token) | tokens/s (onnxruntime) |",
+                  "|---:|---|---:|---|---:|"]
+        for p in lm:
+            files = ", ".join(f"{k} {v:.4f}" for k, v in (p.get("loss") or {}).items())
+            tps = (p.get("sample") or {}).get("tokens_per_s")
+            lines.append(f"| {p['budget_ms']:.3f} | `{p['arch']}` | {p['predicted'].get('loss', float('nan')):.4f} | "
+                         f"{files or '-'} | {'-' if tps is None else f'{tps:.1f}'} |")
+        lines.append("")
+        for arch in dict.fromkeys(p["arch"] for p in lm if p.get("sample")):  # one sample per architecture
+            p = next(q for q in lm if q["arch"] == arch and q.get("sample"))
+            lines += [f"Sample of `{arch}` ({p['sample']['tokens_per_s']:.0f} tokens/s):", "", "```",
+                      p["sample"]["text"], "```", ""]
+    return lines
 
 
 def markdown_report(doc: dict[str, Any], picks: list[dict[str, Any]] | None = None) -> str:
@@ -125,6 +143,8 @@ def markdown_report(doc: dict[str, Any], picks: list[dict[str, Any]] | None = No
     lines = [f"# Validation on {doc['device']}", "",
              f"- architectures: {len(doc['rows'])}, each measured in {rounds} interleaved round(s); "
              f"measured = median of rounds",
+             *([f"- {n} of them reference architectures, in the device model's fit: not in the figures below"]
+               if (n := sum(1 for r in doc["rows"] if r.get("in_fit"))) and len(doc["rows"]) - n >= 2 else []),
              f"- Spearman {doc['spearman']:.3f}, Kendall {doc['kendall']:.3f}",
              f"- MAPE {doc['mape']:.1f} %, within +-10 %: {100 * doc['within_10pct']:.0f} %"]
     if rep is not None:

@@ -29,7 +29,9 @@ SKIP_TOLERANCE = 0.05      # a rescaled estimate this far over the accept line i
 ANCHORS = 3                # nearest measured candidates whose measured/predicted ratio rescales a prediction
 ANCHOR_RANGE = 1.5         # ... when predicted within this factor of the candidate
 MAX_LOOSE_MARGIN = 0.5
-FALLBACK_MEASUREMENTS = 3  # when no candidate met the budget: the fastest few of the rest, measured too
+# when no candidate met the budget: the fastest few of the rest, judged too (measured with what is left of
+# max_measurements; stored ones judged without measuring)
+FALLBACK_MEASUREMENTS = 3
 # (beyond --verify-max; none when it is 0, which judges stored measurements only)
 
 
@@ -59,7 +61,7 @@ class Candidate(JsonDoc):
     """One candidate judged on the board, most accurate first: predicted, measured, and whether it meets."""
 
     arch: str
-    predicted: dict[str, float]  # {"error", "latency_ms"}
+    predicted: dict[str, float]  # {"error" (or "loss"), "latency_ms"}
     measured: MeasuredLatency | None  # None: the measurement failed
     source: str
     meets: bool
@@ -88,6 +90,9 @@ class VerifiedSelection(JsonDoc):
     unverified: dict[str, Any] | None  # {"arch", "margin", "predicted"}: plain select's pick
     reason: str | None = omitted()
     replayed: bool | None = omitted()
+    # a language model's pick in the quickstart: each exported file's held-out loss, and a sample of its text
+    loss: dict[str, float] | None = omitted()
+    sample: dict[str, Any] | None = omitted()  # {"text", "tokens_per_s"}
 
 
 def candidate_pool(run: Any, cost: Any, preferences: int = 24, dense: int = 201) -> tuple[list[str], dict[str, Any]]:
@@ -153,7 +158,8 @@ def verified_select(run: Any, cost: Any, budget_ms: float, measure: Measure, kno
     """The most accurate candidate measured to meet ``budget_ms``; ``"arch": None`` and a reason when none does.
 
     ``measure`` takes a board measurement (at most ``max_measurements`` of them for the most accurate
-    candidates, and ``FALLBACK_MEASUREMENTS`` more for the fastest when none of those met); ``known`` holds
+    candidates, and what is left of them on ``FALLBACK_MEASUREMENTS`` of the fastest when none of those met);
+    ``known`` holds
     measurements already stored, judged without measuring. Board loss propagates as ``BoardError``.
     ``pool``: ``candidate_pool(run, cost)`` when the caller already has it (several budgets, one device).
     """
@@ -171,6 +177,7 @@ def verified_select(run: Any, cost: Any, budget_ms: float, measure: Measure, kno
     loose = min(resolve_margin(cost, margin), MAX_LOOSE_MARGIN)
     floor = max(MIN_VERIFY_MARGIN, repeatability or 0.0)
     archs, prefs = pool if pool is not None else candidate_pool(run, cost)
+    q = run.space.quality  # "error" (%) or, for language models, "loss"
     lat = np.asarray(cost.predict(archs), dtype=np.float64)
     err = np.asarray(run.predict_error(archs), dtype=np.float64)
     strict = resolve_margin(cost, None)
@@ -198,13 +205,13 @@ def verified_select(run: Any, cost: Any, budget_ms: float, measure: Measure, kno
                 raise BoardError(f"{str(exc).splitlines()[0]} (lost during --verify after {taken - 1} "
                                  f"measurement(s); what was measured is stored)") from None
             if got is None:
-                tried.append(Candidate(arch, {"error": float(err[i]), "latency_ms": pred}, None, "board", False,
+                tried.append(Candidate(arch, {q: float(err[i]), "latency_ms": pred}, None, "board", False,
                                        failed=True))
                 return None
             known[arch] = got
             anchors.append((pred, got.latency_ms))
         r = floor if repeatability is not None else max(floor, got.ci_rel)
-        judged = Candidate(arch, {"error": float(err[i]), "latency_ms": pred}, MeasuredLatency(got.latency_ms),
+        judged = Candidate(arch, {q: float(err[i]), "latency_ms": pred}, MeasuredLatency(got.latency_ms),
                            got.source, bool(got.latency_ms * (1 + r) <= budget_ms), verify_margin=r)
         tried.append(judged)
         return judged
@@ -229,6 +236,8 @@ def verified_select(run: Any, cost: Any, budget_ms: float, measure: Measure, kno
         rest = sorted((i for i, g in guess.items() if g * (1 + floor) <= budget_ms * (1 + SKIP_TOLERANCE)),
                       key=lambda i: (guess[i], err[i]))  # only those that may meet it
         for i in rest[:FALLBACK_MEASUREMENTS]:
+            if archs[i] not in known and taken >= max_measurements:  # never past max_measurements in all
+                continue
             unmeasured.discard(archs[i])
             got = judge(i)
             if got is not None and got.meets:
@@ -239,12 +248,12 @@ def verified_select(run: Any, cost: Any, budget_ms: float, measure: Measure, kno
         verified=True, measured=None, verify_margin=pick_margin, measurements=taken, skipped_by_estimate=skipped,
         not_measured_verify_max=len(unmeasured), candidates=tried,
         unverified=({"arch": archs[unverified], "margin": strict,
-                     "predicted": {"error": float(err[unverified]), "latency_ms": float(lat[unverified])}}
+                     "predicted": {q: float(err[unverified]), "latency_ms": float(lat[unverified])}}
                     if unverified is not None else None))
     if pick is not None:
         a = archs[pick]
         doc.arch = a
-        doc.predicted = {"error": float(err[pick]), "latency_ms": float(lat[pick])}
+        doc.predicted = {q: float(err[pick]), "latency_ms": float(lat[pick])}
         doc.measured = MeasuredLatency(known[a].latency_ms, known[a].source)
         doc.preference = [float(v) for v in prefs[a]] if a in prefs else None
         return doc

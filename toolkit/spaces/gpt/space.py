@@ -9,7 +9,8 @@ the depth are written as the first choice, so two strings of one network encode 
 its input is a prompt of token ids (``input_shape``: batch 1, 128 tokens, the default prompt of a
 ``prefill`` measurement). ``flops`` counts the multiply-accumulates of decoding one token with a
 key/value cache of ``context`` (default 128) earlier tokens, the cost behind the ``latency`` metric.
-The space has no measured tables yet.
+Its measured tables are this project's own (``benchmarks/gpt_tables.py``); its shipped search run
+(``toolkit/assets/runs/gpt``) carries a sandwich-trained supernet and a loss surrogate distilled from it.
 """
 from __future__ import annotations
 
@@ -53,6 +54,16 @@ class GPTSpace(Space):
     table_coverage = 0.9
     ships_tables = True
     predictor_defaults = {"min_points": 50}  # a setting measures about a hundred networks, not thousands
+    quality = "loss"  # held-out nats per token of the supernet's subnet (the run's loss surrogate)
+    quality_unit = "nats"
+    shipped_runs = {None: "gpt"}
+    run_carries = ("checkpoint.safetensors", "checkpoint.json", "heldout.txt.gz")  # train.CHECKPOINT_NAME, text.HELDOUT_TEXT
+
+    @property
+    def default_accuracy(self) -> str:
+        """The shipped run's loss surrogate (fitted to its supernet's held-out losses)."""
+        return "surrogate"
+
     enumerable = False  # 3 widths x sum over depths of 9^l layer choices: about 1.8 million networks
 
     def __init__(self) -> None:

@@ -30,6 +30,7 @@ from modnas.toolkit.errors import BadInput
 SHAKESPEARE = "shakespeare"
 SHAKESPEARE_PATH = Path("text") / "tinyshakespeare" / "input.txt"
 HELDOUT_FRACTION = 0.1
+HELDOUT_TEXT = "heldout.txt.gz"  # a gpt search run's copy of its text's held-out split (the losses of its exports)
 BYTE_TOKENS = 256
 
 
