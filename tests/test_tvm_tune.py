@@ -77,6 +77,7 @@ def _records(db_dir: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.early  # before the rest of the suite has loaded its modules (see conftest)
 def test_tiny_tuning_writes_reuses_and_resumes(tiny_onnx: Path, tmp_path: Path) -> None:
     import tvm
 

@@ -91,6 +91,22 @@ def test_predict_needs_references(modnas_home, capsys) -> None:
     assert code == 2 and "onboard" in err
 
 
+# The quickstart as a user runs it (the CLI, a fresh process, a fresh home), made small: shorter timing
+# blocks and 6 architectures beside the references instead of 20 (about a third of the full run's time).
+SMALL_QUICKSTART = """
+import sys
+from modnas.toolkit.cli import main
+from modnas.toolkit.workflow import new_board
+
+full = new_board.local_device
+quick = {"warmup_s": 0.1, "min_runs": 20, "min_time_s": 0.15, "cooldown_s": 0.05}
+new_board.local_device = lambda out, space=None: (lambda cfg: cfg.model_copy(update={
+    "measurement": cfg.measurement.model_copy(update=quick)}))(full(out, space))
+new_board.QUICKSTART_EXTRA = 6
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(960)  # above the subprocess's own 900 s, so that one fails first, with its stderr
 def test_quickstart_in_a_fresh_home(tmp_path) -> None:
@@ -98,7 +114,7 @@ def test_quickstart_in_a_fresh_home(tmp_path) -> None:
     home.mkdir()
     env = dict(os.environ, HOME=str(home), MODNAS_HOME=str(home / ".modnas"))
     try:
-        proc = subprocess.run([sys.executable, "-m", "modnas.toolkit.cli", "quickstart", "--out", str(tmp_path / "qs"),
+        proc = subprocess.run([sys.executable, "-c", SMALL_QUICKSTART, "quickstart", "--out", str(tmp_path / "qs"),
                                "--json"],
                               env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     except subprocess.TimeoutExpired as err:
