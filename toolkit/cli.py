@@ -417,9 +417,8 @@ def cmd_quickstart(args: argparse.Namespace) -> tuple[Any, str]:
         losses = (" (loss " + ", ".join(f"{k} {v:.4f}" for k, v in e.export.loss.items()) + ")") if e.export.loss else ""
         lines.append(f"  {e.predicted.get('latency_ms', 0):.3f} ms, {_quality(space, e.predicted)}: {files}{losses}")
     for p in {p.arch: p for p in reversed(res.picks) if p.sample}.values():  # one sample per architecture
-        if p.sample:
-            lines.append(f"sample of {p.arch} ({p.sample['tokens_per_s']:.0f} tokens/s):")
-            lines += ["  | " + line for line in p.sample["text"].splitlines()]
+        lines.append(f"sample of {p.arch} ({p.sample['tokens_per_s']:.0f} tokens/s):")
+        lines += ["  | " + line for line in p.sample["text"].splitlines()]
     rep = v.repeatability_mape
     lines.append(f"validation: Spearman {v.spearman:.3f}, MAPE {v.mape:.1f} %, within +-10 % "
                  f"{100 * v.within_10pct:.0f} %"

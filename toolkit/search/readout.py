@@ -88,8 +88,7 @@ def _top_k(run: Run) -> int:
     """The top-k read-out's default k: by the number of objectives wherever the run has an accuracy (or
     loss) surrogate (measured on NB201; ofa_mbv3's distilled surrogate and gpt's loss surrogate take it
     too); else 1, the arg-maxes (without a surrogate each candidate costs a supernet evaluation)."""
-    enumerable = hasattr(run.space, "all_archs")
-    return default_top_k(len(run.objectives)) if enumerable and run.surrogate is not None else 1
+    return default_top_k(len(run.objectives)) if run.surrogate is not None else 1
 
 
 def candidates(run: Run, embedding: np.ndarray, preferences: int) -> tuple[list[str], np.ndarray]:
